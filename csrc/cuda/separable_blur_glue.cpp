@@ -1,0 +1,50 @@
+// CUDA entry point of anomaly_kernels::separable_blur2d: checks, device guard, scratch buffer,
+// current stream, launch. The kernels live in separable_blur.cu.
+#include <torch/csrc/stable/ops.h>
+
+#include "common/separable_blur_args.h"
+#include "cuda/cuda_context.h"
+#include "cuda/separable_blur.cuh"
+
+namespace anomaly_kernels {
+namespace {
+
+template <typename T>
+void launch(const Tensor& x, Tensor& out, Tensor& scratch, const Tensor& ky, const Tensor& kx,
+            const BlurGeometry& g, Border border) {
+  check_launch(cuda::separable_blur2d<T>(
+                   x.const_data_ptr<T>(), out.mutable_data_ptr<T>(),
+                   scratch.mutable_data_ptr<T>(), x.size(0) * x.size(1), x.size(2), x.size(3),
+                   ky.const_data_ptr<T>(), ky.size(0), kx.const_data_ptr<T>(), kx.size(0), g,
+                   border, current_stream(x)),
+               "separable_blur2d");
+}
+
+Tensor separable_blur2d_cuda(Tensor input, Tensor kernel_y, Tensor kernel_x,
+                             std::string border_type, bool same_padding) {
+  Border border;
+  const BlurGeometry g =
+      check_separable_blur_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
+  torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
+  const Tensor x = torch::stable::contiguous(input);
+  const Tensor ky = torch::stable::contiguous(kernel_y);
+  const Tensor kx = torch::stable::contiguous(kernel_x);
+  std::vector<int64_t> out_shape{x.size(0), x.size(1), g.out_h, g.out_w};
+  std::vector<int64_t> scratch_shape{x.size(0) * x.size(1) * x.size(2) * g.out_w};
+  Tensor out = torch::stable::new_empty(x, out_shape);
+  if (out.numel() == 0 || x.numel() == 0) return torch::stable::zero_(out);
+  Tensor scratch = torch::stable::new_empty(x, scratch_shape);
+  if (x.scalar_type() == ScalarType::Float) {
+    launch<float>(x, out, scratch, ky, kx, g, border);
+  } else {
+    launch<double>(x, out, scratch, ky, kx, g, border);
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace anomaly_kernels
+
+STABLE_TORCH_LIBRARY_IMPL(anomaly_kernels, CUDA, m) {
+  m.impl("separable_blur2d", TORCH_BOX(&anomaly_kernels::separable_blur2d_cuda));
+}

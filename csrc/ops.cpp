@@ -1,0 +1,16 @@
+// Every operator schema of the anomaly_kernels namespace, in one place. Kernels register their
+// implementations per device in cpu/*.cpp and cuda/*_glue.cpp; fake (meta) kernels and autograd
+// are registered from Python (anomaly_kernels/ops.py).
+#include <torch/csrc/stable/library.h>
+
+STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
+  // One k-center-greedy iteration, in place: min_distances[i] = min(min_distances[i],
+  // ||features[i] - features[center]||), then returns argmax(min_distances) as a 0-dim int64
+  // tensor on the features' device (ties: smallest index). No host synchronisation.
+  m.def("kcenter_step_(Tensor features, Tensor(a!) min_distances, Tensor center) -> Tensor");
+  // Depthwise separable correlation of (B, C, H, W) with kernel_y (Ky,) along H and kernel_x
+  // (Kx,) along W, padding like F.pad(mode=border_type) when same_padding, else "valid".
+  m.def(
+      "separable_blur2d(Tensor input, Tensor kernel_y, Tensor kernel_x, str border_type, "
+      "bool same_padding) -> Tensor");
+}

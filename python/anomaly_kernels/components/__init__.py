@@ -1,0 +1,1 @@
+"""Components of anomaly-detection models (the documented ``models.components`` API)."""

@@ -1,0 +1,152 @@
+"""Python entry points of the native operators (``torch.ops.anomaly_kernels.*``).
+
+Each function validates its arguments with errors that name the argument, the expected and the
+received value, then calls the dispatcher, which picks the CPU or CUDA kernel from the tensors'
+device. Fake (meta) kernels registered here let ``torch.compile(fullgraph=True)`` trace the
+operators without running them. :mod:`anomaly_kernels.reference` holds the plain PyTorch
+algorithm of each operator, the oracle of the tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
+PADDINGS = ("same", "valid")
+
+_ops = torch.ops.anomaly_kernels
+
+
+def _check_floating(name: str, tensor: torch.Tensor, allowed=(torch.float32, torch.float64)) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype not in allowed:
+        names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+        raise TypeError(f"{name} must be {names}, got {str(tensor.dtype).replace('torch.', '')}")
+
+
+def _check_same_device(name: str, tensor: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if tensor.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {tensor.device}")
+
+
+# --------------------------------------------------------------------------------------------
+# k-center greedy step
+# --------------------------------------------------------------------------------------------
+def kcenter_step_(
+    features: torch.Tensor, min_distances: torch.Tensor, center: Union[int, torch.Tensor]
+) -> torch.Tensor:
+    """One k-center-greedy iteration, updating ``min_distances`` in place.
+
+    For every row ``i``: ``min_distances[i] = min(min_distances[i], ||features[i] -
+    features[center]||)`` (Euclidean, not squared), in one pass over ``features`` with no
+    (N, D) temporary. Start from ``+inf`` distances to get plain distances to the first center.
+
+    Args:
+        features: (N, D) float32 or float64 (float32 only on CUDA).
+        min_distances: (N,) contiguous, same dtype and device; updated in place.
+        center: row index of the newest center, an int or a one-element int64 tensor on the
+            features' device (a tensor avoids a host synchronisation on CUDA).
+
+    Returns:
+        0-dim int64 tensor on the features' device: the index of the largest updated distance
+        (ties resolve to the smallest index).
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0], [5.0]])
+        >>> d = torch.full((3,), float("inf"))
+        >>> int(kcenter_step_(x, d, 0)), d.tolist()
+        (2, [0.0, 1.0, 5.0])
+    """
+    _check_floating("features", features)
+    if features.dim() != 2:
+        raise ValueError(f"features must be 2-D (N, D), got shape {tuple(features.shape)}")
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(f"features must have at least one row and one column, got shape {tuple(features.shape)}")
+    _check_floating("min_distances", min_distances, (features.dtype,))
+    if min_distances.shape != (features.shape[0],):
+        raise ValueError(
+            f"min_distances must have shape ({features.shape[0]},), got {tuple(min_distances.shape)}"
+        )
+    _check_same_device("min_distances", min_distances, "features", features)
+    if isinstance(center, torch.Tensor):
+        if center.numel() != 1 or center.dtype != torch.int64:
+            raise ValueError(f"center must be one int64 index, got shape {tuple(center.shape)} of {center.dtype}")
+        _check_same_device("center", center, "features", features)
+    else:
+        center = int(center)
+        if not 0 <= center < features.shape[0]:
+            raise ValueError(f"center must be a row index in [0, {features.shape[0]}), got {center}")
+        center = torch.tensor(center, dtype=torch.int64, device=features.device)
+    return _ops.kcenter_step_(features, min_distances, center)
+
+
+@torch.library.register_fake("anomaly_kernels::kcenter_step_")
+def _kcenter_step_fake(features, min_distances, center):
+    return features.new_empty((), dtype=torch.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# separable blur
+# --------------------------------------------------------------------------------------------
+def blur_output_size(size: int, taps: int, padding: str) -> int:
+    """Length of one blurred axis: unchanged for ``"same"``, ``size - taps + 1`` for ``"valid"``."""
+    return size if padding == "same" else size - taps + 1
+
+
+def separable_blur2d(
+    input: torch.Tensor,
+    kernel_y: torch.Tensor,
+    kernel_x: torch.Tensor,
+    border_type: str = "reflect",
+    padding: str = "same",
+) -> torch.Tensor:
+    """Depthwise 2-D correlation with the separable kernel ``outer(kernel_y, kernel_x)``.
+
+    Equals ``F.conv2d(F.pad(input, pads, mode=border_type), outer(kernel_y, kernel_x)
+    .expand(C, 1, Ky, Kx), groups=C)`` with ``(k - 1) // 2`` samples padded before and the rest
+    after each axis, at ``Ky + Kx`` instead of ``Ky * Kx`` multiply-adds per output sample.
+    Unlike ``F.pad``, "reflect" and "circular" accept padding wider than the input (they keep
+    mirroring / wrapping).
+
+    Args:
+        input: (B, C, H, W) float32 or float64.
+        kernel_y: (Ky,) taps along H, same dtype and device as ``input``.
+        kernel_x: (Kx,) taps along W.
+        border_type: "constant" (zeros), "reflect", "replicate" or "circular".
+        padding: "same" (output (B, C, H, W)) or "valid" (output (B, C, H-Ky+1, W-Kx+1)).
+
+    Returns:
+        The blurred tensor, a new tensor (``input`` is never modified). Not differentiable:
+        :class:`~anomaly_kernels.components.GaussianBlur2d` falls back to the reference when a
+        gradient is needed.
+    """
+    _check_floating("input", input)
+    if input.dim() != 4:
+        raise ValueError(f"input must be 4-D (B, C, H, W), got shape {tuple(input.shape)}")
+    for name, kernel in (("kernel_y", kernel_y), ("kernel_x", kernel_x)):
+        _check_floating(name, kernel, (input.dtype,))
+        if kernel.dim() != 1 or kernel.numel() == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape {tuple(kernel.shape)}")
+        _check_same_device(name, kernel, "input", input)
+    if border_type not in BORDER_TYPES:
+        raise ValueError(f"border_type must be one of {BORDER_TYPES}, got {border_type!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if padding == "valid" and (input.shape[2] < kernel_y.numel() or input.shape[3] < kernel_x.numel()):
+        raise ValueError(
+            f"'valid' padding needs H >= {kernel_y.numel()} and W >= {kernel_x.numel()}, "
+            f"got input shape {tuple(input.shape)}"
+        )
+    return _ops.separable_blur2d(input, kernel_y, kernel_x, border_type, padding == "same")
+
+
+@torch.library.register_fake("anomaly_kernels::separable_blur2d")
+def _separable_blur2d_fake(input, kernel_y, kernel_x, border_type, same_padding):
+    padding = "same" if same_padding else "valid"
+    b, c, h, w = input.shape
+    return input.new_empty(
+        (b, c, blur_output_size(h, kernel_y.shape[0], padding), blur_output_size(w, kernel_x.shape[0], padding))
+    )

@@ -1,0 +1,41 @@
+"""Plain PyTorch algorithm of every native operator: the oracle of tests and benchmarks.
+
+Each function has the signature and semantics of its namesake in :mod:`anomaly_kernels.ops`
+and is written for clarity, not speed (it materialises the temporaries the kernels avoid).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kcenter_step_(features: torch.Tensor, min_distances: torch.Tensor, center) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.kcenter_step_` (allocates an (N, D) temporary)."""
+    distances = torch.linalg.vector_norm(features - features[int(center)], dim=1)
+    torch.minimum(min_distances, distances, out=min_distances)
+    return torch.argmax(min_distances)  # first maximal index, as documented by torch
+
+
+def same_padding(taps: int) -> tuple[int, int]:
+    """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
+    before = (taps - 1) // 2
+    return before, taps - 1 - before
+
+
+def separable_blur2d(
+    input: torch.Tensor,
+    kernel_y: torch.Tensor,
+    kernel_x: torch.Tensor,
+    border_type: str = "reflect",
+    padding: str = "same",
+) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.separable_blur2d`: pad, then a full 2-D depthwise
+    convolution with the outer-product kernel (Ky * Kx multiply-adds per sample)."""
+    channels = input.shape[1]
+    if padding == "same":
+        top, bottom = same_padding(kernel_y.numel())
+        left, right = same_padding(kernel_x.numel())
+        input = F.pad(input, (left, right, top, bottom), mode=border_type)
+    kernel = torch.outer(kernel_y, kernel_x).expand(channels, 1, -1, -1)
+    return F.conv2d(input, kernel, groups=channels)
