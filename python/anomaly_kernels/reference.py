@@ -39,3 +39,21 @@ def separable_blur2d(
         input = F.pad(input, (left, right, top, bottom), mode=border_type)
     kernel = torch.outer(kernel_y, kernel_x).expand(channels, 1, -1, -1)
     return F.conv2d(input, kernel, groups=channels)
+
+
+def kcenter_greedy(features: torch.Tensor, coreset_size: int, start_index: int) -> torch.Tensor:
+    """Plain k-center greedy: ``start_index`` first, then ``coreset_size - 1`` farthest-point picks.
+
+    Args:
+        features: (N, D) rows the distances are measured on.
+        coreset_size: number of indices to return (at least 1).
+        start_index: the first center.
+
+    Returns:
+        (coreset_size,) int64 indices in selection order (on the features' device).
+    """
+    min_distances = torch.full((features.shape[0],), float("inf"), dtype=features.dtype, device=features.device)
+    chosen = [torch.tensor(start_index, device=features.device)]
+    for _ in range(coreset_size - 1):
+        chosen.append(kcenter_step_(features, min_distances, chosen[-1]))
+    return torch.stack(chosen)
