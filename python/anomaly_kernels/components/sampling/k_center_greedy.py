@@ -1,0 +1,191 @@
+"""KCenterGreedy: greedy k-center coreset selection on the native fused distance step."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from anomaly_kernels import ops
+from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
+
+
+class KCenterGreedy:
+    """Greedy k-center coreset: repeatedly add the point farthest from the points chosen so far.
+
+    The result approximately minimises the largest distance from any embedding row to its
+    nearest coreset row (a 2-approximation of the k-center problem). Each iteration is one call
+    of the native step :func:`anomaly_kernels.ops.kcenter_step_`, a single pass over the features
+    that fuses the distance to the newest center, the running-minimum update and the argmax,
+    without (N, D) temporaries.
+
+    Args:
+        embedding: (N, D) features. 2-D embeddings are first reduced with
+            ``SparseRandomProjection(eps=0.9)`` (distances are preserved up to the JL
+            distortion) when its target dimension is below D; otherwise, and for embeddings with
+            more dimensions (flattened to (N, -1)), distances are measured on the rows as they are.
+        sampling_ratio: fraction of rows to keep, in (0, 1]; ``coreset_size = int(N * ratio)``
+            must be at least 1.
+        progress: show a progress bar over the iterations (``None``: only on a terminal).
+
+    Start point: with no ``selected_idxs``, the first center is a random row drawn from the
+    torch RNG (``torch.manual_seed`` makes the selection reproducible) and it is part of the
+    returned coreset, so the coreset covers every row including the start. This differs from
+    anomalib 0.3.x, which left the start row out.
+
+    Distances are Euclidean (not squared); ties go to the smallest row index. Returned indices
+    are distinct: if the coreset size exceeds the number of distinct rows, the remaining slots
+    take the smallest unselected indices (every row is then already at distance 0).
+
+    Example:
+        >>> embedding = torch.randn(1000, 64)
+        >>> sampler = KCenterGreedy(embedding, sampling_ratio=0.01)
+        >>> len(sampler.select_coreset_idxs())
+        10
+        >>> sampler.sample_coreset().shape
+        torch.Size([10, 64])
+    """
+
+    def __init__(self, embedding: torch.Tensor, sampling_ratio: float, *, progress: Optional[bool] = None) -> None:
+        if not isinstance(embedding, torch.Tensor):
+            raise TypeError(f"embedding must be a torch.Tensor, got {type(embedding).__name__}")
+        if embedding.dim() < 2:
+            raise ValueError(f"embedding must be at least 2-D (N, D), got shape {tuple(embedding.shape)}")
+        if embedding.numel() == 0:
+            raise ValueError(f"embedding must not be empty, got shape {tuple(embedding.shape)}")
+        if not embedding.is_floating_point():
+            raise TypeError(f"embedding must be a floating tensor, got {embedding.dtype}")
+        if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, float)):
+            raise TypeError(f"sampling_ratio must be a float in (0, 1], got {sampling_ratio!r}")
+        if not 0.0 < sampling_ratio <= 1.0:
+            raise ValueError(f"sampling_ratio must be in (0, 1], got {sampling_ratio}")
+        coreset_size = int(embedding.shape[0] * sampling_ratio)
+        if coreset_size < 1:
+            raise ValueError(
+                f"sampling_ratio {sampling_ratio} of {embedding.shape[0]} rows selects no row; "
+                f"use a ratio of at least {1.0 / embedding.shape[0]:.3g}"
+            )
+        if not torch.isfinite(embedding).all():
+            raise ValueError("embedding contains NaN or infinite values")
+
+        self.embedding = embedding
+        self.sampling_ratio = sampling_ratio
+        self.coreset_size = coreset_size
+        self.n_observations = embedding.shape[0]
+        self.progress = progress
+        self.model = SparseRandomProjection(eps=0.9)
+        self.features: Optional[torch.Tensor] = None
+        self.min_distances: Optional[torch.Tensor] = None
+
+    def _prepare_features(self) -> torch.Tensor:
+        """(N, d) float32 contiguous features the distances are measured on."""
+        n, dims = self.embedding.shape[0], self.embedding[0].numel()
+        if self.embedding.dim() == 2 and johnson_lindenstrauss_min_dim(n, self.model.eps) < dims:
+            self.model.fit(self.embedding)
+            features = self.model.transform(self.embedding)
+        else:
+            features = self.embedding.reshape(self.embedding.shape[0], -1)
+        return features.to(torch.float32).contiguous()
+
+    def reset_distances(self) -> None:
+        """Forget the distances to the chosen centers."""
+        self.min_distances = None
+
+    def update_distances(self, cluster_centers: List[int]) -> None:
+        """Lower every row's distance to its nearest center by the given new centers.
+
+        Args:
+            cluster_centers: row indices of the new centers (an empty list changes nothing).
+        """
+        if not cluster_centers:
+            return
+        if self.features is None:
+            self.features = self._prepare_features()
+        if self.min_distances is None:
+            self.min_distances = torch.full(
+                (self.features.shape[0],), float("inf"), dtype=self.features.dtype, device=self.features.device
+            )
+        for center in cluster_centers:
+            ops.kcenter_step_(self.features, self.min_distances, int(center))
+
+    def get_new_idx(self) -> int:
+        """Index of the row farthest from its nearest center (ties: smallest index).
+
+        Raises:
+            ValueError: no distances yet (call :meth:`update_distances` first).
+        """
+        if self.min_distances is None:
+            raise ValueError("no distances to pick from: call update_distances with at least one center first")
+        return int(torch.argmax(self.min_distances))
+
+    def select_coreset_idxs(self, selected_idxs: Optional[List[int]] = None) -> List[int]:
+        """Greedily choose ``coreset_size`` rows that minimise the largest distance to the coreset.
+
+        Args:
+            selected_idxs: rows already chosen (they count as centers and are not returned).
+                ``None`` or empty: start from a random row, which is returned first.
+
+        Returns:
+            ``coreset_size`` distinct row indices, in the order they were chosen.
+        """
+        selected_idxs = [int(i) for i in (selected_idxs or [])]
+        for index in selected_idxs:
+            if not 0 <= index < self.n_observations:
+                raise ValueError(f"selected_idxs must be row indices in [0, {self.n_observations}), got {index}")
+        self.features = self._prepare_features()
+        self.reset_distances()
+        n = self.features.shape[0]
+        device = self.features.device
+        self.min_distances = torch.full((n,), float("inf"), dtype=self.features.dtype, device=device)
+
+        chosen = torch.empty(self.coreset_size, dtype=torch.int64, device=device)
+        if selected_idxs:
+            self.update_distances(selected_idxs)
+            first = 0
+        else:
+            chosen[0] = torch.randint(n, (1,)).item()
+            first = 1
+        # Indices stay on the device: no host synchronisation inside the loop on CUDA.
+        center = chosen[0] if first else None
+        bar = tqdm(
+            total=self.coreset_size, desc="k-center greedy", unit="pt", leave=False,
+            disable=(None if self.progress is None else not self.progress),
+        )
+        bar.update(first)
+        for i in range(first, self.coreset_size):
+            if center is not None:
+                chosen[i] = ops.kcenter_step_(self.features, self.min_distances, center)
+            else:
+                chosen[i] = torch.argmax(self.min_distances)
+            center = chosen[i]
+            bar.update(1)
+        # Let the last pick cover itself too: min_distances then describe the whole coreset.
+        ops.kcenter_step_(self.features, self.min_distances, center)
+        bar.close()
+        return _make_distinct(chosen.tolist(), n, exclude=set(selected_idxs))
+
+    def sample_coreset(self, selected_idxs: Optional[List[int]] = None) -> torch.Tensor:
+        """The coreset rows of the original embedding: (coreset_size, *embedding.shape[1:])."""
+        idxs = self.select_coreset_idxs(selected_idxs)
+        return self.embedding[idxs]
+
+
+def _make_distinct(indices: List[int], n: int, exclude: set) -> List[int]:
+    """Replace repeated picks by the smallest unused row indices.
+
+    The greedy step only repeats a pick once every row is at distance 0 from the coreset (more
+    coreset slots than distinct rows); any unused row is then an equally good choice.
+    """
+    seen = set(exclude)
+    repeats = []
+    for position, index in enumerate(indices):
+        if index in seen:
+            repeats.append(position)
+        seen.add(index)
+    if repeats:
+        spare = (i for i in range(n) if i not in seen)
+        for position in repeats:
+            indices[position] = next(spare)
+    return indices

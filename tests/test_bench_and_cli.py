@@ -1,0 +1,82 @@
+"""The benchmark cases check what they claim, and the command line reports the build."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from anomaly_kernels import build_info
+from anomaly_kernels.bench import cases
+from anomaly_kernels.bench.runner import run_benchmarks
+from anomaly_kernels.bench.timing import memory_bandwidth_gbs, time_call
+from anomaly_kernels.cli import main
+
+
+@pytest.mark.parametrize(
+    "make_case",
+    [
+        lambda d: cases.kcenter_step_case(d, 3000, 40),
+        lambda d: cases.kcenter_greedy_case(d, 2000, 512, 0.01),
+        lambda d: cases.gaussian_blur_case(d, 2, 48),
+    ],
+)
+def test_cases_agree_and_their_checks_can_fail(device, make_case):
+    case = make_case(device)
+    native_out, reference_out = case.native(), case.reference()
+    agree, detail = case.check(native_out, reference_out)
+    assert agree, detail
+    assert case.bytes_moved > 0
+    # A corrupted output must be caught by the same check.
+    if case.name == "kcenter_step":
+        corrupted = (native_out[0], native_out[1] + 1.0)
+    elif case.name == "kcenter_greedy":
+        corrupted = ([native_out[0][0]] * len(native_out[0]), native_out[1])
+    else:
+        corrupted = native_out + 1e-3
+    assert not case.check(corrupted, reference_out)[0]
+
+
+def test_timing_and_bandwidth_are_positive():
+    timing = time_call(lambda: torch.ones(1000).sum(), "cpu", repeats=3)
+    assert 0 < timing.min_s <= timing.median_s and timing.repeats == 3
+    assert memory_bandwidth_gbs("cpu", megabytes=8) > 0
+
+
+def test_run_writes_record_and_table(tmp_path, capsys, monkeypatch):
+    small = [lambda: [cases.kcenter_step_case("cpu", 2000, 16)], lambda: [cases.gaussian_blur_case("cpu", 1, 40)]]
+    monkeypatch.setattr("anomaly_kernels.bench.runner.all_cases", lambda device, full: small)
+    out = tmp_path / "bench.json"
+    record = run_benchmarks(["cpu"], output=str(out), progress=False)
+    printed = capsys.readouterr().out
+    assert "kcenter_step" in printed and "gaussian_blur" in printed and "speed-up" in printed
+    saved = json.loads(out.read_text())
+    assert saved["results"] == json.loads(json.dumps(record["results"]))
+    assert {r["case"] for r in saved["results"]} == {"kcenter_step", "gaussian_blur"}
+    assert all(r["agree"] and r["native_min_ms"] > 0 for r in saved["results"])
+    assert saved["machine"]["build"]["torch_running"] == torch.__version__
+    assert saved["bandwidth_gbs"]["cpu"] > 0
+
+
+def test_info_command_prints_build_info(capsys):
+    assert main(["info"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["torch_running"] == torch.__version__
+    assert printed["cuda_compiled"] == build_info()["cuda_compiled"]
+
+
+def test_cuda_bench_without_gpu_is_refused(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the refusal only applies without one")
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_build_info_reports_cuda_when_it_was_forced():
+    info = build_info()
+    if os.environ.get("ANOMALY_KERNELS_CUDA") == "ON":
+        # The build was asked to include CUDA: the kernels must be compiled and registered.
+        assert info["cuda_compiled"] and info["cuda_registered"]
+        assert info["cuda_archs"]
+    assert info["cuda_registered"] == info["cuda_compiled"]
+    assert info["cpu_threads"] >= 1
