@@ -8,6 +8,14 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   // ||features[i] - features[center]||), then returns argmax(min_distances) as a 0-dim int64
   // tensor on the features' device (ties: smallest index). No host synchronisation.
   m.def("kcenter_step_(Tensor features, Tensor(a!) min_distances, Tensor center) -> Tensor");
+  // Passes begin .. end-1 of a whole greedy selection, in place. Pass t applies center
+  // centers[t] (recording position t in nearest for the rows it brings closer) and, when pick,
+  // stores the farthest row in centers[t + 1]. prune skips rows the triangle inequality proves
+  // unaffected (same result as without). Needs min_distances and nearest to reflect centers
+  // [0, begin): start from +inf and -1.
+  m.def(
+      "kcenter_greedy_(Tensor features, Tensor(a!) min_distances, Tensor(b!) nearest, "
+      "Tensor(c!) centers, int begin, int end, bool pick, bool prune) -> ()");
   // Depthwise separable correlation of (B, C, H, W) with kernel_y (Ky,) along H and kernel_x
   // (Kx,) along W, padding like F.pad(mode=border_type) when same_padding, else "valid".
   m.def(

@@ -4,7 +4,7 @@
 
 #include "common/kcenter_step_args.h"
 #include "cuda/cuda_context.h"
-#include "cuda/kcenter_step.cuh"
+#include "cuda/kcenter.cuh"
 
 namespace anomaly_kernels {
 namespace {

@@ -88,6 +88,62 @@ def _kcenter_step_fake(features, min_distances, center):
     return features.new_empty((), dtype=torch.int64)
 
 
+def kcenter_greedy_(
+    features: torch.Tensor,
+    min_distances: torch.Tensor,
+    nearest: torch.Tensor,
+    centers: torch.Tensor,
+    begin: int,
+    end: int,
+    pick: bool = True,
+    prune: bool = True,
+) -> None:
+    """Run passes ``begin .. end-1`` of a greedy k-center selection natively, in place.
+
+    Pass ``t`` applies center ``centers[t]``: every row's running minimum distance is lowered by
+    its distance to that row, and ``nearest`` records position ``t`` for the rows it brought
+    closer. With ``pick``, the farthest row afterwards (ties: smallest index) is stored in
+    ``centers[t + 1]`` and becomes the next pass's center. With ``prune``, a row whose nearest
+    center ``p`` satisfies ``d(centers[t], centers[p]) >= 2 * min_distance`` is not read (the
+    triangle inequality proves it cannot get closer); the selection is the same either way.
+    On CUDA the passes are enqueued back to back with no host synchronisation.
+
+    Args:
+        features: (N, D) float32.
+        min_distances: (N,) float32, contiguous; distances to centers ``[0, begin)`` (``+inf``
+            initially).
+        nearest: (N,) int32, contiguous; position of each row's nearest center (-1 initially).
+        centers: (K,) int64, contiguous; ``centers[begin .. end-1]`` must be set, and with
+            ``pick`` the entries ``begin+1 .. end`` are written.
+        begin, end: the passes to run, ``0 <= begin <= end <= K`` (``end < K`` with ``pick``).
+    """
+    _check_floating("features", features, (torch.float32,))
+    if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(f"features must be a non-empty 2-D (N, D) tensor, got shape {tuple(features.shape)}")
+    n = features.shape[0]
+    for name, tensor, dtype in (("min_distances", min_distances, torch.float32), ("nearest", nearest, torch.int32)):
+        if tensor.dtype != dtype or tensor.shape != (n,) or not tensor.is_contiguous():
+            raise ValueError(
+                f"{name} must be a contiguous {str(dtype).replace('torch.', '')} tensor of shape ({n},), "
+                f"got {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
+            )
+        _check_same_device(name, tensor, "features", features)
+    if centers.dtype != torch.int64 or centers.dim() != 1 or not centers.is_contiguous():
+        raise ValueError(f"centers must be a contiguous 1-D int64 tensor, got {tuple(centers.shape)} {centers.dtype}")
+    _check_same_device("centers", centers, "features", features)
+    if not 0 <= begin <= end <= centers.shape[0] or (pick and end >= centers.shape[0]):
+        raise ValueError(
+            f"begin and end must satisfy 0 <= begin <= end {'<' if pick else '<='} len(centers) = "
+            f"{centers.shape[0]}, got begin={begin}, end={end}"
+        )
+    _ops.kcenter_greedy_(features, min_distances, nearest, centers, int(begin), int(end), bool(pick), bool(prune))
+
+
+@torch.library.register_fake("anomaly_kernels::kcenter_greedy_")
+def _kcenter_greedy_fake(features, min_distances, nearest, centers, begin, end, pick, prune):
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # separable blur
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,26 @@ def kcenter_step_(features: torch.Tensor, min_distances: torch.Tensor, center) -
     return torch.argmax(min_distances)  # first maximal index, as documented by torch
 
 
+def kcenter_greedy_(
+    features: torch.Tensor,
+    min_distances: torch.Tensor,
+    nearest: torch.Tensor,
+    centers: torch.Tensor,
+    begin: int,
+    end: int,
+    pick: bool = True,
+    prune: bool = True,
+) -> None:
+    """Reference of :func:`anomaly_kernels.ops.kcenter_greedy_` (never prunes: same result)."""
+    for t in range(begin, end):
+        distances = torch.linalg.vector_norm(features - features[centers[t]], dim=1)
+        closer = distances < min_distances
+        nearest[closer] = t
+        min_distances[closer] = distances[closer]
+        if pick:
+            centers[t + 1] = torch.argmax(min_distances)
+
+
 def same_padding(taps: int) -> tuple[int, int]:
     """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
     before = (taps - 1) // 2

@@ -94,7 +94,7 @@ def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float) -> Case:
         centers = features[idxs]
         radius = torch.zeros((), device=features.device)
         for chunk in features.split(8192):
-            radius = torch.maximum(radius, torch.cdist(chunk, centers).amin(dim=1).max())
+            radius = torch.maximum(radius, torch.cdist(chunk, centers, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1).max())
         return radius.item()
 
     def check(a, b):

@@ -1,0 +1,116 @@
+"""anomaly_kernels::kcenter_greedy_ (the whole selection loop) against the plain reference."""
+
+import pytest
+import torch
+
+from anomaly_kernels import ops, reference
+
+
+def _state(n, k, start, device):
+    centers = torch.zeros(k, dtype=torch.int64, device=device)
+    centers[0] = start
+    return (
+        torch.full((n,), float("inf"), device=device),
+        torch.full((n,), -1, dtype=torch.int32, device=device),
+        centers,
+    )
+
+
+def _clustered(n, d, clusters, seed, device):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(clusters, d, generator=g) * 20
+    labels = torch.randint(clusters, (n,), generator=g)
+    return (means[labels] + 0.3 * torch.randn(n, d, generator=g)).to(device)
+
+
+def _run(fn, features, k, start, prune, chunks=(None,)):
+    n = features.shape[0]
+    min_distances, nearest, centers = _state(n, k, start, features.device)
+    bounds = [0] + [c for c in chunks if c is not None] + [k - 1]
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        fn(features, min_distances, nearest, centers, begin, end, True, prune)
+    fn(features, min_distances, nearest, centers, k - 1, k, False, prune)
+    return centers, min_distances, nearest
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_integer_data_matches_reference_exactly(device, prune):
+    g = torch.Generator().manual_seed(0)
+    features = torch.randint(-20, 20, (700, 9), generator=g).float().to(device)
+    native = _run(ops.kcenter_greedy_, features, 60, 3, prune)
+    expected = _run(reference.kcenter_greedy_, features, 60, 3, prune)
+    assert torch.equal(native[0], expected[0])
+    assert torch.equal(native[1], expected[1])
+    # nearest may differ only where two centers are exactly equally close; check it is *a* nearest.
+    dist_to_recorded = torch.linalg.vector_norm(features - features[native[0][native[2].long()]], dim=1)
+    assert torch.equal(dist_to_recorded, native[1])
+
+
+@pytest.mark.parametrize("n,d,k", [(1, 1, 1), (2, 3, 2), (5, 4, 5), (1000, 32, 40), (5000, 300, 30)])
+def test_random_data_matches_reference(device, n, d, k):
+    features = torch.randn(n, d, generator=torch.Generator().manual_seed(n + d), device="cpu").to(device)
+    native = _run(ops.kcenter_greedy_, features, k, 0, True)
+    expected = _run(reference.kcenter_greedy_, features, k, 0, False)
+    assert torch.equal(native[0], expected[0])
+    torch.testing.assert_close(native[1], expected[1], rtol=1e-5, atol=1e-5)
+
+
+def test_pruning_and_chunking_do_not_change_the_selection(device):
+    features = _clustered(6000, 48, clusters=64, seed=1, device=device)
+    plain = _run(ops.kcenter_greedy_, features, 200, 17, prune=False)
+    pruned = _run(ops.kcenter_greedy_, features, 200, 17, prune=True)
+    chunked = _run(ops.kcenter_greedy_, features, 200, 17, prune=True, chunks=(1, 7, 150))
+    assert torch.equal(plain[0], pruned[0]) and torch.equal(plain[0], chunked[0])
+    assert torch.equal(plain[1], pruned[1]) and torch.equal(plain[1], chunked[1])
+
+
+def test_apply_only_passes_leave_centers_alone(device):
+    features = torch.randn(100, 5, device=device)
+    min_distances, nearest, centers = _state(100, 3, 0, device)
+    centers[1], centers[2] = 10, 20
+    ops.kcenter_greedy_(features, min_distances, nearest, centers, 0, 3, pick=False)
+    assert centers.tolist() == [0, 10, 20]
+    expected = torch.stack([torch.linalg.vector_norm(features - features[c], dim=1) for c in (0, 10, 20)]).amin(0)
+    torch.testing.assert_close(min_distances, expected)
+    assert set(nearest.tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(features=torch.randn(10, 3).double()), TypeError, "features must be float32"),
+        (dict(features=torch.randn(10)), ValueError, "features must be a non-empty 2-D"),
+        (dict(min_distances=torch.zeros(9)), ValueError, r"min_distances must be a contiguous float32 tensor of shape \(10,\)"),
+        (dict(nearest=torch.zeros(10, dtype=torch.int64)), ValueError, "nearest must be a contiguous int32"),
+        (dict(centers=torch.zeros(4, dtype=torch.int32)), ValueError, "centers must be a contiguous 1-D int64"),
+        (dict(end=4), ValueError, "begin and end must satisfy"),
+        (dict(begin=3, end=2), ValueError, "begin and end must satisfy"),
+    ],
+)
+def test_bad_arguments_are_named(change, error, match):
+    args = dict(
+        features=torch.randn(10, 3), min_distances=torch.full((10,), float("inf")),
+        nearest=torch.full((10,), -1, dtype=torch.int32), centers=torch.zeros(4, dtype=torch.int64),
+        begin=0, end=3,
+    )
+    args.update(change)
+    with pytest.raises(error, match=match):
+        ops.kcenter_greedy_(**args)
+
+
+def test_native_check_of_center_values():
+    centers = torch.tensor([0, 99, 0, 0])
+    with pytest.raises(RuntimeError, match=r"centers\[1\] must index a row"):
+        torch.ops.anomaly_kernels.kcenter_greedy_(
+            torch.randn(10, 3), torch.full((10,), float("inf")), torch.full((10,), -1, dtype=torch.int32),
+            centers, 0, 2, False, True,
+        )
+
+
+def test_opcheck(device):
+    features = torch.randn(64, 6, device=device)
+    min_distances, nearest, centers = _state(64, 5, 2, device)
+    torch.library.opcheck(
+        torch.ops.anomaly_kernels.kcenter_greedy_.default,
+        (features, min_distances, nearest, centers, 0, 4, True, True),
+    )
