@@ -16,6 +16,12 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   m.def(
       "kcenter_greedy_(Tensor features, Tensor(a!) min_distances, Tensor(b!) nearest, "
       "Tensor(c!) centers, int begin, int end, bool pick, bool prune) -> ()");
+  // input (N, D) @ R.T for a sparse sign matrix R (K, D) in CSR form: row k of R holds
+  // scale * signs[p] at column col_indices[p] for p in [crow_indices[k], crow_indices[k + 1]).
+  // A signed gather-add per output: K * nnz-per-row instead of K * D multiply-adds per row.
+  m.def(
+      "sparse_sign_projection(Tensor input, Tensor crow_indices, Tensor col_indices, "
+      "Tensor signs, float scale) -> Tensor");
   // Depthwise separable correlation of (B, C, H, W) with kernel_y (Ky,) along H and kernel_x
   // (Kx,) along W, padding like F.pad(mode=border_type) when same_padding, else "valid".
   m.def(

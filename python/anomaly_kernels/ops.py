@@ -145,6 +145,52 @@ def _kcenter_greedy_fake(features, min_distances, nearest, centers, begin, end, 
 
 
 # --------------------------------------------------------------------------------------------
+# sparse random projection
+# --------------------------------------------------------------------------------------------
+def sparse_sign_projection(
+    input: torch.Tensor,
+    crow_indices: torch.Tensor,
+    col_indices: torch.Tensor,
+    signs: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """``input @ R.T`` for a sparse sign matrix ``R`` (K, D) given in CSR form.
+
+    Row ``k`` of ``R`` holds ``scale * signs[p]`` at column ``col_indices[p]`` for ``p`` in
+    ``[crow_indices[k], crow_indices[k + 1])`` and zeros elsewhere. Each output is a signed sum
+    of the few input columns its row selects, so the cost is ``N * nnz`` instead of ``N * K * D``
+    multiply-adds and the input is read once.
+
+    Args:
+        input: (N, D) float32 or float64.
+        crow_indices: (K + 1,) int64 row offsets, from 0 to ``len(col_indices)``.
+        col_indices: (nnz,) int64 columns in ``[0, D)``.
+        signs: (nnz,) int8, +1 or -1.
+        scale: the magnitude shared by all nonzeros.
+
+    Returns:
+        (N, K) in the dtype of ``input``.
+    """
+    _check_floating("input", input)
+    if input.dim() != 2:
+        raise ValueError(f"input must be 2-D (N, D), got shape {tuple(input.shape)}")
+    if crow_indices.dtype != torch.int64 or crow_indices.dim() != 1 or crow_indices.numel() < 1:
+        raise ValueError(f"crow_indices must be a 1-D int64 tensor of K + 1 offsets, got {tuple(crow_indices.shape)} {crow_indices.dtype}")
+    if col_indices.dtype != torch.int64 or col_indices.dim() != 1:
+        raise ValueError(f"col_indices must be a 1-D int64 tensor, got {tuple(col_indices.shape)} {col_indices.dtype}")
+    if signs.dtype != torch.int8 or signs.shape != col_indices.shape:
+        raise ValueError(f"signs must be int8 with the shape of col_indices {tuple(col_indices.shape)}, got {tuple(signs.shape)} {signs.dtype}")
+    for name, tensor in (("crow_indices", crow_indices), ("col_indices", col_indices), ("signs", signs)):
+        _check_same_device(name, tensor, "input", input)
+    return _ops.sparse_sign_projection(input, crow_indices, col_indices, signs, float(scale))
+
+
+@torch.library.register_fake("anomaly_kernels::sparse_sign_projection")
+def _sparse_sign_projection_fake(input, crow_indices, col_indices, signs, scale):
+    return input.new_empty((input.shape[0], crow_indices.shape[0] - 1))
+
+
+# --------------------------------------------------------------------------------------------
 # separable blur
 # --------------------------------------------------------------------------------------------
 def blur_output_size(size: int, taps: int, padding: str) -> int:

@@ -37,6 +37,18 @@ def kcenter_greedy_(
             centers[t + 1] = torch.argmax(min_distances)
 
 
+def sparse_sign_projection(
+    input: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.Tensor, signs: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.sparse_sign_projection`: materialise the dense
+    (K, D) matrix and multiply (K * D multiply-adds per input row)."""
+    rows = crow_indices.numel() - 1
+    row_of_entry = torch.repeat_interleave(torch.arange(rows, device=input.device), crow_indices.diff())
+    matrix = torch.zeros(rows, input.shape[1], dtype=input.dtype, device=input.device)
+    matrix[row_of_entry, col_indices] = signs.to(input.dtype) * scale
+    return input @ matrix.T
+
+
 def same_padding(taps: int) -> tuple[int, int]:
     """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
     before = (taps - 1) // 2

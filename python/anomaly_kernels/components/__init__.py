@@ -1,1 +1,34 @@
-"""Components of anomaly-detection models (the documented ``models.components`` API)."""
+"""Components of anomaly-detection models: the documented ``models.components`` API.
+
+Every class is importable from here and from its subpackage (``base``,
+``dimensionality_reduction``, ``feature_extractors``, ``filters``, ``freia``, ``layers``,
+``sampling``, ``stats``). ``AnomalyModule`` is loaded on first access because it imports
+pytorch_lightning.
+"""
+
+from anomaly_kernels.components.base import DynamicBufferModule
+from anomaly_kernels.components.dimensionality_reduction import PCA, SparseRandomProjection
+from anomaly_kernels.components.feature_extractors import FeatureExtractor
+from anomaly_kernels.components.filters import GaussianBlur2d
+from anomaly_kernels.components.sampling import KCenterGreedy
+from anomaly_kernels.components.stats import GaussianKDE, MultiVariateGaussian
+
+__all__ = [
+    "AnomalyModule",
+    "DynamicBufferModule",
+    "PCA",
+    "SparseRandomProjection",
+    "FeatureExtractor",
+    "GaussianBlur2d",
+    "KCenterGreedy",
+    "GaussianKDE",
+    "MultiVariateGaussian",
+]
+
+
+def __getattr__(name: str):
+    if name == "AnomalyModule":
+        from anomaly_kernels.components.base import AnomalyModule
+
+        return AnomalyModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

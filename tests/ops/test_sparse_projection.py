@@ -1,0 +1,83 @@
+"""anomaly_kernels::sparse_sign_projection against the dense-matrix reference."""
+
+import pytest
+import torch
+
+from anomaly_kernels import ops, reference
+
+
+def _pattern(k, d, density, seed, device):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(k, d, generator=g) < density
+    crow = torch.zeros(k + 1, dtype=torch.int64)
+    crow[1:] = mask.sum(1).cumsum(0)
+    col = mask.nonzero()[:, 1].contiguous()
+    signs = (torch.randint(0, 2, (col.numel(),), generator=g) * 2 - 1).to(torch.int8)
+    return crow.to(device), col.to(device), signs.to(device)
+
+
+@pytest.mark.parametrize("n,d,k,density", [(1, 1, 1, 1.0), (7, 5, 3, 0.5), (300, 1536, 244, 1 / 39.2), (50, 40000, 9, 0.01), (33, 64, 1, 0.0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_dense_reference(device, n, d, k, density, dtype):
+    crow, col, signs = _pattern(k, d, density, seed=n + d, device=device)
+    x = torch.randn(n, d, dtype=dtype, device=device)
+    out = ops.sparse_sign_projection(x, crow, col, signs, 0.37)
+    expected = reference.sparse_sign_projection(x, crow, col, signs, 0.37)
+    assert out.shape == (n, k) and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+def test_non_contiguous_input_and_empty_batch(device):
+    crow, col, signs = _pattern(10, 32, 0.3, seed=1, device=device)
+    x = torch.randn(32, 40, device=device).T[:, :32]  # (40, 32) strided
+    assert not x.is_contiguous()
+    torch.testing.assert_close(
+        ops.sparse_sign_projection(x, crow, col, signs, 2.0), reference.sparse_sign_projection(x, crow, col, signs, 2.0)
+    )
+    assert ops.sparse_sign_projection(torch.randn(0, 32, device=device), crow, col, signs, 1.0).shape == (0, 10)
+
+
+def test_input_untouched(device):
+    crow, col, signs = _pattern(4, 16, 0.5, seed=2, device=device)
+    x = torch.randn(8, 16, device=device)
+    before = x.clone()
+    ops.sparse_sign_projection(x, crow, col, signs, 1.0)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(input=torch.randn(4)), ValueError, "input must be 2-D"),
+        (dict(input=torch.randn(4, 8).half()), TypeError, "input must be float32 or float64"),
+        (dict(crow_indices=torch.zeros(3, dtype=torch.int32)), ValueError, "crow_indices must be a 1-D int64"),
+        (dict(col_indices=torch.zeros(2, dtype=torch.int32)), ValueError, "col_indices must be a 1-D int64"),
+        (dict(signs=torch.ones(3, dtype=torch.int8)), ValueError, "signs must be int8 with the shape"),
+    ],
+)
+def test_bad_arguments_are_named(change, error, match):
+    args = dict(
+        input=torch.randn(4, 8), crow_indices=torch.tensor([0, 1, 2]), col_indices=torch.tensor([0, 7]),
+        signs=torch.tensor([1, -1], dtype=torch.int8), scale=1.0,
+    )
+    args.update(change)
+    with pytest.raises(error, match=match):
+        ops.sparse_sign_projection(**args)
+
+
+def test_native_checks_the_pattern_on_cpu():
+    args = (torch.randn(4, 8), torch.tensor([0, 1, 2]), torch.tensor([0, 8]), torch.tensor([1, -1], dtype=torch.int8), 1.0)
+    with pytest.raises(RuntimeError, match=r"col_indices must lie in \[0, 8\)"):
+        torch.ops.anomaly_kernels.sparse_sign_projection(*args)
+    with pytest.raises(RuntimeError, match="crow_indices must start at 0"):
+        torch.ops.anomaly_kernels.sparse_sign_projection(
+            torch.randn(4, 8), torch.tensor([0, 1, 3]), torch.tensor([0, 7]), torch.tensor([1, -1], dtype=torch.int8), 1.0
+        )
+
+
+def test_opcheck(device):
+    crow, col, signs = _pattern(6, 20, 0.3, seed=3, device=device)
+    torch.library.opcheck(
+        torch.ops.anomaly_kernels.sparse_sign_projection.default, (torch.randn(9, 20, device=device), crow, col, signs, 0.5)
+    )
