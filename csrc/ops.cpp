@@ -22,6 +22,10 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   m.def(
       "sparse_sign_projection(Tensor input, Tensor crow_indices, Tensor col_indices, "
       "Tensor signs, float scale) -> Tensor");
+  // PaDiM scoring: embedding (B, C, H, W), mean (C, H*W), precision (H*W, C, C) symmetric ->
+  // (B, 1, H, W) with dist = sqrt(max(d^T precision[p] d, 0)), d = embedding[b, :, p] - mean[:, p].
+  // Fused: no (P, B, C) temporaries; each precision matrix is read once per batch.
+  m.def("mahalanobis(Tensor embedding, Tensor mean, Tensor precision) -> Tensor");
   // Depthwise separable correlation of (B, C, H, W) with kernel_y (Ky,) along H and kernel_x
   // (Kx,) along W, padding like F.pad(mode=border_type) when same_padding, else "valid".
   m.def(

@@ -191,6 +191,46 @@ def _sparse_sign_projection_fake(input, crow_indices, col_indices, signs, scale)
 
 
 # --------------------------------------------------------------------------------------------
+# Mahalanobis scoring
+# --------------------------------------------------------------------------------------------
+def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis distance of every feature vector to its position's Gaussian (PaDiM scoring).
+
+    ``out[b, 0, h, w] = sqrt(max(dᵀ · precision[p] · d, 0))`` with ``p = h * W + w`` and
+    ``d = embedding[b, :, h, w] - mean[:, p]``, in one fused pass: no (P, B, C) temporaries, each
+    precision matrix read once per batch. ``precision`` must be symmetric (an inverse
+    covariance): only its upper triangle is read.
+
+    Args:
+        embedding: (B, C, H, W) float32 or float64.
+        mean: (C, H*W), same dtype and device.
+        precision: (H*W, C, C) symmetric, same dtype and device.
+
+    Returns:
+        (B, 1, H, W) distances in the embedding's dtype.
+    """
+    _check_floating("embedding", embedding)
+    if embedding.dim() != 4:
+        raise ValueError(f"embedding must be 4-D (B, C, H, W), got shape {tuple(embedding.shape)}")
+    b, c, h, w = embedding.shape
+    _check_floating("mean", mean, (embedding.dtype,))
+    _check_floating("precision", precision, (embedding.dtype,))
+    if mean.shape != (c, h * w):
+        raise ValueError(f"mean must have shape ({c}, {h * w}) (C, H*W), got {tuple(mean.shape)}")
+    if precision.shape != (h * w, c, c):
+        raise ValueError(f"precision must have shape ({h * w}, {c}, {c}) (H*W, C, C), got {tuple(precision.shape)}")
+    _check_same_device("mean", mean, "embedding", embedding)
+    _check_same_device("precision", precision, "embedding", embedding)
+    return _ops.mahalanobis(embedding, mean, precision)
+
+
+@torch.library.register_fake("anomaly_kernels::mahalanobis")
+def _mahalanobis_fake(embedding, mean, precision):
+    b, _, h, w = embedding.shape
+    return embedding.new_empty((b, 1, h, w))
+
+
+# --------------------------------------------------------------------------------------------
 # separable blur
 # --------------------------------------------------------------------------------------------
 def blur_output_size(size: int, taps: int, padding: str) -> int:

@@ -49,6 +49,15 @@ def sparse_sign_projection(
     return input @ matrix.T
 
 
+def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.mahalanobis`: the batched-product form, which
+    materialises (P, B, C) temporaries twice."""
+    b, c, h, w = embedding.shape
+    delta = (embedding.reshape(b, c, h * w) - mean).permute(2, 0, 1)  # (P, B, C)
+    squared = (torch.bmm(delta, precision) * delta).sum(dim=2)  # (P, B)
+    return squared.clamp_min(0).sqrt().T.reshape(b, 1, h, w)
+
+
 def same_padding(taps: int) -> tuple[int, int]:
     """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
     before = (taps - 1) // 2

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from anomaly_kernels.components.base import DynamicBufferModule
 from anomaly_kernels.components.dimensionality_reduction.random_projection import NotFittedError
+from anomaly_kernels._validation import all_finite
 
 
 class PCA(DynamicBufferModule):
@@ -206,7 +207,7 @@ def _check_dataset(dataset: Tensor, name: str) -> None:
     _check_floating_2d(dataset, name)
     if dataset.shape[0] == 0 or dataset.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty (N >= 1, D >= 1), got shape {tuple(dataset.shape)}")
-    if not bool(torch.isfinite(dataset).all()):
+    if not all_finite(dataset):
         raise ValueError(f"{name} must contain only finite values (no NaN or inf)")
 
 

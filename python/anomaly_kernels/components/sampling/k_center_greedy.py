@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from anomaly_kernels import ops
 from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
 from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
+from anomaly_kernels._validation import all_finite
 
 
 class KCenterGreedy:
@@ -72,7 +73,7 @@ class KCenterGreedy:
                 f"sampling_ratio {sampling_ratio} of {embedding.shape[0]} rows selects no row; "
                 f"use a ratio of at least {1.0 / embedding.shape[0]:.3g}"
             )
-        if not torch.isfinite(embedding).all():
+        if not all_finite(embedding):
             raise ValueError("embedding contains NaN or infinite values")
 
         self.embedding = embedding

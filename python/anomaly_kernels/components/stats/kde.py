@@ -9,6 +9,7 @@ from torch import Tensor
 
 from anomaly_kernels.components.base import DynamicBufferModule
 from anomaly_kernels.components.dimensionality_reduction.random_projection import NotFittedError
+from anomaly_kernels._validation import all_finite
 
 # Queries are scored in chunks so that the (queries x training rows) distance block never holds
 # more than this many elements.
@@ -79,7 +80,7 @@ class GaussianKDE(DynamicBufferModule):
                 f"dataset must have at least d + 1 = {num_dims + 1} rows to fit a {num_dims}-dimensional "
                 f"KDE (its covariance must be invertible), got shape {tuple(dataset.shape)}"
             )
-        if not bool(torch.isfinite(dataset).all()):
+        if not all_finite(dataset):
             raise ValueError("dataset must contain only finite values (no NaN or inf)")
 
         dataset64 = dataset.to(torch.float64)

@@ -7,7 +7,9 @@ import numbers
 import torch
 from torch import Tensor, nn
 
+from anomaly_kernels import ops
 from anomaly_kernels.components.dimensionality_reduction.random_projection import NotFittedError
+from anomaly_kernels._validation import all_finite
 
 # Ridge added to every covariance so it is invertible even with fewer images than features.
 _COVARIANCE_RIDGE = 0.01
@@ -159,7 +161,7 @@ class MultiVariateGaussian(nn.Module):
                 f"embedding must hold at least 2 samples to estimate a covariance, got shape "
                 f"{tuple(embedding.shape)}"
             )
-        if not bool(torch.isfinite(embedding).all()):
+        if not all_finite(embedding):
             raise ValueError("embedding must contain only finite values (no NaN or inf)")
 
         samples = embedding.reshape(batch_size, self.n_features, self.n_patches)
@@ -206,6 +208,9 @@ class MultiVariateGaussian(nn.Module):
                 "MultiVariateGaussian is not fitted yet; call fit(embedding) or load a fitted state dict first"
             )
         self._check_embedding(embedding)
+        if embedding.dtype == self.inv_covariance.dtype and embedding.dtype in (torch.float32, torch.float64):
+            # Fused native pass: no (P, B, C) temporaries, each precision matrix read once.
+            return ops.mahalanobis(embedding, self.mean.to(embedding.device), self.inv_covariance.to(embedding.device))
         batch_size, _, height, width = embedding.shape
         compute_dtype = torch.promote_types(embedding.dtype, self.inv_covariance.dtype)
         samples = embedding.reshape(batch_size, self.n_features, self.n_patches).to(compute_dtype)

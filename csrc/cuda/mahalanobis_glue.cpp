@@ -1,0 +1,40 @@
+// CUDA entry point of anomaly_kernels::mahalanobis: checks, device guard, stream, launch.
+#include <torch/csrc/stable/ops.h>
+
+#include "common/mahalanobis_args.h"
+#include "cuda/cuda_context.h"
+#include "cuda/mahalanobis.cuh"
+
+namespace anomaly_kernels {
+namespace {
+
+template <typename T>
+void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
+  const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
+  check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(),
+                                    m.const_data_ptr<T>(), b, c, p, out.mutable_data_ptr<T>(),
+                                    current_stream(e)),
+               "mahalanobis");
+}
+
+Tensor mahalanobis_cuda(Tensor embedding, Tensor mean, Tensor precision) {
+  check_mahalanobis_args(embedding, mean, precision);
+  torch::stable::accelerator::DeviceGuard guard(embedding.get_device_index());
+  const Tensor e = torch::stable::contiguous(embedding);
+  const Tensor mu = torch::stable::contiguous(mean);
+  const Tensor m = torch::stable::contiguous(precision);
+  std::vector<int64_t> out_shape{e.size(0), 1, e.size(2), e.size(3)};
+  Tensor out = torch::stable::new_empty(e, out_shape);
+  if (out.numel() == 0) return out;
+  if (e.size(1) == 0) return torch::stable::zero_(out);
+  if (e.scalar_type() == ScalarType::Float) launch<float>(e, mu, m, out);
+  else launch<double>(e, mu, m, out);
+  return out;
+}
+
+}  // namespace
+}  // namespace anomaly_kernels
+
+STABLE_TORCH_LIBRARY_IMPL(anomaly_kernels, CUDA, m) {
+  m.impl("mahalanobis", TORCH_BOX(&anomaly_kernels::mahalanobis_cuda));
+}

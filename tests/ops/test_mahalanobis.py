@@ -1,0 +1,78 @@
+"""anomaly_kernels::mahalanobis against the batched-product reference and numpy."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_kernels import ops, reference
+
+
+def _gaussians(b, c, h, w, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    p = h * w
+    embedding = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+    mean = torch.randn(c, p, generator=g, dtype=torch.float64) * 0.1
+    a = torch.randn(p, c, c, generator=g, dtype=torch.float64)
+    precision = a @ a.transpose(1, 2) / c + 0.5 * torch.eye(c, dtype=torch.float64)  # symmetric positive definite
+    return tuple(t.to(dtype=dtype, device=device) for t in (embedding, mean, precision))
+
+
+@pytest.mark.parametrize("b,c,h,w", [(1, 1, 1, 1), (2, 3, 4, 5), (5, 100, 7, 9), (3, 17, 33, 2), (1, 550, 2, 3), (8, 64, 16, 17)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_reference(device, b, c, h, w, dtype):
+    embedding, mean, precision = _gaussians(b, c, h, w, dtype, device, seed=b * 7 + c)
+    out = ops.mahalanobis(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding, mean, precision)
+    assert out.shape == (b, 1, h, w) and out.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+def test_matches_numpy_per_position():
+    embedding, mean, precision = _gaussians(4, 6, 3, 3, torch.float64, "cpu", seed=1)
+    out = ops.mahalanobis(embedding, mean, precision).numpy()
+    e, m, s = embedding.numpy(), mean.numpy(), precision.numpy()
+    for b in range(4):
+        for p in range(9):
+            d = e[b, :, p // 3, p % 3] - m[:, p]
+            assert out[b, 0, p // 3, p % 3] == pytest.approx(np.sqrt(d @ s[p] @ d), rel=1e-12)
+
+
+def test_zero_distance_at_the_mean_and_negative_forms_clamp(device):
+    embedding, mean, precision = _gaussians(2, 5, 2, 2, torch.float32, device, seed=2)
+    at_mean = mean.reshape(1, 5, 2, 2).expand(2, -1, -1, -1).contiguous()
+    assert torch.equal(ops.mahalanobis(at_mean, mean, precision), torch.zeros(2, 1, 2, 2, device=device))
+    negative = -precision  # an indefinite "precision" gives negative forms, clamped to 0
+    assert (ops.mahalanobis(embedding, mean, negative) == 0).all()
+
+
+def test_non_contiguous_embedding_and_untouched_inputs(device):
+    embedding, mean, precision = _gaussians(3, 8, 6, 5, torch.float32, device, seed=3)
+    strided = embedding.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    assert not strided.is_contiguous()
+    before = [t.clone() for t in (strided, mean, precision)]
+    torch.testing.assert_close(ops.mahalanobis(strided, mean, precision), reference.mahalanobis(embedding, mean, precision), rtol=1e-4, atol=1e-4)
+    for t, saved in zip((strided, mean, precision), before):
+        assert torch.equal(t, saved)
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(embedding=torch.randn(2, 3, 4)), ValueError, "embedding must be 4-D"),
+        (dict(embedding=torch.randn(2, 3, 2, 2).half()), TypeError, "embedding must be float32"),
+        (dict(mean=torch.randn(3, 5)), ValueError, r"mean must have shape \(3, 4\)"),
+        (dict(precision=torch.randn(4, 3, 2)), ValueError, r"precision must have shape \(4, 3, 3\)"),
+        (dict(precision=torch.randn(4, 3, 3).double()), TypeError, "precision must be float32"),
+    ],
+)
+def test_bad_arguments_are_named(change, error, match):
+    args = dict(embedding=torch.randn(2, 3, 2, 2), mean=torch.randn(3, 4), precision=torch.randn(4, 3, 3))
+    args.update(change)
+    with pytest.raises(error, match=match):
+        ops.mahalanobis(**args)
+
+
+def test_opcheck(device):
+    embedding, mean, precision = _gaussians(3, 7, 4, 4, torch.float32, device, seed=4)
+    torch.library.opcheck(torch.ops.anomaly_kernels.mahalanobis.default, (embedding, mean, precision))
