@@ -22,6 +22,10 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   m.def(
       "sparse_sign_projection(Tensor input, Tensor crow_indices, Tensor col_indices, "
       "Tensor signs, float scale) -> Tensor");
+  // PaDiM fit: embedding (B, C, H, W) -> (mean (C, H*W), precision (H*W, C, C)) with
+  // precision[p] = inverse(cov_p + ridge * I), cov_p the unbiased covariance of the B vectors at
+  // position p; accumulated and inverted (Cholesky) in float64, returned in the input dtype.
+  m.def("gaussian_fit(Tensor embedding, float ridge) -> (Tensor, Tensor)");
   // PaDiM scoring: embedding (B, C, H, W), mean (C, H*W), precision (H*W, C, C) symmetric ->
   // (B, 1, H, W) with dist = sqrt(max(d^T precision[p] d, 0)), d = embedding[b, :, p] - mean[:, p].
   // Fused: no (P, B, C) temporaries; each precision matrix is read once per batch.

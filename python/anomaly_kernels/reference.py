@@ -49,6 +49,22 @@ def sparse_sign_projection(
     return input @ matrix.T
 
 
+def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of :func:`anomaly_kernels.ops.gaussian_fit`: batched float64 covariance
+    (P, C, C) by one batched product, batched Cholesky, ``cholesky_inverse``."""
+    b, c, h, w = embedding.shape
+    samples = embedding.reshape(b, c, h * w).to(torch.float64)
+    mean = samples.mean(dim=0)
+    centred = (samples - mean).permute(2, 1, 0)  # (P, C, B)
+    covariance = centred @ centred.transpose(1, 2) / (b - 1)
+    covariance += ridge * torch.eye(c, dtype=torch.float64, device=embedding.device)
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if bool((info != 0).any()):
+        position = int(torch.nonzero(info)[0])
+        raise RuntimeError(f"the covariance at position {position} is not positive definite")
+    return mean.to(embedding.dtype), torch.cholesky_inverse(factor).to(embedding.dtype)
+
+
 def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Reference of :func:`anomaly_kernels.ops.mahalanobis`: the batched-product form, which
     materialises (P, B, C) temporaries twice."""

@@ -10,7 +10,6 @@ import torch
 
 from anomaly_kernels.components.dimensionality_reduction import NotFittedError
 from anomaly_kernels.components.stats import MultiVariateGaussian
-from anomaly_kernels.components.stats import multi_variate_gaussian as mvg_module
 
 
 def embedding(seed: int, batch: int = 12, channels: int = 5, height: int = 3, width: int = 4, dtype=torch.float64):
@@ -97,10 +96,7 @@ def test_cov_does_not_mutate_and_rejects_bad_input() -> None:
         MultiVariateGaussian._cov(torch.randn(1, 3))
 
 
-@pytest.mark.parametrize("positions_per_chunk_elements", [1 << 24, 100])
-def test_fit_matches_numpy_per_position(monkeypatch: pytest.MonkeyPatch, positions_per_chunk_elements: int) -> None:
-    # The small element budget forces one position per chunk, exercising the chunked path.
-    monkeypatch.setattr(mvg_module, "_MAX_FIT_ELEMENTS", positions_per_chunk_elements)
+def test_fit_matches_numpy_per_position() -> None:
     values = embedding(1)
     original = values.clone()
     gaussian = MultiVariateGaussian(n_features=5, n_patches=12)

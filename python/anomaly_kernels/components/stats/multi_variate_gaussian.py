@@ -13,8 +13,6 @@ from anomaly_kernels._validation import all_finite
 
 # Ridge added to every covariance so it is invertible even with fewer images than features.
 _COVARIANCE_RIDGE = 0.01
-# Positions are fitted in chunks so the float64 work tensors stay below this many elements.
-_MAX_FIT_ELEMENTS = 1 << 24
 
 
 class MultiVariateGaussian(nn.Module):
@@ -144,8 +142,9 @@ class MultiVariateGaussian(nn.Module):
     def fit(self, embedding: Tensor) -> list[Tensor]:
         """Fit multi-variate gaussian distribution to the input embedding.
 
-        The caller's tensor is not modified; all positions are fitted with batched matrix
-        products and a batched Cholesky inverse.
+        The caller's tensor is not modified; all positions are fitted at once by
+        :func:`anomaly_kernels.ops.gaussian_fit` (one native pass on the CPU, batched
+        cuBLAS/cuSOLVER calls on CUDA), in float64 through a Cholesky factor.
 
         Args:
             embedding (Tensor): (B, C, H, W) floating point, finite, B >= 2, C == n_features,
@@ -164,29 +163,23 @@ class MultiVariateGaussian(nn.Module):
         if not all_finite(embedding):
             raise ValueError("embedding must contain only finite values (no NaN or inf)")
 
-        samples = embedding.reshape(batch_size, self.n_features, self.n_patches)
-        mean64 = samples.mean(dim=0, dtype=torch.float64)
-        inv_covariance = torch.empty(
-            self.n_patches, self.n_features, self.n_features, dtype=embedding.dtype, device=embedding.device
-        )
-        ridge = _COVARIANCE_RIDGE * torch.eye(self.n_features, dtype=torch.float64, device=embedding.device)
-
-        elements_per_position = self.n_features * (self.n_features + batch_size)
-        positions_per_chunk = max(1, _MAX_FIT_ELEMENTS // elements_per_position)
-        for start in range(0, self.n_patches, positions_per_chunk):
-            stop = min(start + positions_per_chunk, self.n_patches)
-            # (P_chunk, C, B): one batched product gives every position's scatter matrix.
-            centred = (samples[:, :, start:stop].to(torch.float64) - mean64[:, start:stop]).permute(2, 1, 0)
-            covariance = centred @ centred.transpose(1, 2) / (batch_size - 1) + ridge
-            cholesky, info = torch.linalg.cholesky_ex(covariance)
-            if bool((info != 0).any()):
-                raise ValueError("a patch covariance is not positive definite; check the embedding's scale")
-            inv_covariance[start:stop] = torch.cholesky_inverse(cholesky).to(embedding.dtype)
-
-        self.mean = mean64.to(embedding.dtype)
+        supported = embedding.dtype in (torch.float32, torch.float64)
+        mean, inv_covariance = self._fit_gaussians(embedding if supported else embedding.float())
+        mean, inv_covariance = mean.to(embedding.dtype), inv_covariance.to(embedding.dtype)
+        self.mean = mean
         self.inv_covariance = inv_covariance
         self.is_fitted = torch.tensor(True, device=embedding.device)
         return [self.mean, self.inv_covariance]
+
+    @staticmethod
+    def _fit_gaussians(embedding: Tensor) -> tuple[Tensor, Tensor]:
+        """``ops.gaussian_fit`` with the documented ridge, its failure as a ValueError."""
+        try:
+            return ops.gaussian_fit(embedding, _COVARIANCE_RIDGE)
+        except RuntimeError as error:
+            if "not positive definite" in str(error):
+                raise ValueError(f"{error}; check the embedding's scale") from error
+            raise
 
     def mahalanobis(self, embedding: Tensor) -> Tensor:
         """Mahalanobis distance of every feature vector to its position's Gaussian.

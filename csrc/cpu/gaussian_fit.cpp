@@ -1,0 +1,200 @@
+// CPU kernel of anomaly_kernels::gaussian_fit (PaDiM's per-position Gaussians). Each task takes
+// 16 consecutive positions (one cache line of every (image, channel) row of the embedding),
+// centres them in float64, and per position forms the covariance, its Cholesky factor L, the
+// inverse of L and precision = L^-T L^-1, all in a task-local C x C buffer: no (P, C, C)
+// float64 temporaries and no Python loop over positions.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <torch/csrc/stable/ops.h>
+
+#include "common/simd.h"
+#include "common/tensor_checks.h"
+
+namespace anomaly_kernels {
+namespace {
+
+constexpr int64_t kPositionsPerTask = 16;
+
+// Lower triangle of sum_b x_b x_b^T for x (b, c) row-major, into a (c, c) row-major buffer.
+// Four images per sweep: four multiply-adds per load and store of the accumulator.
+AK_SIMD_CLONES void scatter_lower(const double* x, int64_t b, int64_t c, double* a) {
+  std::fill(a, a + c * c, 0.0);
+  int64_t img = 0;
+  for (; img + 4 <= b; img += 4) {
+    const double *v0 = x + img * c, *v1 = v0 + c, *v2 = v1 + c, *v3 = v2 + c;
+    for (int64_t i = 0; i < c; ++i) {
+      const double f0 = v0[i], f1 = v1[i], f2 = v2[i], f3 = v3[i];
+      double* row = a + i * c;
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) row[j] += f0 * v0[j] + f1 * v1[j] + f2 * v2[j] + f3 * v3[j];
+    }
+  }
+  for (; img < b; ++img) {
+    const double* v = x + img * c;
+    for (int64_t i = 0; i < c; ++i) {
+      const double vi = v[i];
+      double* row = a + i * c;
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) row[j] += vi * v[j];
+    }
+  }
+}
+
+// In-place Cholesky of the lower triangle (A = L L^T). Returns false if A is not positive definite.
+AK_SIMD_CLONES bool cholesky_lower(double* a, int64_t c) {
+  for (int64_t j = 0; j < c; ++j) {
+    double* row_j = a + j * c;
+    double diag = row_j[j];
+#pragma omp simd reduction(- : diag)
+    for (int64_t k = 0; k < j; ++k) diag -= row_j[k] * row_j[k];
+    if (!(diag > 0.0)) return false;
+    const double l_jj = std::sqrt(diag);
+    row_j[j] = l_jj;
+    for (int64_t i = j + 1; i < c; ++i) {
+      double* row_i = a + i * c;
+      double s = row_i[j];
+#pragma omp simd reduction(- : s)
+      for (int64_t k = 0; k < j; ++k) s -= row_i[k] * row_j[k];
+      row_i[j] = s / l_jj;
+    }
+  }
+  return true;
+}
+
+// inv = L^-1 (lower triangular), row by row by forward substitution. Row i is
+// -(sum_{k<i} L_ik inv_k) / L_ii plus 1/L_ii on the diagonal; rows k are zero beyond column k,
+// so four of them can be combined over columns [0, k+3] at once.
+AK_SIMD_CLONES void invert_lower(const double* l, int64_t c, double* inv) {
+  std::fill(inv, inv + c * c, 0.0);
+  for (int64_t i = 0; i < c; ++i) {
+    const double* l_i = l + i * c;
+    double* inv_i = inv + i * c;
+    int64_t k = 0;
+    for (; k + 4 <= i; k += 4) {
+      const double f0 = l_i[k], f1 = l_i[k + 1], f2 = l_i[k + 2], f3 = l_i[k + 3];
+      const double *r0 = inv + k * c, *r1 = r0 + c, *r2 = r1 + c, *r3 = r2 + c;
+#pragma omp simd
+      for (int64_t j = 0; j <= k + 3; ++j) inv_i[j] -= f0 * r0[j] + f1 * r1[j] + f2 * r2[j] + f3 * r3[j];
+    }
+    for (; k < i; ++k) {
+      const double f = l_i[k];
+      const double* r = inv + k * c;
+#pragma omp simd
+      for (int64_t j = 0; j <= k; ++j) inv_i[j] -= f * r[j];
+    }
+    const double scale = 1.0 / l_i[i];
+#pragma omp simd
+    for (int64_t j = 0; j < i; ++j) inv_i[j] *= scale;
+    inv_i[i] = scale;
+  }
+}
+
+// precision = M^T M for lower-triangular M = L^-1: precision[i][j] = sum_k M_ki M_kj (j <= i).
+// Four rows k per sweep; M_ki is zero for i > k, so those terms add nothing.
+template <typename T>
+AK_SIMD_CLONES void gram_of_lower(const double* m, int64_t c, double* acc, T* out) {
+  std::fill(acc, acc + c * c, 0.0);
+  int64_t k = 0;
+  for (; k + 4 <= c; k += 4) {
+    const double *m0 = m + k * c, *m1 = m0 + c, *m2 = m1 + c, *m3 = m2 + c;
+    for (int64_t i = 0; i <= k + 3; ++i) {
+      const double f0 = m0[i], f1 = m1[i], f2 = m2[i], f3 = m3[i];
+      double* acc_i = acc + i * c;
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) acc_i[j] += f0 * m0[j] + f1 * m1[j] + f2 * m2[j] + f3 * m3[j];
+    }
+  }
+  for (; k < c; ++k) {
+    const double* m_k = m + k * c;
+    for (int64_t i = 0; i <= k; ++i) {
+      const double f = m_k[i];
+      double* acc_i = acc + i * c;
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) acc_i[j] += f * m_k[j];
+    }
+  }
+  for (int64_t i = 0; i < c; ++i)
+    for (int64_t j = 0; j <= i; ++j) out[i * c + j] = out[j * c + i] = static_cast<T>(acc[i * c + j]);
+}
+
+template <typename T>
+void gaussian_fit_cpu_impl(const T* embedding, int64_t b, int64_t c, int64_t p, double ridge,
+                           T* mean, T* precision, int64_t* failed_position) {
+  const int64_t tasks = (p + kPositionsPerTask - 1) / kPositionsPerTask;
+  torch::stable::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
+    std::vector<double> centred(kPositionsPerTask * b * c);  // [position][image][channel]
+    std::vector<double> a(c * c), inv(c * c), gram(c * c);
+    for (int64_t task = first; task < last; ++task) {
+      const int64_t p0 = task * kPositionsPerTask;
+      const int64_t np = std::min(kPositionsPerTask, p - p0);
+      for (int64_t img = 0; img < b; ++img)
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const T* src = embedding + (img * c + ch) * p + p0;
+          for (int64_t q = 0; q < np; ++q) centred[(q * b + img) * c + ch] = src[q];
+        }
+      for (int64_t q = 0; q < np; ++q) {
+        double* x = centred.data() + q * b * c;
+        for (int64_t ch = 0; ch < c; ++ch) {
+          double sum = 0;
+          for (int64_t img = 0; img < b; ++img) sum += x[img * c + ch];
+          const double mu = sum / static_cast<double>(b);
+          mean[ch * p + p0 + q] = static_cast<T>(mu);
+          for (int64_t img = 0; img < b; ++img) x[img * c + ch] -= mu;
+        }
+        scatter_lower(x, b, c, a.data());
+        const double norm = 1.0 / static_cast<double>(b - 1);
+        for (int64_t i = 0; i < c; ++i) {
+          for (int64_t j = 0; j <= i; ++j) a[i * c + j] *= norm;
+          a[i * c + i] += ridge;
+        }
+        if (!cholesky_lower(a.data(), c)) {
+          *failed_position = p0 + q;  // benign race: any failing position is worth reporting
+          continue;
+        }
+        invert_lower(a.data(), c, inv.data());
+        gram_of_lower(inv.data(), c, gram.data(), precision + (p0 + q) * c * c);
+      }
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor> gaussian_fit_cpu(Tensor embedding, double ridge) {
+  STD_TORCH_CHECK(embedding.dim() == 4, "embedding must be 4-D (B, C, H, W), got shape ",
+                  shape_str(embedding));
+  STD_TORCH_CHECK(
+      embedding.scalar_type() == ScalarType::Float || embedding.scalar_type() == ScalarType::Double,
+      "embedding must be float32 or float64, got ", dtype_name(embedding.scalar_type()));
+  STD_TORCH_CHECK(embedding.size(0) >= 2, "embedding must hold at least 2 images (B >= 2), got ",
+                  embedding.size(0));
+  STD_TORCH_CHECK(embedding.size(1) >= 1, "embedding must have at least one channel");
+  STD_TORCH_CHECK(ridge >= 0.0, "ridge must be >= 0, got ", ridge);
+  const Tensor e = torch::stable::contiguous(embedding);
+  const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
+  std::vector<int64_t> mean_shape{c, p}, precision_shape{p, c, c};
+  Tensor mean = torch::stable::new_empty(e, mean_shape);
+  Tensor precision = torch::stable::new_empty(e, precision_shape);
+  int64_t failed = -1;
+  if (p > 0) {
+    if (e.scalar_type() == ScalarType::Float) {
+      gaussian_fit_cpu_impl(e.const_data_ptr<float>(), b, c, p, ridge,
+                            mean.mutable_data_ptr<float>(), precision.mutable_data_ptr<float>(),
+                            &failed);
+    } else {
+      gaussian_fit_cpu_impl(e.const_data_ptr<double>(), b, c, p, ridge,
+                            mean.mutable_data_ptr<double>(), precision.mutable_data_ptr<double>(),
+                            &failed);
+    }
+  }
+  STD_TORCH_CHECK(failed < 0, "the covariance at position ", failed,
+                  " is not positive definite (non-finite or degenerate features?)");
+  return {mean, precision};
+}
+
+}  // namespace
+}  // namespace anomaly_kernels
+
+STABLE_TORCH_LIBRARY_IMPL(anomaly_kernels, CPU, m) {
+  m.impl("gaussian_fit", TORCH_BOX(&anomaly_kernels::gaussian_fit_cpu));
+}

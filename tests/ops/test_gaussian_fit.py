@@ -1,0 +1,67 @@
+"""anomaly_kernels::gaussian_fit against numpy.cov + ridge and the batched torch reference."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_kernels import ops, reference
+
+
+@pytest.mark.parametrize("b,c,h,w", [(2, 1, 1, 1), (3, 4, 2, 3), (32, 100, 3, 7), (5, 17, 5, 4), (40, 9, 1, 33)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_numpy_cov_inverse(device, b, c, h, w, dtype):
+    g = torch.Generator().manual_seed(b * 31 + c)
+    embedding = (torch.randn(b, c, h, w, generator=g, dtype=torch.float64) * 2 + 1).to(dtype=dtype, device=device)
+    mean, precision = ops.gaussian_fit(embedding, 0.01)
+    assert mean.shape == (c, h * w) and precision.shape == (h * w, c, c)
+    assert mean.dtype == dtype and precision.dtype == dtype
+    x = embedding.reshape(b, c, h * w).double().cpu().numpy()
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    for p in {0, h * w // 2, h * w - 1}:
+        cov = np.atleast_2d(np.cov(x[:, :, p], rowvar=False)) + 0.01 * np.eye(c)
+        expected = np.linalg.inv(cov)
+        got = precision[p].double().cpu().numpy()
+        assert np.abs(got - expected).max() <= tol * np.abs(expected).max()
+        np.testing.assert_allclose(mean[:, p].double().cpu().numpy(), x[:, :, p].mean(0), rtol=tol, atol=tol)
+    # The whole tensor agrees with the batched reference, and precisions are symmetric.
+    ref_mean, ref_precision = reference.gaussian_fit(embedding, 0.01)
+    torch.testing.assert_close(precision, ref_precision, rtol=tol * 10, atol=tol * 10)
+    torch.testing.assert_close(mean, ref_mean, rtol=tol, atol=tol)
+    assert torch.equal(precision, precision.transpose(1, 2))
+
+
+def test_non_contiguous_input_and_untouched(device):
+    base = torch.randn(6, 5, 8, 4, device=device)
+    embedding = base.transpose(2, 3)  # (6, 5, 4, 8) strided
+    before = embedding.clone()
+    mean, precision = ops.gaussian_fit(embedding, 0.01)
+    ref_mean, ref_precision = reference.gaussian_fit(embedding.contiguous(), 0.01)
+    torch.testing.assert_close(precision, ref_precision, rtol=1e-5, atol=1e-5)
+    assert torch.equal(embedding, before)
+
+
+def test_degenerate_covariance_without_ridge_is_reported():
+    embedding = torch.ones(4, 3, 2, 2)  # zero covariance everywhere
+    with pytest.raises(RuntimeError, match="not positive definite"):
+        ops.gaussian_fit(embedding, 0.0)
+    _, precision = ops.gaussian_fit(embedding, 0.5)
+    torch.testing.assert_close(precision, torch.eye(3).expand(4, 3, 3) * 2)
+
+
+@pytest.mark.parametrize(
+    "embedding,ridge,error,match",
+    [
+        (torch.randn(3, 4, 5), 0.01, ValueError, "embedding must be 4-D"),
+        (torch.randn(1, 4, 2, 2), 0.01, ValueError, "at least 2 images"),
+        (torch.randn(3, 0, 2, 2), 0.01, ValueError, "at least one channel"),
+        (torch.randn(3, 4, 2, 2).half(), 0.01, TypeError, "embedding must be float32"),
+        (torch.randn(3, 4, 2, 2), -1.0, ValueError, "ridge must be >= 0"),
+    ],
+)
+def test_bad_arguments_are_named(embedding, ridge, error, match):
+    with pytest.raises(error, match=match):
+        ops.gaussian_fit(embedding, ridge)
+
+
+def test_opcheck():
+    torch.library.opcheck(torch.ops.anomaly_kernels.gaussian_fit.default, (torch.randn(5, 3, 2, 4), 0.01))
