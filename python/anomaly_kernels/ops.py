@@ -305,9 +305,8 @@ def separable_blur2d(
         padding: "same" (output (B, C, H, W)) or "valid" (output (B, C, H-Ky+1, W-Kx+1)).
 
     Returns:
-        The blurred tensor, a new tensor (``input`` is never modified). Not differentiable:
-        :class:`~anomaly_kernels.components.GaussianBlur2d` falls back to the reference when a
-        gradient is needed.
+        The blurred tensor, a new tensor (``input`` is never modified). Differentiable with
+        respect to ``input`` (the kernels are treated as constants).
     """
     _check_floating("input", input)
     if input.dim() != 4:
@@ -336,3 +335,55 @@ def _separable_blur2d_fake(input, kernel_y, kernel_x, border_type, same_padding)
     return input.new_empty(
         (b, c, blur_output_size(h, kernel_y.shape[0], padding), blur_output_size(w, kernel_x.shape[0], padding))
     )
+
+
+def _border_index(length: int, size: int, before: int, border_type: str, device) -> torch.Tensor:
+    """Input index each of ``length`` padded positions reads (-1 for constant padding)."""
+    i = torch.arange(length, device=device) - before
+    inside = (i >= 0) & (i < size)
+    if border_type == "constant":
+        return torch.where(inside, i, torch.full_like(i, -1))
+    if border_type == "replicate":
+        return i.clamp(0, size - 1)
+    if border_type == "circular":
+        return i.remainder(size)
+    if size == 1:
+        return torch.zeros_like(i)
+    period = 2 * (size - 1)
+    r = i.remainder(period)
+    return torch.where(r < size, r, period - r)
+
+
+def _fold_padding(grad_padded: torch.Tensor, dim: int, size: int, before: int, border_type: str) -> torch.Tensor:
+    """Adjoint of padding along ``dim``: every padded sample's gradient goes to the input sample it copied."""
+    index = _border_index(grad_padded.shape[dim], size, before, border_type, grad_padded.device)
+    keep = index >= 0
+    shape = list(grad_padded.shape)
+    shape[dim] = size
+    out = grad_padded.new_zeros(shape)
+    return out.index_add_(dim, index[keep], grad_padded.index_select(dim, torch.nonzero(keep).flatten()))
+
+
+def _separable_blur2d_backward(ctx, grad):
+    # The blur is a correlation of the padded input; its adjoint is the full correlation with the
+    # flipped kernels (a zero-padded "valid" blur), followed by the adjoint of the padding.
+    kernel_y, kernel_x = ctx.saved_tensors
+    ky, kx = kernel_y.shape[0], kernel_x.shape[0]
+    full = torch.nn.functional.pad(grad, (kx - 1, kx - 1, ky - 1, ky - 1))
+    grad_padded = _ops.separable_blur2d(full, kernel_y.flip(0), kernel_x.flip(0), "constant", False)
+    if ctx.same_padding:
+        h, w = ctx.input_size
+        grad_padded = _fold_padding(grad_padded, 2, h, (ky - 1) // 2, ctx.border_type)
+        grad_padded = _fold_padding(grad_padded, 3, w, (kx - 1) // 2, ctx.border_type)
+    return grad_padded, None, None, None, None
+
+
+def _separable_blur2d_setup(ctx, inputs, output):
+    input, kernel_y, kernel_x, border_type, same_padding = inputs
+    ctx.save_for_backward(kernel_y, kernel_x)
+    ctx.border_type, ctx.same_padding, ctx.input_size = border_type, same_padding, tuple(input.shape[2:])
+
+
+torch.library.register_autograd(
+    "anomaly_kernels::separable_blur2d", _separable_blur2d_backward, setup_context=_separable_blur2d_setup
+)
