@@ -22,6 +22,10 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   m.def(
       "sparse_sign_projection(Tensor input, Tensor crow_indices, Tensor col_indices, "
       "Tensor signs, float scale) -> Tensor");
+  // Gaussian KDE core: out[i] = log sum_j exp(-0.5 * ||queries[i] - dataset[j]||^2) for queries
+  // (M, D) and dataset (N, D) in the whitened space; fused tiles, no (M, N) temporary, finite for
+  // far-away queries (log-sum-exp with a running maximum).
+  m.def("kde_log_sum_exp(Tensor queries, Tensor dataset) -> Tensor");
   // PaDiM fit: embedding (B, C, H, W) -> (mean (C, H*W), precision (H*W, C, C)) with
   // precision[p] = inverse(cov_p + ridge * I), cov_p the unbiased covariance of the B vectors at
   // position p; accumulated and inverted (Cholesky) in float64, returned in the input dtype.

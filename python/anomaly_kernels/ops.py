@@ -191,6 +191,38 @@ def _sparse_sign_projection_fake(input, crow_indices, col_indices, signs, scale)
 
 
 # --------------------------------------------------------------------------------------------
+# Gaussian KDE
+# --------------------------------------------------------------------------------------------
+def kde_log_sum_exp(queries: torch.Tensor, dataset: torch.Tensor) -> torch.Tensor:
+    """``log Σ_j exp(-½ ‖queries[i] - dataset[j]‖²)`` for every query, in one fused pass.
+
+    The core of a Gaussian KDE in whitened coordinates: tiles of training rows are reduced
+    against a running maximum, so no (M, N) block is stored and far-away queries give finite
+    (very negative) values instead of ``log(0)``.
+
+    Args:
+        queries: (M, D) float32 or float64.
+        dataset: (N, D), N >= 1, same dtype and device.
+
+    Returns:
+        (M,) in the queries' dtype.
+    """
+    _check_floating("queries", queries)
+    _check_floating("dataset", dataset, (queries.dtype,))
+    if dataset.dim() != 2 or dataset.shape[0] == 0:
+        raise ValueError(f"dataset must be a non-empty 2-D (N, D) tensor, got shape {tuple(dataset.shape)}")
+    if queries.dim() != 2 or queries.shape[1] != dataset.shape[1]:
+        raise ValueError(f"queries must be 2-D (M, {dataset.shape[1]}) like dataset, got shape {tuple(queries.shape)}")
+    _check_same_device("dataset", dataset, "queries", queries)
+    return _ops.kde_log_sum_exp(queries, dataset)
+
+
+@torch.library.register_fake("anomaly_kernels::kde_log_sum_exp")
+def _kde_log_sum_exp_fake(queries, dataset):
+    return queries.new_empty((queries.shape[0],))
+
+
+# --------------------------------------------------------------------------------------------
 # Gaussian fit (PaDiM statistics)
 # --------------------------------------------------------------------------------------------
 def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,12 @@ def sparse_sign_projection(
     return input @ matrix.T
 
 
+def kde_log_sum_exp(queries: torch.Tensor, dataset: torch.Tensor) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.kde_log_sum_exp`: the full (M, N) distance block."""
+    distances = torch.cdist(queries, dataset, compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.logsumexp(-0.5 * distances.square(), dim=1)
+
+
 def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of :func:`anomaly_kernels.ops.gaussian_fit`: batched float64 covariance
     (P, C, C) by one batched product, batched Cholesky, ``cholesky_inverse``."""

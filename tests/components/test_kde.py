@@ -11,7 +11,6 @@ from scipy.stats import gaussian_kde
 
 from anomaly_kernels.components.dimensionality_reduction import NotFittedError
 from anomaly_kernels.components.stats import GaussianKDE
-from anomaly_kernels.components.stats import kde as kde_module
 
 
 def correlated_dataset(seed: int, num_samples: int, num_dims: int, offset: float = 0.0) -> torch.Tensor:
@@ -73,11 +72,10 @@ def test_log_density_stays_finite_far_from_the_data(dtype: torch.dtype) -> None:
     assert bool((kde(queries.to(dtype)) >= 0).all())
 
 
-def test_chunked_scoring_equals_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
-    dataset = correlated_dataset(6, 50, 2)
+def test_many_training_rows_equal_scipy() -> None:
+    # More rows than one tile of the fused kernel (512), with a ragged last tile.
+    dataset = correlated_dataset(6, 1300, 2)
     queries = correlated_dataset(7, 23, 2)
-    # 120 elements per block -> 2 queries per chunk, 12 chunks with a ragged last one.
-    monkeypatch.setattr(kde_module, "_MAX_PAIRWISE_ELEMENTS", 120)
     expected = gaussian_kde(dataset.numpy().T)(queries.numpy().T)
     np.testing.assert_allclose(GaussianKDE(dataset)(queries).numpy(), expected, rtol=1e-4)
 

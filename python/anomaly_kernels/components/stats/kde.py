@@ -9,11 +9,8 @@ from torch import Tensor
 
 from anomaly_kernels.components.base import DynamicBufferModule
 from anomaly_kernels.components.dimensionality_reduction.random_projection import NotFittedError
+from anomaly_kernels import ops
 from anomaly_kernels._validation import all_finite
-
-# Queries are scored in chunks so that the (queries x training rows) distance block never holds
-# more than this many elements.
-_MAX_PAIRWISE_ELEMENTS = 1 << 24
 
 
 class GaussianKDE(DynamicBufferModule):
@@ -138,8 +135,9 @@ class GaussianKDE(DynamicBufferModule):
     def log_density(self, features: Tensor) -> Tensor:
         """Natural logarithm of the KDE estimates, finite even where the density underflows.
 
-        Computed as ``log(norm) - log(n) + logsumexp_j(-½ ‖y L - dataset_j‖²)``; the log-sum-exp
-        keeps far-away queries finite instead of ``log(0) = -inf``.
+        Computed as ``log(norm) - log(n) + logsumexp_j(-½ ‖y L - dataset_j‖²)`` by
+        :func:`anomaly_kernels.ops.kde_log_sum_exp`; the log-sum-exp keeps far-away queries finite
+        instead of ``log(0) = -inf``.
 
         Args:
             features (Tensor): (m, d) floating-point queries in the original feature space.
@@ -159,15 +157,11 @@ class GaussianKDE(DynamicBufferModule):
         log_norm = torch.log(torch.diagonal(bw_transform)).sum() - num_dims / 2 * math.log(2 * math.pi)
         log_offset = log_norm - math.log(num_samples)
 
-        queries_per_chunk = max(1, _MAX_PAIRWISE_ELEMENTS // num_samples)
-        log_densities = []
-        for chunk in features.split(queries_per_chunk):
-            whitened = (chunk.to(compute_dtype) - mean) @ bw_transform
-            # Direct differences instead of the |a|²+|b|²-2ab expansion, which cancels badly in
-            # float32 for queries close to training rows.
-            distances = torch.cdist(whitened, dataset, compute_mode="donot_use_mm_for_euclid_dist")
-            log_densities.append(torch.logsumexp(-0.5 * distances.square(), dim=1) + log_offset)
-        return torch.cat(log_densities).to(features.dtype)
+        whitened = (features.to(compute_dtype) - mean) @ bw_transform
+        if compute_dtype not in (torch.float32, torch.float64):
+            whitened, dataset = whitened.float(), dataset.float()
+        # One fused native pass over (query, training row) tiles: no (m, n) block in memory.
+        return (ops.kde_log_sum_exp(whitened, dataset) + log_offset).to(features.dtype)
 
     @staticmethod
     def cov(tensor: Tensor) -> Tensor:

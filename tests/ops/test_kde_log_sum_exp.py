@@ -1,0 +1,58 @@
+"""anomaly_kernels::kde_log_sum_exp against the full-block reference and scipy."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_kernels import ops, reference
+
+
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (3, 7, 2), (100, 1000, 16), (17, 5000, 3), (0, 10, 4), (5, 513, 40)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_reference(device, m, n, d, dtype):
+    g = torch.Generator().manual_seed(m + n + d)
+    dataset = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    queries = (torch.randn(m, d, generator=g, dtype=torch.float64) * 1.5).to(dtype=dtype, device=device)
+    out = ops.kde_log_sum_exp(queries, dataset)
+    expected = reference.kde_log_sum_exp(queries, dataset)
+    assert out.shape == (m,) and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+def test_far_queries_are_finite_where_the_plain_sum_underflows(device):
+    dataset = torch.randn(300, 4, device=device)
+    queries = torch.full((2, 4), 60.0, device=device)
+    out = ops.kde_log_sum_exp(queries, dataset)
+    assert torch.isfinite(out).all()
+    plain = torch.exp(-0.5 * torch.cdist(queries, dataset).square()).sum(1).log()
+    assert torch.isinf(plain).all()  # what a non-stabilised sum gives in float32
+    torch.testing.assert_close(out, reference.kde_log_sum_exp(queries.double(), dataset.double()).float())
+
+
+def test_equals_log_of_explicit_sum_on_small_data():
+    dataset = np.random.default_rng(0).normal(size=(50, 3))
+    queries = np.random.default_rng(1).normal(size=(4, 3))
+    expected = np.log(np.exp(-0.5 * ((queries[:, None, :] - dataset[None]) ** 2).sum(-1)).sum(1))
+    out = ops.kde_log_sum_exp(torch.from_numpy(queries), torch.from_numpy(dataset)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "queries,dataset,error,match",
+    [
+        (torch.randn(3, 4), torch.randn(0, 4), ValueError, "dataset must be a non-empty 2-D"),
+        (torch.randn(3, 5), torch.randn(6, 4), ValueError, r"queries must be 2-D \(M, 4\)"),
+        (torch.randn(3, 4), torch.randn(6, 4).double(), TypeError, "dataset must be float32"),
+        (torch.randn(3, 4).half(), torch.randn(6, 4).half(), TypeError, "queries must be float32"),
+    ],
+)
+def test_bad_arguments_are_named(queries, dataset, error, match):
+    with pytest.raises(error, match=match):
+        ops.kde_log_sum_exp(queries, dataset)
+
+
+def test_opcheck(device):
+    torch.library.opcheck(
+        torch.ops.anomaly_kernels.kde_log_sum_exp.default, (torch.randn(9, 5, device=device), torch.randn(30, 5, device=device))
+    )
