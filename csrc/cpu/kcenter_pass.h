@@ -9,10 +9,12 @@
 
 #include <torch/csrc/stable/ops.h>
 
+#include "common/simd.h"
+
 namespace anomaly_kernels::cpu {
 
 template <typename T>
-T squared_distance(const T* __restrict a, const T* __restrict b, int64_t d) {
+AK_SIMD_CLONES T squared_distance(const T* __restrict a, const T* __restrict b, int64_t d) {
   T sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < d; ++j) {

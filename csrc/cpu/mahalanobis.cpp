@@ -10,6 +10,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "common/mahalanobis_args.h"
+#include "common/simd.h"
 
 namespace anomaly_kernels {
 namespace {
@@ -19,7 +20,7 @@ constexpr int64_t kImagesPerPass = 4;
 
 // Quadratic forms of `count` (<= 4) centred vectors d[k] (C,) with one symmetric matrix (C, C).
 template <typename T>
-void quadratic_forms(const T* matrix, const T* const* d, int64_t count, int64_t c, double* out) {
+AK_SIMD_CLONES void quadratic_forms(const T* matrix, const T* const* d, int64_t count, int64_t c, double* out) {
   double acc[kImagesPerPass] = {0, 0, 0, 0};
   for (int64_t i = 0; i < c; ++i) {
     const T* row = matrix + i * c;

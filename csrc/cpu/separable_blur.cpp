@@ -7,9 +7,29 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "common/separable_blur_args.h"
+#include "common/simd.h"
 
 namespace anomaly_kernels {
 namespace {
+
+// dst[x] = sum_k taps[k] * src[x + k] for x in [0, n): one blurred row from a padded one.
+template <typename T>
+AK_SIMD_CLONES void correlate_row(const T* src, const T* taps, int64_t ntaps, int64_t n, T* dst) {
+  std::fill(dst, dst + n, T(0));
+  for (int64_t k = 0; k < ntaps; ++k) {
+    const T wk = taps[k];
+    const T* p = src + k;
+#pragma omp simd
+    for (int64_t x = 0; x < n; ++x) dst[x] += wk * p[x];
+  }
+}
+
+// dst[x] += weight * src[x] for x in [0, n).
+template <typename T>
+AK_SIMD_CLONES void add_scaled_row(const T* src, T weight, int64_t n, T* dst) {
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) dst[x] += weight * src[x];
+}
 
 template <typename T>
 void blur_cpu_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, const T* ky,
@@ -25,14 +45,7 @@ void blur_cpu_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, co
         const int64_t s = map_border(j - g.pad_left, w, border);
         padded[j] = s < 0 ? T(0) : src[s];
       }
-      T* dst = rows.data() + r * wo;
-      std::fill(dst, dst + wo, T(0));
-      for (int64_t k = 0; k < nkx; ++k) {
-        const T wk = kx[k];
-        const T* p = padded.data() + k;
-#pragma omp simd
-        for (int64_t x = 0; x < wo; ++x) dst[x] += wk * p[x];
-      }
+      correlate_row(padded.data(), kx, nkx, wo, rows.data() + r * wo);
     }
   });
   // Vertical pass: one task per output row; taps outside a constant border contribute zero.
@@ -44,11 +57,7 @@ void blur_cpu_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, co
       std::fill(dst, dst + wo, T(0));
       for (int64_t k = 0; k < nky; ++k) {
         const int64_t s = map_border(y + k - g.pad_top, h, border);
-        if (s < 0) continue;
-        const T wk = ky[k];
-        const T* p = src + s * wo;
-#pragma omp simd
-        for (int64_t x = 0; x < wo; ++x) dst[x] += wk * p[x];
+        if (s >= 0) add_scaled_row(src + s * wo, ky[k], wo, dst);
       }
     }
   });

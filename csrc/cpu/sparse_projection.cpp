@@ -6,6 +6,7 @@
 
 #include <torch/csrc/stable/ops.h>
 
+#include "common/simd.h"
 #include "common/sparse_projection_args.h"
 
 namespace anomaly_kernels {
@@ -40,7 +41,7 @@ SignedPattern split_by_sign(const int64_t* crow, const int64_t* col, const int8_
 
 // even/odd[r] += sign * tile[offsets[q] + r] for q in [begin, end), alternating the two sets.
 template <typename T>
-inline void accumulate(const T* tile, const int32_t* offsets, int64_t begin, int64_t end,
+__attribute__((always_inline)) inline void accumulate(const T* tile, const int32_t* offsets, int64_t begin, int64_t end,
                        T* __restrict even, T* __restrict odd, T sign) {
   int64_t q = begin;
   for (; q + 1 < end; q += 2) {
@@ -59,28 +60,34 @@ inline void accumulate(const T* tile, const int32_t* offsets, int64_t begin, int
   }
 }
 
+// Projects input rows [row0, row0 + rows) (rows <= kRows) through a (d, kRows) tile.
+template <typename T>
+AK_SIMD_CLONES void project_block(const T* input, int64_t row0, int64_t rows, int64_t d,
+                                  const SignedPattern& pattern, int64_t k, T scale, T* tile,
+                                  T* out) {
+  const int32_t* offsets = pattern.tile_offset.data();
+  for (int64_t r = 0; r < kRows; ++r) {
+    const T* x = input + (row0 + std::min(r, rows - 1)) * d;  // short block: repeat a row
+    for (int64_t c = 0; c < d; ++c) tile[c * kRows + r] = x[c];
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    // Two accumulator sets (even / odd terms) halve the floating-point add dependency chain.
+    T even[kRows] = {}, odd[kRows] = {};
+    accumulate(tile, offsets, pattern.begin[j], pattern.split[j], even, odd, T(1));
+    accumulate(tile, offsets, pattern.split[j], pattern.end[j], even, odd, T(-1));
+    for (int64_t r = 0; r < rows; ++r) out[(row0 + r) * k + j] = scale * (even[r] + odd[r]);
+  }
+}
+
 template <typename T>
 void project_rows(const T* input, int64_t n, int64_t d, const SignedPattern& pattern, int64_t k,
                   T scale, T* out) {
   const int64_t blocks = (n + kRows - 1) / kRows;
-  const int32_t* offsets = pattern.tile_offset.data();
   torch::stable::parallel_for(0, blocks, 8, [&](int64_t first, int64_t last) {
     std::vector<T> tile(d * kRows);
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t row0 = b * kRows;
-      const int64_t rows = std::min(kRows, n - row0);
-      for (int64_t r = 0; r < kRows; ++r) {
-        const T* x = input + (row0 + std::min(r, rows - 1)) * d;  // short block: repeat a row
-        for (int64_t c = 0; c < d; ++c) tile[c * kRows + r] = x[c];
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        // Two accumulator sets (even / odd terms) halve the floating-point add dependency chain.
-        T even[kRows] = {}, odd[kRows] = {};
-        accumulate(tile.data(), offsets, pattern.begin[j], pattern.split[j], even, odd, T(1));
-        accumulate(tile.data(), offsets, pattern.split[j], pattern.end[j], even, odd, T(-1));
-        for (int64_t r = 0; r < rows; ++r) out[(row0 + r) * k + j] = scale * (even[r] + odd[r]);
-      }
-    }
+    for (int64_t b = first; b < last; ++b)
+      project_block(input, b * kRows, std::min(kRows, n - b * kRows), d, pattern, k, scale,
+                    tile.data(), out);
   });
 }
 
