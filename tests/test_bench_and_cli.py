@@ -18,7 +18,12 @@ from anomaly_kernels.cli import main
     [
         lambda d: cases.kcenter_step_case(d, 3000, 40),
         lambda d: cases.kcenter_greedy_case(d, 2000, 512, 0.01),
+        lambda d: cases.kcenter_greedy_case(d, 2000, 512, 0.05, data="clustered"),
         lambda d: cases.gaussian_blur_case(d, 2, 48),
+        lambda d: cases.sparse_projection_case(d, 500, 256),
+        lambda d: cases.gaussian_fit_case(d, 6, 5, 4),
+        lambda d: cases.mahalanobis_case(d, 3, 6, 5),
+        lambda d: cases.kde_case(d, 300, 4, 20),
     ],
 )
 def test_cases_agree_and_their_checks_can_fail(device, make_case):
@@ -32,9 +37,19 @@ def test_cases_agree_and_their_checks_can_fail(device, make_case):
         corrupted = (native_out[0], native_out[1] + 1.0)
     elif case.name == "kcenter_greedy":
         corrupted = ([native_out[0][0]] * len(native_out[0]), native_out[1])
+    elif case.name == "gaussian_fit":
+        corrupted = (native_out[0], native_out[1] * 1.01)
     else:
-        corrupted = native_out + 1e-3
+        corrupted = native_out + 0.01
     assert not case.check(corrupted, reference_out)[0]
+
+
+def test_clustered_embedding_is_clustered():
+    x = cases.clustered_embedding(3000, 64, clusters=10, directions=4)
+    # Nearest-neighbour distances are far below the typical distance between rows.
+    d = torch.cdist(x[:200], x, compute_mode="donot_use_mm_for_euclid_dist")
+    d[torch.arange(200), torch.arange(200)] = float("inf")
+    assert d.min(dim=1).values.median() < 0.2 * d[d.isfinite()].median()
 
 
 def test_timing_and_bandwidth_are_positive():

@@ -68,13 +68,36 @@ def kcenter_step_case(device: str, n: int, d: int) -> Case:
     return Case("kcenter_step", device, f"{n}x{d} f32", native, ref, n * d * 4 + 2 * n * 4, check)
 
 
-def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float) -> Case:
-    """Whole coreset selection (projection + greedy loop) of an (n, dim) embedding."""
+def clustered_embedding(n: int, dim: int, clusters: int = 300, directions: int = 16, seed: int = 0) -> torch.Tensor:
+    """Feature-like rows: a mixture of tight clusters, each spanning a few random directions.
+
+    Patch features of similar images concentrate like this (low intrinsic dimension around many
+    modes), unlike iid Gaussian rows, which are the worst case for pruning.
+    """
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(clusters, dim, generator=g) * 4.0
+    labels = torch.randint(clusters, (n,), generator=g)
+    bases = torch.randn(clusters, directions, dim, generator=g) / dim**0.5
+    coefficients = torch.randn(n, directions, generator=g)
+    out = torch.empty(n, dim)
+    for first in range(0, n, 8192):
+        rows = slice(first, min(first + 8192, n))
+        out[rows] = centers[labels[rows]] + torch.einsum("nk,nkd->nd", coefficients[rows], bases[labels[rows]])
+    return out
+
+
+def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float, data: str = "iid") -> Case:
+    """Whole coreset selection (projection + greedy loop) of an (n, dim) embedding.
+
+    ``data``: "iid" Gaussian rows (nothing can be pruned) or "clustered" feature-like rows.
+    """
     from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
     from anomaly_kernels.components.sampling import KCenterGreedy
 
-    g = torch.Generator().manual_seed(0)
-    embedding = torch.randn(n, dim, generator=g).to(device)
+    if data == "clustered":
+        embedding = clustered_embedding(n, dim).to(device)
+    else:
+        embedding = torch.randn(n, dim, generator=torch.Generator().manual_seed(0)).to(device)
 
     def native():
         torch.manual_seed(0)
@@ -108,7 +131,64 @@ def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float) -> Case:
     d_proj = min(dim, johnson_lindenstrauss_min_dim(n, 0.9))
     bytes_moved = n * dim * 4 + k * (n * d_proj * 4 + 2 * n * 4)
     return Case(
-        "kcenter_greedy", device, f"{n}x{dim} ratio {ratio}", native, ref, bytes_moved, check, repeats=2
+        "kcenter_greedy", device, f"{n}x{dim} {data} ratio {ratio}", native, ref, bytes_moved, check, repeats=2
+    )
+
+
+def sparse_projection_case(device: str, n: int, dim: int) -> Case:
+    """SparseRandomProjection.transform (eps 0.9, as KCenterGreedy uses) vs the dense product."""
+    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0)).to(device)
+    projection = SparseRandomProjection(eps=0.9, random_state=0).fit(x)
+    dense = projection._dense_matrix(torch.float32, x.device)
+    k = dense.shape[0]
+    return Case(
+        "sparse_projection", device, f"{n}x{dim} -> {k}", lambda: projection.transform(x), lambda: x @ dense.T,
+        (n * dim + n * k) * 4, _max_abs_diff_check(1e-4),
+    )
+
+
+def _padim_embedding(device: str, b: int, c: int, side: int) -> torch.Tensor:
+    return torch.randn(b, c, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def gaussian_fit_case(device: str, b: int, c: int, side: int) -> Case:
+    """PaDiM statistics: mean and inverse covariance at every position."""
+    embedding = _padim_embedding(device, b, c, side)
+    p = side * side
+
+    def check(a, b_):
+        diff = (a[1] - b_[1]).abs().max().item() / b_[1].abs().max().item()
+        return diff <= 1e-4, f"precision max rel. diff {diff:.1e}"
+
+    return Case(
+        "gaussian_fit", device, f"{b}x{c}x{side}x{side}", lambda: ops.gaussian_fit(embedding),
+        lambda: reference.gaussian_fit(embedding), (b * c * p + p * c * c + c * p) * 4, check, repeats=3,
+    )
+
+
+def mahalanobis_case(device: str, b: int, c: int, side: int) -> Case:
+    """PaDiM scoring with fitted Gaussians; the precision dominates the bytes."""
+    p = side * side
+    fit_batch = max(2 * c // 3, 8)
+    mean, precision = ops.gaussian_fit(_padim_embedding(device, fit_batch, c, side))
+    embedding = _padim_embedding(device, b, c, side)
+    return Case(
+        "mahalanobis", device, f"{b}x{c}x{side}x{side}", lambda: ops.mahalanobis(embedding, mean, precision),
+        lambda: reference.mahalanobis(embedding, mean, precision), (b * c * p + p * c * c + c * p + b * p) * 4,
+        _max_abs_diff_check(1e-3),
+    )
+
+
+def kde_case(device: str, n: int, d: int, m: int) -> Case:
+    """GaussianKDE scoring core: m queries against n training rows in d dimensions."""
+    g = torch.Generator().manual_seed(0)
+    dataset = torch.randn(n, d, generator=g).to(device)
+    queries = (torch.randn(m, d, generator=g) * 1.5).to(device)
+    return Case(
+        "kde_log_sum_exp", device, f"{n}x{d}, {m} queries", lambda: ops.kde_log_sum_exp(queries, dataset),
+        lambda: reference.kde_log_sum_exp(queries, dataset), (n * d + m * d + m) * 4, _max_abs_diff_check(1e-3),
     )
 
 
@@ -159,15 +239,26 @@ def opencv_blur_case(batch: int, side: int, sigma: float = 4.0) -> List[Case]:
 def all_cases(device: str, full: bool) -> List[Callable[[], List[Case]]]:
     """Factories of the cases for one device (built lazily: inputs are allocated one at a time)."""
     cuda = device.startswith("cuda")
-    if full or cuda:
-        step = (310_000, 304)
-        greedy = (219_520, 1536, 0.1) if cuda else (100_000, 1536, 0.01)
-        blurs = [(32, 224), (32, 320)]
+    big = full or cuda
+    step = (310_000, 304) if big else (100_000, 304)
+    if cuda:
+        greedy = [(219_520, 1536, 0.1, "iid"), (219_520, 1536, 0.1, "clustered")]
+    elif full:
+        greedy = [(100_000, 1536, 0.01, "iid"), (100_000, 1536, 0.01, "clustered")]
     else:
-        step = (100_000, 304)
-        greedy = (20_000, 1536, 0.01)
-        blurs = [(32, 224)]
-    factories = [lambda: [kcenter_step_case(device, *step)], lambda: [kcenter_greedy_case(device, *greedy)]]
+        greedy = [(20_000, 1536, 0.01, "iid"), (20_000, 1536, 0.01, "clustered")]
+    projection = (100_000, 1536) if big else (20_000, 1536)
+    scoring = [(8, 100, 56), (32, 100, 56), (8, 100, 64), (32, 100, 64)] if big else [(8, 100, 56), (32, 100, 56)]
+    if cuda:
+        scoring += [(8, 550, 56), (32, 550, 56)]
+    blurs = [(32, 224), (32, 320)] if big else [(32, 224)]
+
+    factories = [lambda: [kcenter_step_case(device, *step)]]
+    factories += [lambda g=g: [kcenter_greedy_case(device, *g)] for g in greedy]
+    factories.append(lambda: [sparse_projection_case(device, *projection)])
+    factories.append(lambda: [gaussian_fit_case(device, 32, 100, 56)])
+    factories += [lambda s=s: [mahalanobis_case(device, *s)] for s in scoring]
+    factories.append(lambda: [kde_case(device, 40_000, 16, 1000)])
     for batch, side in blurs:
         factories.append(lambda b=batch, s=side: [gaussian_blur_case(device, b, s)])
         if not cuda:
