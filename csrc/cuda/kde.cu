@@ -83,7 +83,7 @@ cudaError_t kde_log_sum_exp(const T* queries, const T* dataset, int64_t m, int64
   const int64_t splits = kde_splits(n);
   const int64_t rows_per_split = (n + splits - 1) / splits;
   const size_t shared = static_cast<size_t>(kRowsPerStage * d) * sizeof(T);
-  if (shared > 48 * 1024) return cudaErrorInvalidValue;  // d above 96 (float) per staged row block
+  if (shared > 48 * 1024) return cudaErrorInvalidValue;  // d above 192 (float) or 96 (double)
   const dim3 grid(static_cast<unsigned>((m + kThreads - 1) / kThreads), static_cast<unsigned>(splits));
   partial_kernel<T><<<grid, kThreads, shared, stream>>>(queries, dataset, m, n, d, rows_per_split,
                                                         partial);
