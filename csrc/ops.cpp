@@ -8,6 +8,10 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   // ||features[i] - features[center]||), then returns argmax(min_distances) as a 0-dim int64
   // tensor on the features' device (ties: smallest index). No host synchronisation.
   m.def("kcenter_step_(Tensor features, Tensor(a!) min_distances, Tensor center) -> Tensor");
+  // The same pass with the center given as a row vector (D,) that need not belong to features:
+  // a shard of a distributed selection receives centers owned by other ranks.
+  m.def(
+      "kcenter_step_to_(Tensor features, Tensor(a!) min_distances, Tensor center_row) -> Tensor");
   // Passes begin .. end-1 of a whole greedy selection, in place. Pass t applies center
   // centers[t] (recording position t in nearest for the rows it brings closer) and, when pick,
   // stores the farthest row in centers[t + 1]. prune skips rows the triangle inequality proves

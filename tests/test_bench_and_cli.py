@@ -95,3 +95,15 @@ def test_build_info_reports_cuda_when_it_was_forced():
         assert info["cuda_archs"]
     assert info["cuda_registered"] == info["cuda_compiled"]
     assert info["cpu_threads"] >= 1
+
+
+def test_every_operator_is_registered_on_cpu_and_wrapped():
+    from anomaly_kernels import ops
+
+    names = build_info()["operators"]
+    expected = {
+        "kcenter_step_", "kcenter_step_to_", "kcenter_greedy_", "sparse_sign_projection", "gaussian_fit",
+        "mahalanobis", "kde_log_sum_exp", "separable_blur2d",
+    }
+    assert set(names) == expected
+    assert all(callable(getattr(ops, name)) for name in names)

@@ -37,7 +37,7 @@ void kcenter_greedy_cpu(Tensor features, Tensor min_distances, Tensor nearest, T
       });
       pruning.center_distance = center_distance.data();
     }
-    const cpu::Farthest farthest = cpu::update_and_find_farthest(x, n, d, mind, c, pruning);
+    const cpu::Farthest farthest = cpu::update_and_find_farthest(x, n, d, mind, x + c * d, pruning);
     if (pick) center_index[t + 1] = farthest.index;
   }
 }

@@ -42,13 +42,13 @@ struct Farthest {
   int64_t index;
 };
 
-// Updates min_distances with the center row and returns the farthest row (ties: smallest index).
-// With pruning.nearest set, records each improved row's nearest center and skips rows proven
-// unaffected (if pruning.center_distance is also set).
+// Updates min_distances with the center row (d values, a row of features or any other vector)
+// and returns the farthest row (ties: smallest index). With pruning.nearest set, records each
+// improved row's nearest center and skips rows proven unaffected (if pruning.center_distance is
+// also set).
 template <typename T>
 Farthest update_and_find_farthest(const T* features, int64_t n, int64_t d, T* min_distances,
-                                  int64_t center, const Pruning<T>& pruning) {
-  const T* center_row = features + center * d;
+                                  const T* center_row, const Pruning<T>& pruning) {
   // Fixed chunks reduced separately and merged in order: the result does not depend on how
   // threads were scheduled.
   const int64_t rows_per_chunk = std::max<int64_t>(1, std::min<int64_t>(4096, (n + 63) / 64));

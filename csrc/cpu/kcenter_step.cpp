@@ -1,5 +1,6 @@
-// CPU kernel of anomaly_kernels::kcenter_step_: one fused pass over the rows that computes each
-// row's distance to the new center, lowers its running minimum and tracks the argmax.
+// CPU kernels of anomaly_kernels::kcenter_step_ and kcenter_step_to_: one fused pass over the
+// rows that computes each row's distance to the new center, lowers its running minimum and
+// tracks the argmax. The center is a row of features (by index) or a separate vector.
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
@@ -10,24 +11,21 @@
 namespace anomaly_kernels {
 namespace {
 
-Tensor kcenter_step_cpu(Tensor features, Tensor min_distances, Tensor center) {
-  check_kcenter_step_args(features, min_distances, center);
-  STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
-  const Tensor rows = torch::stable::contiguous(features);
-  const Tensor center_cpu = torch::stable::contiguous(center);
+// One pass against `center_row` (a pointer into features or a separate vector), in place.
+Tensor step_against(const Tensor& rows, Tensor& min_distances, const Tensor& center_row,
+                    int64_t center_index) {
   const int64_t n = rows.size(0), d = rows.size(1);
-  const int64_t c = *center_cpu.const_data_ptr<int64_t>();
-  STD_TORCH_CHECK(c >= 0 && c < n, "center must index a row of features (0 <= center < ", n,
-                  "), got ", c);
   int64_t index;
   if (rows.scalar_type() == ScalarType::Float) {
-    index = cpu::update_and_find_farthest(rows.const_data_ptr<float>(), n, d,
-                                          min_distances.mutable_data_ptr<float>(), c,
+    const float* x = rows.const_data_ptr<float>();
+    const float* c = center_index >= 0 ? x + center_index * d : center_row.const_data_ptr<float>();
+    index = cpu::update_and_find_farthest(x, n, d, min_distances.mutable_data_ptr<float>(), c,
                                           cpu::Pruning<float>{})
                 .index;
   } else {
-    index = cpu::update_and_find_farthest(rows.const_data_ptr<double>(), n, d,
-                                          min_distances.mutable_data_ptr<double>(), c,
+    const double* x = rows.const_data_ptr<double>();
+    const double* c = center_index >= 0 ? x + center_index * d : center_row.const_data_ptr<double>();
+    index = cpu::update_and_find_farthest(x, n, d, min_distances.mutable_data_ptr<double>(), c,
                                           cpu::Pruning<double>{})
                 .index;
   }
@@ -37,9 +35,29 @@ Tensor kcenter_step_cpu(Tensor features, Tensor min_distances, Tensor center) {
   return out;
 }
 
+Tensor kcenter_step_cpu(Tensor features, Tensor min_distances, Tensor center) {
+  check_kcenter_step_args(features, min_distances, center);
+  STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
+  const Tensor rows = torch::stable::contiguous(features);
+  const Tensor center_cpu = torch::stable::contiguous(center);
+  const int64_t c = *center_cpu.const_data_ptr<int64_t>();
+  STD_TORCH_CHECK(c >= 0 && c < rows.size(0), "center must index a row of features (0 <= center < ",
+                  rows.size(0), "), got ", c);
+  return step_against(rows, min_distances, rows, c);
+}
+
+Tensor kcenter_step_to_cpu(Tensor features, Tensor min_distances, Tensor center_row) {
+  check_kcenter_step_to_args(features, min_distances, center_row);
+  STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
+  const Tensor rows = torch::stable::contiguous(features);
+  const Tensor center = torch::stable::contiguous(center_row);
+  return step_against(rows, min_distances, center, -1);
+}
+
 }  // namespace
 }  // namespace anomaly_kernels
 
 STABLE_TORCH_LIBRARY_IMPL(anomaly_kernels, CPU, m) {
   m.impl("kcenter_step_", TORCH_BOX(&anomaly_kernels::kcenter_step_cpu));
+  m.impl("kcenter_step_to_", TORCH_BOX(&anomaly_kernels::kcenter_step_to_cpu));
 }

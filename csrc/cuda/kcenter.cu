@@ -43,15 +43,17 @@ __device__ __forceinline__ float warp_distance(const float* __restrict__ a,
   return sqrtf(warp_sum(sum));
 }
 
-// nearest == nullptr: plain pass. center_distance == nullptr: no pruning.
+// The center is center_row when given, else features[*center]. nearest == nullptr: plain pass.
+// center_distance == nullptr: no pruning.
 __global__ void update_kernel(const float* __restrict__ features, int64_t n, int64_t d,
                               float* __restrict__ min_distances, const int64_t* __restrict__ center,
+                              const float* __restrict__ center_row_given,
                               int32_t* __restrict__ nearest,
                               const float* __restrict__ center_distance, int32_t position,
                               unsigned long long* __restrict__ best_key) {
   __shared__ unsigned long long warp_keys[kWarpsPerBlock];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float* center_row = features + (*center) * d;
+  const float* center_row = center_row_given ? center_row_given : features + (*center) * d;
   unsigned long long key = 0;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; row < n;
        row += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
@@ -111,7 +113,18 @@ cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min
   cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
   if (err != cudaSuccess) return err;
   update_kernel<<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
-      features, n, d, min_distances, center, nullptr, nullptr, 0, key);
+      features, n, d, min_distances, center, nullptr, nullptr, nullptr, 0, key);
+  unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
+  return cudaGetLastError();
+}
+
+cudaError_t kcenter_step_to(const float* features, int64_t n, int64_t d, float* min_distances,
+                            const float* center_row, int64_t* argmax, cudaStream_t stream) {
+  auto* key = reinterpret_cast<unsigned long long*>(argmax);
+  cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
+  if (err != cudaSuccess) return err;
+  update_kernel<<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
+      features, n, d, min_distances, nullptr, center_row, nullptr, nullptr, 0, key);
   unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
   return cudaGetLastError();
 }
@@ -130,7 +143,7 @@ cudaError_t kcenter_greedy(const float* features, int64_t n, int64_t d, float* m
                                                                            center_distance);
     }
     update_kernel<<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
-        features, n, d, min_distances, centers + t, nearest,
+        features, n, d, min_distances, centers + t, nullptr, nearest,
         use_pruning ? center_distance : nullptr, static_cast<int32_t>(t), key_scratch);
     if (pick) unpack_index_kernel<<<1, 1, 0, stream>>>(key_scratch, centers + t + 1, true);
     else {

@@ -13,6 +13,10 @@ namespace anomaly_kernels::cuda {
 cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances,
                          const int64_t* center, int64_t* argmax, cudaStream_t stream);
 
+// The same pass against a center vector center_row (d,) that need not be a row of features.
+cudaError_t kcenter_step_to(const float* features, int64_t n, int64_t d, float* min_distances,
+                            const float* center_row, int64_t* argmax, cudaStream_t stream);
+
 // Passes begin .. end-1 of a greedy selection. Pass t applies centers[t] (recording position t in
 // nearest[] for the rows it brings closer) and, when `pick`, writes the farthest row to
 // centers[t + 1]. With `prune`, rows that the triangle inequality proves unaffected are not read;

@@ -6,7 +6,18 @@ import torch
 
 from anomaly_kernels import _build_info
 
-OPERATORS = ("kcenter_step_", "separable_blur2d")
+# Operators with a CPU kernel only (see DESIGN.md, "Operators with one device kernel").
+CPU_ONLY_OPERATORS = frozenset({"gaussian_fit"})
+
+
+def operators() -> list[str]:
+    """Names of every operator the extension registered (each has a CPU kernel)."""
+    prefix = "anomaly_kernels::"
+    return sorted(
+        name[len(prefix):]
+        for name in torch._C._dispatch_get_registrations_for_dispatch_key("CPU")
+        if name.startswith(prefix)
+    )
 
 
 def _has_kernel(op: str, dispatch_key: str) -> bool:
@@ -18,8 +29,8 @@ def build_info() -> dict:
 
     Returns:
         dict with ``torch_built_against`` (torch version of the headers), ``torch_running``,
-        ``stable_abi_target``, ``cuda_compiled`` (CUDA kernels inside the binary),
-        ``cuda_registered`` (each operator has a CUDA kernel in the dispatcher), ``cuda_archs``,
+        ``stable_abi_target``, ``cuda_compiled`` (CUDA kernels inside the binary), ``operators``,
+        ``cuda_registered`` (each operator meant to have one has a CUDA kernel), ``cuda_archs``,
         ``nvcc``, ``cuda_available`` (a GPU is usable now), ``cxx_compiler``, ``build_type``,
         ``parallel_backend`` and ``cpu_threads`` (what the CPU kernels run on).
 
@@ -39,7 +50,8 @@ def build_info() -> dict:
         "torch_running": torch.__version__,
         "stable_abi_target": _build_info.STABLE_ABI_TARGET,
         "cuda_compiled": _build_info.CUDA_COMPILED,
-        "cuda_registered": all(_has_kernel(op, "CUDA") for op in OPERATORS),
+        "operators": operators(),
+        "cuda_registered": all(_has_kernel(op, "CUDA") for op in operators() if op not in CPU_ONLY_OPERATORS),
         "cuda_archs": [a for a in _build_info.CUDA_ARCHS.split(";") if a],
         "nvcc": _build_info.NVCC_VERSION,
         "cuda_available": torch.cuda.is_available(),

@@ -35,6 +35,20 @@ def _check_same_device(name: str, tensor: torch.Tensor, ref_name: str, ref: torc
 # --------------------------------------------------------------------------------------------
 # k-center greedy step
 # --------------------------------------------------------------------------------------------
+def _check_kcenter_rows(features: torch.Tensor, min_distances: torch.Tensor) -> None:
+    _check_floating("features", features)
+    if features.dim() != 2:
+        raise ValueError(f"features must be 2-D (N, D), got shape {tuple(features.shape)}")
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(f"features must have at least one row and one column, got shape {tuple(features.shape)}")
+    _check_floating("min_distances", min_distances, (features.dtype,))
+    if min_distances.shape != (features.shape[0],):
+        raise ValueError(
+            f"min_distances must have shape ({features.shape[0]},), got {tuple(min_distances.shape)}"
+        )
+    _check_same_device("min_distances", min_distances, "features", features)
+
+
 def kcenter_step_(
     features: torch.Tensor, min_distances: torch.Tensor, center: Union[int, torch.Tensor]
 ) -> torch.Tensor:
@@ -60,17 +74,7 @@ def kcenter_step_(
         >>> int(kcenter_step_(x, d, 0)), d.tolist()
         (2, [0.0, 1.0, 5.0])
     """
-    _check_floating("features", features)
-    if features.dim() != 2:
-        raise ValueError(f"features must be 2-D (N, D), got shape {tuple(features.shape)}")
-    if features.shape[0] == 0 or features.shape[1] == 0:
-        raise ValueError(f"features must have at least one row and one column, got shape {tuple(features.shape)}")
-    _check_floating("min_distances", min_distances, (features.dtype,))
-    if min_distances.shape != (features.shape[0],):
-        raise ValueError(
-            f"min_distances must have shape ({features.shape[0]},), got {tuple(min_distances.shape)}"
-        )
-    _check_same_device("min_distances", min_distances, "features", features)
+    _check_kcenter_rows(features, min_distances)
     if isinstance(center, torch.Tensor):
         if center.numel() != 1 or center.dtype != torch.int64:
             raise ValueError(f"center must be one int64 index, got shape {tuple(center.shape)} of {center.dtype}")
@@ -85,6 +89,32 @@ def kcenter_step_(
 
 @torch.library.register_fake("anomaly_kernels::kcenter_step_")
 def _kcenter_step_fake(features, min_distances, center):
+    return features.new_empty((), dtype=torch.int64)
+
+
+def kcenter_step_to_(features: torch.Tensor, min_distances: torch.Tensor, center_row: torch.Tensor) -> torch.Tensor:
+    """:func:`kcenter_step_` with the new center given as a vector rather than a row index.
+
+    Used by the sharded selection, where the center may live on another rank.
+
+    Args:
+        features: (N, D) float32 or float64 (float32 only on CUDA).
+        min_distances: (N,) contiguous, same dtype and device; updated in place.
+        center_row: (D,) the new center, same dtype and device.
+
+    Returns:
+        0-dim int64 tensor: the index of the largest updated distance (ties: smallest index).
+    """
+    _check_kcenter_rows(features, min_distances)
+    _check_floating("center_row", center_row, (features.dtype,))
+    if center_row.shape != (features.shape[1],):
+        raise ValueError(f"center_row must have shape ({features.shape[1]},), got {tuple(center_row.shape)}")
+    _check_same_device("center_row", center_row, "features", features)
+    return _ops.kcenter_step_to_(features, min_distances, center_row)
+
+
+@torch.library.register_fake("anomaly_kernels::kcenter_step_to_")
+def _kcenter_step_to_fake(features, min_distances, center_row):
     return features.new_empty((), dtype=torch.int64)
 
 

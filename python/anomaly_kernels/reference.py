@@ -80,6 +80,13 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     return squared.clamp_min(0).sqrt().T.reshape(b, 1, h, w)
 
 
+def kcenter_step_to_(features: torch.Tensor, min_distances: torch.Tensor, center_row: torch.Tensor) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.kcenter_step_to_`."""
+    distances = torch.linalg.vector_norm(features - center_row, dim=1)
+    torch.minimum(min_distances, distances, out=min_distances)
+    return torch.argmax(min_distances)
+
+
 def same_padding(taps: int) -> tuple[int, int]:
     """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
     before = (taps - 1) // 2

@@ -121,3 +121,36 @@ def test_compiles_with_fullgraph(device):
     b = a.clone()
     assert int(compiled(features, a, torch.tensor(2, device=device))) == int(step(features, b, torch.tensor(2, device=device)))
     assert torch.equal(a, b)
+
+
+def test_step_to_a_row_vector_equals_step_to_that_row(device):
+    for dtype in _dtypes(device):
+        features, min_distances, center = _random_case(500, 33, dtype, device, seed=5)
+        by_index, by_row = min_distances.clone(), min_distances.clone()
+        i1 = ops.kcenter_step_(features, by_index, center)
+        i2 = ops.kcenter_step_to_(features, by_row, features[center].clone())
+        assert torch.equal(by_index, by_row) and int(i1) == int(i2)
+
+
+def test_step_to_an_outside_vector_matches_reference(device):
+    features, min_distances, _ = _random_case(700, 20, torch.float32, device, seed=6)
+    center_row = torch.randn(20, device=device)
+    expected = min_distances.clone()
+    ref_index = reference.kcenter_step_to_(features, expected, center_row)
+    index = ops.kcenter_step_to_(features, min_distances, center_row)
+    torch.testing.assert_close(min_distances, expected)
+    assert int(index) == int(ref_index)
+
+
+def test_step_to_bad_center_row():
+    with pytest.raises(ValueError, match=r"center_row must have shape \(3,\)"):
+        ops.kcenter_step_to_(torch.randn(5, 3), torch.zeros(5), torch.zeros(4))
+    with pytest.raises(TypeError, match="center_row must be float32"):
+        ops.kcenter_step_to_(torch.randn(5, 3), torch.zeros(5), torch.zeros(3, dtype=torch.float64))
+
+
+def test_step_to_opcheck(device):
+    torch.library.opcheck(
+        torch.ops.anomaly_kernels.kcenter_step_to_.default,
+        (torch.randn(30, 7, device=device), torch.rand(30, device=device) * 4, torch.randn(7, device=device)),
+    )
