@@ -1,0 +1,106 @@
+"""Sharded k-center greedy over gloo process groups against the single-process selection."""
+
+import datetime
+import os
+import traceback
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from anomaly_kernels import ops
+from anomaly_kernels.bench.cases import clustered_embedding
+from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.distributed import distributed_coreset, sharded_k_center_greedy
+
+TIMEOUT = datetime.timedelta(seconds=30)
+
+
+def _single_process_selection(features: torch.Tensor, k: int, start: int) -> list:
+    n = features.shape[0]
+    centers = torch.zeros(k, dtype=torch.int64)
+    centers[0] = start
+    ops.kcenter_greedy_(features, torch.full((n,), float("inf")), torch.full((n,), -1, dtype=torch.int32), centers, 0, k - 1, True, False)
+    return centers.tolist()
+
+
+def _shards(n: int, world: int) -> list:
+    # Uneven shards, one possibly empty, to exercise the global numbering.
+    cuts = sorted({0, n} | {n * (r + 1) // (world + 1) for r in range(world - 1)})
+    cuts = cuts + [n] * (world + 1 - len(cuts))
+    return [(cuts[r], cuts[r + 1]) for r in range(world)]
+
+
+def _embedding(task: str) -> torch.Tensor:
+    # 256 columns exceed the projection's target (175 for 1200 rows), so "projected" projects.
+    return clustered_embedding(1200, 256 if task == "projected" else 96, clusters=20, directions=4, seed=3)
+
+
+def _worker(rank: int, world: int, store_dir: str, task: str, result_dir: str) -> None:
+    torch.set_num_threads(1)
+    outcome = "ok"
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{store_dir}/rendezvous", rank=rank,
+                                world_size=world, timeout=TIMEOUT)
+        embedding = _embedding(task)
+        first, last = _shards(embedding.shape[0], world)[rank]
+        if task == "fail" and rank == world - 1:
+            raise RuntimeError("simulated failure of the last rank")
+        if task == "projected":
+            result = distributed_coreset(embedding[first:last], 0.05, seed=11, progress=False)
+        else:
+            result = sharded_k_center_greedy(embedding[first:last].contiguous(), 40, 17, progress=False)
+        torch.save(result, os.path.join(result_dir, f"rank{rank}.pt"))
+    except Exception:  # recorded for the parent process, which asserts on it
+        outcome = traceback.format_exc()
+    finally:
+        with open(os.path.join(result_dir, f"rank{rank}.status"), "w") as f:
+            f.write(outcome)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(world: int, task: str, tmp_path) -> list:
+    store_dir, result_dir = tmp_path / "store", tmp_path / "results"
+    store_dir.mkdir(), result_dir.mkdir()
+    context = mp.start_processes(_worker, args=(world, str(store_dir), task, str(result_dir)), nprocs=world,
+                                 join=False, start_method="spawn")
+    for process in context.processes:
+        process.join(timeout=120)
+        if process.is_alive():
+            process.kill()
+            pytest.fail(f"a rank of the {task} run did not finish within 120 s")
+    return [(result_dir / f"rank{r}.status").read_text() for r in range(world)], result_dir
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_selection_equals_single_process(tmp_path, world):
+    statuses, result_dir = _run(world, "plain", tmp_path)
+    assert statuses == ["ok"] * world, statuses
+    expected = _single_process_selection(_embedding("plain"), 40, 17)
+    for r in range(world):
+        assert torch.load(result_dir / f"rank{r}.pt") == expected
+
+
+def test_distributed_coreset_projects_identically_on_every_rank(tmp_path):
+    statuses, result_dir = _run(2, "projected", tmp_path)
+    assert statuses == ["ok", "ok"], statuses
+    embedding = _embedding("projected")
+    projection = SparseRandomProjection(eps=0.9, random_state=11).fit(embedding)
+    features = projection.transform(embedding)
+    assert features.shape == (1200, 175)
+    start = int(torch.randint(1200, (1,), generator=torch.Generator().manual_seed(11)))
+    expected = _single_process_selection(features.float().contiguous(), 60, start)
+    assert torch.load(result_dir / "rank0.pt") == expected == torch.load(result_dir / "rank1.pt")
+
+
+def test_a_failing_rank_surfaces_as_an_error_not_a_hang(tmp_path):
+    statuses, _ = _run(2, "fail", tmp_path)
+    assert "simulated failure" in statuses[1]
+    assert statuses[0] != "ok"  # the surviving rank raised (connection closed or timeout)
+
+
+def test_requires_an_initialised_process_group():
+    with pytest.raises(RuntimeError, match="not initialised"):
+        sharded_k_center_greedy(torch.randn(4, 2), 2, 0)
