@@ -9,7 +9,7 @@ from torch import Tensor
 
 from anomaly_kernels.components.base import DynamicBufferModule
 from anomaly_kernels.components.dimensionality_reduction.random_projection import NotFittedError
-from anomaly_kernels._validation import all_finite
+from anomaly_kernels._validation import all_finite, check_floating_2d
 
 
 class PCA(DynamicBufferModule):
@@ -109,7 +109,7 @@ class PCA(DynamicBufferModule):
             NotFittedError: ``fit`` has not been called (nor a fitted state dict loaded).
         """
         self._check_fitted()
-        _check_floating_2d(features, "features", expected_columns=self.mean.shape[0])
+        check_floating_2d(features, "features", expected_columns=self.mean.shape[0])
         compute_dtype = torch.promote_types(features.dtype, self.singular_vectors.dtype)
         centred = features.to(compute_dtype) - self.mean.to(compute_dtype)
         return (centred @ self.singular_vectors.to(compute_dtype)).to(features.dtype)
@@ -130,7 +130,7 @@ class PCA(DynamicBufferModule):
             NotFittedError: ``fit`` has not been called.
         """
         self._check_fitted()
-        _check_floating_2d(features, "features", expected_columns=self.singular_vectors.shape[1])
+        check_floating_2d(features, "features", expected_columns=self.singular_vectors.shape[1])
         compute_dtype = torch.promote_types(features.dtype, self.singular_vectors.dtype)
         return (features.to(compute_dtype) @ self.singular_vectors.to(compute_dtype).T).to(features.dtype)
 
@@ -189,22 +189,8 @@ def _validated_n_components(n_components: int | float) -> int | float:
     return ratio
 
 
-def _check_floating_2d(tensor: Tensor, name: str, expected_columns: int | None = None) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-    if tensor.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(tensor.shape)}")
-    if expected_columns is not None and tensor.shape[1] != expected_columns:
-        raise ValueError(
-            f"{name} must have {expected_columns} columns (the fitted dimension), got shape "
-            f"{tuple(tensor.shape)}"
-        )
-
-
 def _check_dataset(dataset: Tensor, name: str) -> None:
-    _check_floating_2d(dataset, name)
+    check_floating_2d(dataset, name)
     if dataset.shape[0] == 0 or dataset.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty (N >= 1, D >= 1), got shape {tuple(dataset.shape)}")
     if not all_finite(dataset):

@@ -10,7 +10,7 @@ from torch import Tensor
 from anomaly_kernels.components.base import DynamicBufferModule
 from anomaly_kernels.components.dimensionality_reduction.random_projection import NotFittedError
 from anomaly_kernels import ops
-from anomaly_kernels._validation import all_finite
+from anomaly_kernels._validation import all_finite, check_floating_2d
 
 
 class GaussianKDE(DynamicBufferModule):
@@ -68,7 +68,7 @@ class GaussianKDE(DynamicBufferModule):
             ValueError: wrong shape, too few rows, non-finite values, or a singular covariance
                 (e.g. a constant or linearly dependent feature).
         """
-        _check_floating_2d(dataset, "dataset")
+        check_floating_2d(dataset, "dataset")
         num_samples, num_dims = dataset.shape
         if num_dims == 0:
             raise ValueError(f"dataset must have at least one feature, got shape {tuple(dataset.shape)}")
@@ -147,7 +147,7 @@ class GaussianKDE(DynamicBufferModule):
         """
         self._check_fitted()
         num_dims = self.bw_transform.shape[0]
-        _check_floating_2d(features, "features", expected_columns=num_dims)
+        check_floating_2d(features, "features", expected_columns=num_dims)
 
         compute_dtype = torch.promote_types(features.dtype, self.dataset.dtype)
         bw_transform = self.bw_transform.to(compute_dtype)
@@ -175,7 +175,7 @@ class GaussianKDE(DynamicBufferModule):
         Returns:
             Tensor: (d, d) covariance, normalised by n - 1.
         """
-        _check_floating_2d(tensor, "tensor")
+        check_floating_2d(tensor, "tensor")
         if tensor.shape[0] < 2:
             raise ValueError(
                 f"tensor must have at least 2 rows (observations) for an unbiased covariance, "
@@ -190,17 +190,3 @@ class GaussianKDE(DynamicBufferModule):
                 "GaussianKDE is not fitted yet; call fit(dataset), pass a dataset to the "
                 "constructor, or load a fitted state dict"
             )
-
-
-def _check_floating_2d(tensor: Tensor, name: str, expected_columns: int | None = None) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-    if tensor.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(tensor.shape)}")
-    if expected_columns is not None and tensor.shape[1] != expected_columns:
-        raise ValueError(
-            f"{name} must have {expected_columns} columns (the fitted dimension), got shape "
-            f"{tuple(tensor.shape)}"
-        )
