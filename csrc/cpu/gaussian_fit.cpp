@@ -1,6 +1,5 @@
-// CPU kernel of anomaly_kernels::gaussian_fit (PaDiM's per-position Gaussians). Each task takes
-// 16 consecutive positions (one cache line of every (image, channel) row of the embedding),
-// centres them in float64, and per position forms the covariance, its Cholesky factor L, the
+// CPU kernel of anomaly_kernels::gaussian_fit (PaDiM's per-position Gaussians). Each task stages
+// a block of consecutive positions (cpu/position_block.h) in float64, centres them, and per position forms the covariance, its Cholesky factor L, the
 // inverse of L and precision = L^-T L^-1, all in a task-local C x C buffer: no (P, C, C)
 // float64 temporaries and no Python loop over positions.
 #include <algorithm>
@@ -11,11 +10,10 @@
 
 #include "common/simd.h"
 #include "common/tensor_checks.h"
+#include "cpu/position_block.h"
 
 namespace anomaly_kernels {
 namespace {
-
-constexpr int64_t kPositionsPerTask = 16;
 
 // Lower triangle of sum_b x_b x_b^T for x (b, c) row-major, into a (c, c) row-major buffer.
 // Four images per sweep: four multiply-adds per load and store of the accumulator.
@@ -122,18 +120,13 @@ AK_SIMD_CLONES void gram_of_lower(const double* m, int64_t c, double* acc, T* ou
 template <typename T>
 void gaussian_fit_cpu_impl(const T* embedding, int64_t b, int64_t c, int64_t p, double ridge,
                            T* mean, T* precision, int64_t* failed_position) {
-  const int64_t tasks = (p + kPositionsPerTask - 1) / kPositionsPerTask;
-  torch::stable::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
-    std::vector<double> centred(kPositionsPerTask * b * c);  // [position][image][channel]
+  torch::stable::parallel_for(0, cpu::position_tasks(p), 1, [&](int64_t first, int64_t last) {
+    std::vector<double> centred(cpu::kPositionsPerTask * b * c);  // [position][image][channel]
     std::vector<double> a(c * c), inv(c * c), gram(c * c);
     for (int64_t task = first; task < last; ++task) {
-      const int64_t p0 = task * kPositionsPerTask;
-      const int64_t np = std::min(kPositionsPerTask, p - p0);
-      for (int64_t img = 0; img < b; ++img)
-        for (int64_t ch = 0; ch < c; ++ch) {
-          const T* src = embedding + (img * c + ch) * p + p0;
-          for (int64_t q = 0; q < np; ++q) centred[(q * b + img) * c + ch] = src[q];
-        }
+      const int64_t p0 = task * cpu::kPositionsPerTask;
+      const int64_t np = cpu::task_positions(task, p);
+      cpu::stage_positions(embedding, static_cast<const T*>(nullptr), b, c, p, p0, np, centred.data());
       for (int64_t q = 0; q < np; ++q) {
         double* x = centred.data() + q * b * c;
         for (int64_t ch = 0; ch < c; ++ch) {

@@ -1,6 +1,5 @@
-// CPU kernel of anomaly_kernels::mahalanobis. Tasks take blocks of 16 consecutive positions, so
-// the strided reads of the (B, C, P) embedding use whole cache lines; each position's precision
-// matrix is then read once for the whole batch. The quadratic form uses the upper triangle of the
+// CPU kernel of anomaly_kernels::mahalanobis. Tasks stage blocks of consecutive positions
+// (cpu/position_block.h); each position's precision matrix is then read once for the whole batch. The quadratic form uses the upper triangle of the
 // symmetric precision, d^T M d = sum_i d_i (M_ii d_i + 2 sum_{j>i} M_ij d_j): half the work of a
 // full product, with four images sharing each loaded matrix row.
 #include <algorithm>
@@ -11,11 +10,11 @@
 
 #include "common/mahalanobis_args.h"
 #include "common/simd.h"
+#include "cpu/position_block.h"
 
 namespace anomaly_kernels {
 namespace {
 
-constexpr int64_t kPositionsPerTask = 16;
 constexpr int64_t kImagesPerPass = 4;
 
 // Quadratic forms of `count` (<= 4) centred vectors d[k] (C,) with one symmetric matrix (C, C).
@@ -51,18 +50,12 @@ AK_SIMD_CLONES void quadratic_forms(const T* matrix, const T* const* d, int64_t 
 template <typename T>
 void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision, int64_t b,
                           int64_t c, int64_t p, T* out) {
-  const int64_t tasks = (p + kPositionsPerTask - 1) / kPositionsPerTask;
-  torch::stable::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
-    std::vector<T> delta(kPositionsPerTask * b * c);  // [position][image][channel]
+  torch::stable::parallel_for(0, cpu::position_tasks(p), 1, [&](int64_t first, int64_t last) {
+    std::vector<T> delta(cpu::kPositionsPerTask * b * c);  // [position][image][channel]
     for (int64_t task = first; task < last; ++task) {
-      const int64_t p0 = task * kPositionsPerTask;
-      const int64_t np = std::min(kPositionsPerTask, p - p0);
-      for (int64_t img = 0; img < b; ++img)
-        for (int64_t ch = 0; ch < c; ++ch) {
-          const T* src = embedding + (img * c + ch) * p + p0;
-          const T* mu = mean + ch * p + p0;
-          for (int64_t q = 0; q < np; ++q) delta[(q * b + img) * c + ch] = src[q] - mu[q];
-        }
+      const int64_t p0 = task * cpu::kPositionsPerTask;
+      const int64_t np = cpu::task_positions(task, p);
+      cpu::stage_positions(embedding, mean, b, c, p, p0, np, delta.data());
       for (int64_t q = 0; q < np; ++q) {
         const T* matrix = precision + (p0 + q) * c * c;
         for (int64_t img = 0; img < b; img += kImagesPerPass) {
