@@ -1,7 +1,8 @@
 // CPU kernel of anomaly_kernels::gaussian_fit (PaDiM's per-position Gaussians). Each task stages
-// a block of consecutive positions (cpu/position_block.h) in float64, centres them, and per position forms the covariance, its Cholesky factor L, the
-// inverse of L and precision = L^-T L^-1, all in a task-local C x C buffer: no (P, C, C)
-// float64 temporaries and no Python loop over positions.
+// a block of consecutive positions (cpu/position_block.h) in float64 and centres them; per
+// position it forms the covariance, its Cholesky factor L, the inverse of L and
+// precision = L^-T L^-1, all in task-local C x C buffers: no (P, C, C) float64 temporaries and
+// no Python loop over positions.
 #include <algorithm>
 #include <cmath>
 #include <vector>
