@@ -19,6 +19,10 @@ def test_detects_nan_and_infinities_anywhere():
 def test_overflowing_sum_of_finite_values_is_finite():
     x = torch.full((4,), 1e308, dtype=torch.float64)  # the sum overflows to inf
     assert all_finite(x)
+    half = torch.full((100,), 60000.0, dtype=torch.float16)
+    assert all_finite(half, chunk_elements=7)
+    half[93] = float("nan")
+    assert not all_finite(half, chunk_elements=7)  # found in a later chunk
 
 
 def test_finite_empty_and_integer_inputs():

@@ -5,19 +5,21 @@ from __future__ import annotations
 import torch
 
 
-def all_finite(tensor: torch.Tensor) -> bool:
+def all_finite(tensor: torch.Tensor, chunk_elements: int = 1 << 24) -> bool:
     """True when ``tensor`` holds no NaN or infinity.
 
-    A float64 sum propagates any NaN or infinity and reads the data once without the full-size
-    boolean temporary of ``torch.isfinite(tensor).all()`` (which, for a large memory bank, costs
-    more than the work it guards). Only when the sum is not finite is the exact check run, so an
-    overflowing sum of finite values is never reported as bad input.
+    A sum in the tensor's own dtype propagates any NaN or infinity and reads the data once with
+    no full-size temporary (``torch.isfinite(tensor).all()`` allocates an N x D boolean tensor,
+    and a float64 sum an N x D float64 copy: for a large memory bank either costs more than the
+    work it guards). Only when the sum is not finite (bad input, or an overflowing sum of finite
+    values) is the exact check run, chunk by chunk.
     """
     if tensor.numel() == 0 or not tensor.is_floating_point():
         return True
-    if bool(torch.isfinite(tensor.sum(dtype=torch.float64))):
+    if bool(torch.isfinite(tensor.sum())):
         return True
-    return bool(torch.isfinite(tensor).all())
+    flat = tensor.reshape(-1)
+    return all(bool(torch.isfinite(chunk).all()) for chunk in flat.split(chunk_elements))
 
 
 def check_floating_2d(tensor: torch.Tensor, name: str, expected_columns: int | None = None) -> None:
