@@ -1,4 +1,4 @@
-"""The ``anomaly-kernels`` command: ``bench`` and ``info``."""
+"""The ``anomaly-kernels`` command: ``bench``, ``fit``, ``predict`` and ``info``."""
 
 from __future__ import annotations
 
@@ -23,8 +23,75 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default="anomaly_kernels_bench.json", help="JSON file to write ('' for none)")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    fit = sub.add_parser("fit", help="train, validate and test a model; save it and its heat maps")
+    fit.add_argument("--model", choices=["patchcore", "padim", "dfkde"], default="patchcore")
+    fit.add_argument("--data", default=None, help="root of a dataset in MVTec AD layout (default: generate a synthetic one)")
+    fit.add_argument("--category", default=None, help="category folder under --data (synthetic default: carpet_like)")
+    fit.add_argument("--image-size", type=int, default=128, help="side of the square input images (default 128)")
+    fit.add_argument("--backbone", default=None, help="timm backbone (default: the model's own)")
+    fit.add_argument("--pretrained", choices=["auto", "download", "none"], default="auto",
+                     help="auto: cached ImageNet weights if present, else random init (no network); "
+                          "download: let timm fetch them; none: random init")
+    fit.add_argument("--weights", default=None, help="local backbone weights file (timm/torchvision state dict)")
+    fit.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--output", default="anomaly_kernels_run", help="output folder (checkpoint, scores, heat maps)")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    predict = sub.add_parser("predict", help="anomaly maps (PNG overlays) and scores (CSV) of a folder of images")
+    predict.add_argument("--checkpoint", required=True, help="model.ckpt written by 'anomaly-kernels fit'")
+    predict.add_argument("--input", required=True, help="a folder of images, or one image")
+    predict.add_argument("--output", default="anomaly_kernels_predictions", help="output folder")
+    predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
     sub.add_parser("info", help="print what the native extension was built with")
     return parser
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from anomaly_kernels.pipeline import fit_and_test
+
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        print("error: --accelerator gpu was asked for, but no CUDA device is available", file=sys.stderr)
+        return 2
+    result = fit_and_test(
+        model=args.model, output_dir=args.output, data_root=args.data, category=args.category,
+        image_size=args.image_size, backbone=args.backbone, pretrained=args.pretrained, weights=args.weights,
+        accelerator=args.accelerator, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    )
+    print(result.data_note)
+    print(result.weights_note)
+    print("test metrics:")
+    for name in sorted(result.metrics):
+        print(f"  {name:<16} {result.metrics[name]:.4f}")
+    print("stage times:")
+    counts = {"feature extraction": result.images["train"], "scoring": result.images["test"]}
+    for stage, seconds in result.stages.items():
+        per_image = f" ({seconds / counts[stage] * 1e3:.1f} ms/image)" if counts.get(stage) else ""
+        print(f"  {stage:<20} {seconds:8.2f} s{per_image}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"scores:     {result.scores_csv}")
+    if result.heatmaps is not None:
+        print(f"heat maps:  {result.heatmaps}")
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from anomaly_kernels.pipeline import predict_folder
+
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        print("error: --accelerator gpu was asked for, but no CUDA device is available", file=sys.stderr)
+        return 2
+    result = predict_folder(args.checkpoint, args.input, args.output, accelerator=args.accelerator,
+                            batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"scored {result['images']} images")
+    print(f"scores:     {result['scores_csv']}")
+    if result["heatmaps"] is not None:
+        print(f"heat maps:  {result['heatmaps']}")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -34,6 +101,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print(json.dumps(build_info(), indent=2))
         return 0
+    if args.command == "fit":
+        return _run_fit(args)
+    if args.command == "predict":
+        return _run_predict(args)
 
     from anomaly_kernels.bench import run_benchmarks
 
