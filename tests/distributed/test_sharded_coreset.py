@@ -12,7 +12,9 @@ import torch.multiprocessing as mp
 from anomaly_kernels import ops
 from anomaly_kernels.bench.cases import clustered_embedding
 from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
-from anomaly_kernels.distributed import distributed_coreset, sharded_k_center_greedy
+from anomaly_kernels.distributed import distributed_coreset, sharded_k_center_greedy, sharded_nearest_neighbors
+from anomaly_kernels.distributed.nearest_neighbors import merge_candidates
+from anomaly_kernels.models.nearest_neighbors import nearest_neighbors
 
 TIMEOUT = datetime.timedelta(seconds=30)
 
@@ -37,6 +39,10 @@ def _embedding(task: str) -> torch.Tensor:
     return clustered_embedding(1200, 256 if task == "projected" else 96, clusters=20, directions=4, seed=3)
 
 
+def _queries() -> torch.Tensor:
+    return torch.randn(30, 96, generator=torch.Generator().manual_seed(4)) * 4
+
+
 def _worker(rank: int, world: int, store_dir: str, task: str, result_dir: str) -> None:
     torch.set_num_threads(1)
     outcome = "ok"
@@ -49,8 +55,12 @@ def _worker(rank: int, world: int, store_dir: str, task: str, result_dir: str) -
             raise RuntimeError("simulated failure of the last rank")
         if task == "projected":
             result = distributed_coreset(embedding[first:last], 0.05, seed=11, progress=False)
+        elif task == "nn":
+            result = sharded_nearest_neighbors(_queries(), embedding[first:last], k=5)
         else:
-            result = sharded_k_center_greedy(embedding[first:last].contiguous(), 40, 17, progress=False)
+            timings = {}
+            result = sharded_k_center_greedy(embedding[first:last].contiguous(), 40, 17, progress=False, timings=timings)
+            assert set(timings) == {"step", "communication"} and all(v > 0 for v in timings.values())
         torch.save(result, os.path.join(result_dir, f"rank{rank}.pt"))
     except Exception:  # recorded for the parent process, which asserts on it
         outcome = traceback.format_exc()
@@ -99,6 +109,23 @@ def test_a_failing_rank_surfaces_as_an_error_not_a_hang(tmp_path):
     statuses, _ = _run(2, "fail", tmp_path)
     assert "simulated failure" in statuses[1]
     assert statuses[0] != "ok"  # the surviving rank raised (connection closed or timeout)
+
+
+def test_sharded_nearest_neighbors_equal_the_whole_bank_search(tmp_path):
+    statuses, result_dir = _run(3, "nn", tmp_path)
+    assert statuses == ["ok"] * 3, statuses
+    expected_distances, expected_indices = nearest_neighbors(_queries(), _embedding("nn"), k=5)
+    for r in range(3):
+        distances, indices = torch.load(result_dir / f"rank{r}.pt")
+        assert torch.equal(indices, expected_indices)
+        torch.testing.assert_close(distances, expected_distances)
+
+
+def test_merge_keeps_the_k_best_with_ties_to_the_smaller_index():
+    distances = torch.tensor([[3.0, 1.0, 2.0, 1.0, float("inf")]])
+    indices = torch.tensor([[9, 7, 4, 2, 100]])
+    best_distances, best_indices = merge_candidates(distances, indices, 3)
+    assert best_indices.tolist() == [[2, 7, 4]] and best_distances.tolist() == [[1.0, 1.0, 2.0]]
 
 
 def test_requires_an_initialised_process_group():

@@ -10,7 +10,8 @@ owner of that row broadcasts it; it becomes the next center.
 
 from __future__ import annotations
 
-from typing import List, Optional
+import time
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -33,7 +34,7 @@ def _unpack_index(key: torch.Tensor) -> int:
     return _INDEX_MASK - (int(key.item()) & _INDEX_MASK)
 
 
-def _shard_layout(rows: int, dims: int, group) -> tuple[torch.Tensor, int]:
+def shard_layout(rows: int, dims: int, group) -> tuple[torch.Tensor, int]:
     """All ranks' row counts (world,) and the common feature dimension; checks they agree."""
     world = dist.get_world_size(group)
     local = torch.tensor([rows, dims], dtype=torch.int64)
@@ -51,6 +52,7 @@ def sharded_k_center_greedy(
     start_index: int,
     process_group: Optional[dist.ProcessGroup] = None,
     progress: Optional[bool] = None,
+    timings: Optional[Dict[str, float]] = None,
 ) -> List[int]:
     """Greedy k-center selection over row shards held by the ranks of a process group.
 
@@ -65,6 +67,8 @@ def sharded_k_center_greedy(
             returned index.
         process_group: the group to work in (default: the default group).
         progress: show a progress bar on rank 0 (None: only on a terminal).
+        timings: if given, receives the seconds this rank spent in the local "step" and in
+            "communication" (broadcast + all-reduce, including waiting for other ranks).
 
     Returns:
         ``coreset_size`` global row indices in selection order, identical to a single process
@@ -78,7 +82,7 @@ def sharded_k_center_greedy(
     if local_features.dtype != torch.float32:
         raise TypeError(f"local_features must be float32, got {local_features.dtype}")
     rank = dist.get_rank(group)
-    sizes, dims = _shard_layout(local_features.shape[0], local_features.shape[1], group)
+    sizes, dims = shard_layout(local_features.shape[0], local_features.shape[1], group)
     total = int(sizes.sum())
     if total >= 1 << _INDEX_BITS:
         raise ValueError(f"at most 2^32 - 1 rows in all, got {total}")
@@ -106,14 +110,20 @@ def sharded_k_center_greedy(
             owner = int(torch.searchsorted(offsets, torch.tensor(center), right=True)) - 1
             if owner == rank:
                 center_row.copy_(features[center - offset])
+            t0 = time.perf_counter()
             dist.broadcast(center_row, src=dist.get_global_rank(group, owner), group=group)
+            t1 = time.perf_counter()
             if rows:
                 local_index = ops.kcenter_step_to_(features, min_distances, center_row)
                 key.copy_(_pack(min_distances[local_index], local_index + offset))
             else:
                 key.zero_()
+            t2 = time.perf_counter()
             dist.all_reduce(key, op=dist.ReduceOp.MAX, group=group)
             chosen.append(_unpack_index(key))
+            if timings is not None:
+                timings["step"] = timings.get("step", 0.0) + (t2 - t1)
+                timings["communication"] = timings.get("communication", 0.0) + (t1 - t0) + (time.perf_counter() - t2)
             bar.update(1)
     return chosen
 
@@ -148,7 +158,7 @@ def distributed_coreset(
     if isinstance(sampling_ratio, bool) or not 0.0 < sampling_ratio <= 1.0:
         raise ValueError(f"sampling_ratio must be in (0, 1], got {sampling_ratio}")
     group = process_group if process_group is not None else dist.group.WORLD
-    sizes, dims = _shard_layout(local_embedding.shape[0], local_embedding.shape[1], group)
+    sizes, dims = shard_layout(local_embedding.shape[0], local_embedding.shape[1], group)
     total = int(sizes.sum())
     coreset_size = int(total * sampling_ratio)
     if coreset_size < 1:

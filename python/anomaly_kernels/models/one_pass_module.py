@@ -1,0 +1,164 @@
+"""OnePassAnomalyModule: Lightning plumbing of models fitted from one pass over the training images."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from anomaly_kernels.components.base.anomaly_module import AnomalyModule
+
+
+class OnePassAnomalyModule(AnomalyModule):
+    """An :class:`AnomalyModule` whose model is fitted from the training features, without gradients.
+
+    PatchCore, PaDiM and DFKDE learn nothing by gradient descent: they describe the training
+    images with a frozen CNN and fit a memory bank, Gaussians or a density to those features.
+    Under Lightning this is a training epoch that only collects features:
+
+    - ``automatic_optimization`` is ``False`` and :meth:`configure_optimizers` returns ``None``:
+      Lightning then runs the training loop without an optimiser, backward pass or loss, and
+      ``training_step`` returns ``None``. (Lightning reports once per fit that it runs with no
+      optimizer, and that modules are in eval mode at the start of training: the frozen
+      backbone is; both are the intended setup.)
+    - ``training_step`` appends ``self.model.embed(batch["image"])`` (batch-first tensors, kept
+      on the model's device) to the epoch's collection; the collection is cleared at the start
+      of every training epoch, so each epoch fits afresh and one epoch (``max_epochs=1``) is all
+      these models need.
+    - The fit (:meth:`fit_collected_features`, one ``torch.cat`` of the collection, then the
+      model-specific :meth:`_fit_model`) runs in ``on_validation_start``, because Lightning 2
+      runs the end-of-epoch validation before ``on_train_epoch_end``, and in
+      ``on_train_epoch_end`` for fits without validation data. It runs only when new features
+      were collected since the last fit, and never in inference mode, so the fitted buffers are
+      ordinary tensors that later ``load_state_dict`` calls can overwrite. The collection is
+      released at the end of the training epoch.
+    - ``validation_step`` (also used by ``test_step`` and ``predict_step``) returns a new dict:
+      the batch entries plus the model's ``anomaly_maps`` (B, 1, H, W) and/or ``pred_scores``
+      (B,); the caller's batch dict is not modified. Scoring before the model is fitted raises
+      a RuntimeError, except in Lightning's sanity check before training, whose steps are
+      skipped (nothing is fitted yet, so there is nothing to check).
+
+    The collected features are held in memory until the fit (model-specific sizes are in each
+    subclass's documentation); training on several devices is not supported: each process
+    would fit on its own shard of the data.
+
+    Subclasses set ``self.model`` to a module with ``embed(images) -> Tensor`` (batch-first),
+    ``is_fitted`` and a forward pass, and implement :meth:`_fit_model` and :meth:`_score`.
+
+    Args:
+        **anomaly_module_options: passed to :class:`AnomalyModule` (metrics, threshold,
+            normalization, ...).
+    """
+
+    def __init__(self, **anomaly_module_options: Any) -> None:
+        super().__init__(**anomaly_module_options)
+        # No gradient steps: Lightning must not look for a loss or call backward.
+        self.automatic_optimization = False
+        self._training_features: List[torch.Tensor] = []
+        self._fitted_batches = 0
+
+    def configure_optimizers(self) -> None:
+        """No optimiser: the model is fitted from collected features, not trained by gradients.
+
+        Returns:
+            ``None``.
+        """
+        return None
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int, *args: Any, **kwargs: Any) -> None:
+        """Collect the features of the batch's images for the end-of-epoch fit.
+
+        Args:
+            batch: dict with ``image`` (B, 3, H, W).
+            batch_idx: index of the batch.
+
+        Returns:
+            ``None``: there is no loss.
+        """
+        self._training_features.append(self.model.embed(batch_images(batch)))
+        return None
+
+    def on_train_epoch_start(self) -> None:
+        """Start a fresh collection of training features."""
+        self._training_features = []
+        self._fitted_batches = 0
+
+    def on_validation_start(self) -> None:
+        """Fit the model on the features collected so far in this training epoch (if any are new)."""
+        self.fit_collected_features()
+
+    def on_train_epoch_end(self) -> None:
+        """Fit on the epoch's features if no validation did, then release them."""
+        self.fit_collected_features()
+        self._training_features = []
+        self._fitted_batches = 0
+
+    def fit_collected_features(self) -> None:
+        """Fit the model on every feature collected in the current training epoch.
+
+        Does nothing when no batch was collected since the last fit.
+        """
+        if len(self._training_features) <= self._fitted_batches:
+            return
+        # Lightning's evaluation loops run in inference mode; should this be called inside one,
+        # tensors created there could never be updated in place again (e.g. by
+        # load_state_dict), so the fit always runs in normal mode.
+        with torch.inference_mode(False), torch.no_grad():
+            features = torch.cat(self._training_features, dim=0)
+            # Keep one tensor instead of the per-batch pieces: the pieces' memory is freed.
+            self._training_features = [features]
+            self._fitted_batches = 1
+            self._fit_model(features)
+
+    @abstractmethod
+    def _fit_model(self, features: torch.Tensor) -> None:
+        """Fit ``self.model`` to the concatenated training features (batch-first)."""
+
+    @abstractmethod
+    def _score(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Score images (B, 3, H, W): a dict with ``anomaly_maps`` and/or ``pred_scores``."""
+
+    def validation_step(
+        self, batch: Dict[str, Any], batch_idx: int, *args: Any, **kwargs: Any
+    ) -> Optional[Dict[str, Any]]:
+        """Score the batch's images.
+
+        Args:
+            batch: dict with ``image`` (B, 3, H, W) and, for metrics, ``label`` (B,) and
+                optionally ``mask``.
+            batch_idx: index of the batch.
+
+        Returns:
+            A new dict: the batch entries plus the model's ``anomaly_maps`` and/or
+            ``pred_scores``; ``None`` for the sanity-check steps of an unfitted model.
+
+        Raises:
+            RuntimeError: the model is not fitted (no training epoch and no checkpoint).
+        """
+        images = batch_images(batch)
+        if not self.model.is_fitted:
+            if self._trainer is not None and self._trainer.sanity_checking:
+                return None
+            raise RuntimeError(
+                f"{type(self).__name__} is not fitted: run Trainer.fit on normal training images "
+                "or load a fitted checkpoint before validating, testing or predicting"
+            )
+        return {**batch, **self._score(images)}
+
+    def on_validation_batch_end(
+        self, outputs: Optional[Dict[str, Any]], batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Gather the step output, except for sanity-check steps skipped by an unfitted model."""
+        if outputs is None:
+            return
+        super().on_validation_batch_end(outputs, batch, batch_idx, dataloader_idx)
+
+
+def batch_images(batch: Any) -> torch.Tensor:
+    """The ``image`` entry of a batch dict, or a TypeError/ValueError saying what the batch lacks."""
+    if not isinstance(batch, dict):
+        raise TypeError(f"batch must be a dict with an 'image' entry (B, 3, H, W), got {type(batch).__name__}")
+    if "image" not in batch:
+        raise ValueError(f"batch must have an 'image' entry (B, 3, H, W), got keys {sorted(batch)}")
+    return batch["image"]

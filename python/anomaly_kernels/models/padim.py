@@ -1,0 +1,188 @@
+"""PaDiM (Defard et al., "PaDiM: a Patch Distribution Modeling Framework", ICPR 2020)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from anomaly_kernels.components.stats import MultiVariateGaussian
+from anomaly_kernels.models._arguments import check_input_size, check_positive_int
+from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
+from anomaly_kernels.models.backbone import FrozenBackboneModel
+from anomaly_kernels.models.one_pass_module import OnePassAnomalyModule
+
+# Number of randomly kept channels the PaDiM paper uses for its two backbones.
+DEFAULT_N_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
+# Seed of the channel selection: the same backbone and layers always keep the same channels.
+_CHANNEL_SELECTION_SEED = 0
+_MAP_SIGMA = 4.0
+
+
+class PadimModel(FrozenBackboneModel):
+    """PaDiM's torch model: one Gaussian per feature position, Mahalanobis distance as anomaly score.
+
+    Embedding: the maps of the requested layers, deeper ones upsampled (nearest neighbour) to the
+    resolution (h, w) of the first layer, concatenated along channels, then reduced to a fixed
+    random subset of ``n_features`` channels (``torch.randperm`` with a fixed seed, sorted, kept
+    in the buffer ``idx``). The spatial size (h, w) is found at construction by one forward pass
+    of a zero image of ``input_size``.
+
+    Fitting (:meth:`fit`): :class:`MultiVariateGaussian` ``(n_features, h·w)`` estimates at every
+    position the mean and the inverse of the (ridge-regularised) covariance of the training
+    embeddings. Its buffers are pre-sized, so fitted checkpoints load into fresh models.
+
+    Scoring (:meth:`forward`): Mahalanobis distance of every position to its Gaussian
+    (B, 1, h, w) → bilinear upsampling to ``input_size`` → Gaussian blur (σ = 4); the image score
+    (computed by the Lightning module) is the maximum of the map.
+
+    Args:
+        input_size: (H, W) of the input images and anomaly maps.
+        layers: backbone layers, the first sets the grid.
+        backbone: timm model name.
+        pre_trained: load ImageNet weights (needs network access on first use).
+        n_features: channels kept, 1 <= n_features <= total channels of the layers; ``None``
+            takes the paper's value for resnet18 (100) and wide_resnet50_2 (550).
+
+    Raises:
+        ValueError: ``n_features`` out of range, or ``None`` for another backbone.
+    """
+
+    def __init__(
+        self,
+        input_size: Tuple[int, int],
+        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        backbone: str = "resnet18",
+        pre_trained: bool = True,
+        n_features: Optional[int] = None,
+    ) -> None:
+        input_size = check_input_size(input_size)
+        if n_features is None:
+            if backbone not in DEFAULT_N_FEATURES:
+                raise ValueError(
+                    f"n_features has no default for backbone {backbone!r} (defaults exist for "
+                    f"{sorted(DEFAULT_N_FEATURES)}); pass n_features explicitly"
+                )
+            n_features = DEFAULT_N_FEATURES[backbone]
+        n_features = check_positive_int("n_features", n_features)
+        super().__init__(backbone, layers, pre_trained)
+        self.input_size = input_size
+
+        total_channels = int(sum(self.feature_extractor.out_dims))
+        if n_features > total_channels:
+            raise ValueError(
+                f"n_features must be <= the {total_channels} channels of layers {self.layers} of "
+                f"{backbone!r}, got {n_features}"
+            )
+        self.n_features = n_features
+        self.embedding_size = self._embedding_size()
+        generator = torch.Generator().manual_seed(_CHANNEL_SELECTION_SEED)
+        selected = torch.randperm(total_channels, generator=generator)[:n_features]
+        self.register_buffer("idx", selected.sort().values)
+        self.idx: torch.Tensor
+        self.gaussian = MultiVariateGaussian(n_features, self.embedding_size[0] * self.embedding_size[1])
+        self.anomaly_map_generator = AnomalyMapGenerator(input_size, sigma=_MAP_SIGMA)
+
+    def _embedding_size(self) -> Tuple[int, int]:
+        """(h, w) of the first layer's map for images of ``input_size`` (one zero-image forward pass)."""
+        probe = torch.zeros(1, 3, *self.input_size)
+        features = self.extract_features(probe, self.input_size)
+        height, width = features[self.layers[0]].shape[-2:]
+        return int(height), int(width)
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the Gaussians were fitted (or loaded)."""
+        return bool(self.gaussian.is_fitted)
+
+    def generate_embedding(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenated, channel-subsampled features.
+
+        Args:
+            features: ``{layer: (B, C_layer, h_layer, w_layer)}`` in the order of ``layers``.
+
+        Returns:
+            (B, n_features, h, w) with (h, w) the first layer's resolution.
+        """
+        maps = [features[layer] for layer in self.layers]
+        target_size = maps[0].shape[-2:]
+        maps = [
+            layer_map if layer_map.shape[-2:] == target_size else F.interpolate(layer_map, size=target_size, mode="nearest")
+            for layer_map in maps
+        ]
+        embedding = torch.cat(maps, dim=1)
+        return embedding.index_select(1, self.idx.to(embedding.device))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, n_features, h, w) of ``images`` (B, 3, H, W), without autograd."""
+        features = self.extract_features(images, self.input_size)
+        with torch.no_grad():
+            return self.generate_embedding(features)
+
+    def fit(self, embeddings: torch.Tensor) -> None:
+        """Fit the per-position Gaussians to training embeddings (N, n_features, h, w), N >= 2."""
+        self.gaussian.fit(embeddings)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Anomaly maps (B, 1, H, W) of ``images`` (B, 3, H, W), (H, W) = ``input_size``.
+
+        Raises:
+            RuntimeError: the Gaussians are not fitted.
+        """
+        if not self.is_fitted:
+            raise RuntimeError("PadimModel is not fitted: call fit(embeddings) or load a checkpoint")
+        embedding = self.embed(images)
+        with torch.no_grad():
+            distances = self.gaussian.mahalanobis(embedding.to(self.gaussian.inv_covariance.dtype))
+            return self.anomaly_map_generator(distances)
+
+
+class PaDiM(OnePassAnomalyModule):
+    """PaDiM as a Lightning module: per-position Gaussians of normal features, Mahalanobis maps.
+
+    Training (one epoch, no optimiser; see :class:`OnePassAnomalyModule`) collects the embeddings
+    of all training images and fits the Gaussians at the end of the epoch. The collection holds
+    N × n_features × h × w floats on the model's device (resnet18 at 256 px, 100 features,
+    64×64 positions: 1.6 MB per image, 328 MB for 200 images; wide_resnet50_2 with 550 features:
+    9 MB per image); the fitted inverse covariances take h·w·n_features² floats (164 MB for
+    resnet18 at 256 px, 4.96 GB for wide_resnet50_2). ``validation_step`` adds ``anomaly_maps``
+    (B, 1, H, W) and ``pred_scores`` (B,) = the maximum of each map.
+
+    Args:
+        backbone: timm model name.
+        layers: backbone layers whose features are combined.
+        pre_trained: load ImageNet weights (needs network access on first use).
+        n_features: channels kept; ``None``: 100 for resnet18, 550 for wide_resnet50_2.
+        input_size: (H, W) of the input images and anomaly maps.
+        **anomaly_module_options: passed to :class:`AnomalyModule`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        pre_trained: bool = True,
+        n_features: Optional[int] = None,
+        input_size: Tuple[int, int] = (256, 256),
+        **anomaly_module_options: Any,
+    ) -> None:
+        super().__init__(**anomaly_module_options)
+        self.save_hyperparameters()
+        self.model: PadimModel = PadimModel(
+            input_size=input_size, layers=layers, backbone=backbone, pre_trained=pre_trained, n_features=n_features
+        )
+
+    def _fit_model(self, features: torch.Tensor) -> None:
+        if features.shape[0] < 2:
+            raise ValueError(
+                f"PaDiM needs at least 2 training images to estimate covariances, got {features.shape[0]}"
+            )
+        self.model.fit(features)
+
+    def _score(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        anomaly_maps = self.model(images)
+        return {"anomaly_maps": anomaly_maps, "pred_scores": anomaly_maps.flatten(1).amax(dim=1)}
+
+
+Padim = PaDiM

@@ -1,0 +1,208 @@
+"""End-to-end Lightning runs of PatchCore, PaDiM and DFKDE on a synthetic defect data set.
+
+Normal images are smooth random textures; anomalous ones carry a 16×16 bright or dark square
+(their mask). The backbones have random weights (offline), so only clear-cut detection is
+asserted; every metric reference comes from scikit-learn.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader, Dataset
+
+from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
+
+# Lightning's remarks about the intended setup: no optimiser, a frozen backbone in eval mode,
+# and worker-free loaders.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*configure_optimizers.* returned .None:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
+]
+
+SIZE = 64
+BLOB = 16
+NUM_TRAIN = 24
+NUM_TEST_PER_CLASS = 8
+BATCH_SIZE = 8
+
+
+class SyntheticDefects(Dataset):
+    """Smooth textures (3, 64, 64) in [0.3, 0.7]; anomalous ones with a 16×16 square at 1.0 or 0.0."""
+
+    def __init__(self, labels: list[int], seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(len(labels), 3, 8, 8, generator=generator)
+        smooth = F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
+        self.images = 0.3 + 0.4 * smooth
+        self.masks = torch.zeros(len(labels), 1, SIZE, SIZE)
+        self.labels = torch.tensor(labels)
+        for index, label in enumerate(labels):
+            if label:
+                row, col = torch.randint(4, SIZE - BLOB - 4, (2,), generator=generator).tolist()
+                self.images[index, :, row : row + BLOB, col : col + BLOB] = float(index % 2)
+                self.masks[index, :, row : row + BLOB, col : col + BLOB] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "label": self.labels[index], "mask": self.masks[index]}
+
+
+def loader(dataset: Dataset) -> DataLoader:
+    return DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=False, num_workers=0)
+
+
+def make_trainer(**options) -> pl.Trainer:
+    settings = {
+        "max_epochs": 1,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return pl.Trainer(**{**settings, **options})
+
+
+MODELS = {
+    "patchcore": (PatchCore, {"backbone": "resnet18", "layers": ("layer1", "layer2"), "input_size": (SIZE, SIZE)}),
+    "padim": (
+        PaDiM,
+        {"backbone": "resnet18", "layers": ("layer1", "layer2"), "n_features": 50, "input_size": (SIZE, SIZE)},
+    ),
+    "dfkde": (DFKDE, {"backbone": "resnet18"}),
+}
+
+
+def build(name: str):
+    model_class, options = MODELS[name]
+    torch.manual_seed(0)
+    return model_class(pre_trained=False, **options)
+
+
+@pytest.fixture(scope="module")
+def train_set() -> SyntheticDefects:
+    return SyntheticDefects([0] * NUM_TRAIN, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_set() -> SyntheticDefects:
+    return SyntheticDefects([0] * NUM_TEST_PER_CLASS + [1] * NUM_TEST_PER_CLASS, seed=1)
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def run(request, train_set, test_set):
+    """fit (with validation), then validate, test and predict on the test set."""
+    module = build(request.param)
+    trainer = make_trainer()
+    torch.manual_seed(0)
+    trainer.fit(module, loader(train_set), loader(test_set))
+    fit_metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    validate = trainer.validate(module, loader(test_set), verbose=False)[0]
+    test = trainer.test(module, loader(test_set), verbose=False)[0]
+    predictions = trainer.predict(module, loader(test_set))
+    scores = torch.cat([batch["pred_scores"] for batch in predictions])
+    labels = torch.cat([batch["label"] for batch in predictions])
+    return {
+        "name": request.param,
+        "module": module,
+        "trainer": trainer,
+        "fit_metrics": fit_metrics,
+        "validate": validate,
+        "test": test,
+        "predictions": predictions,
+        "scores": scores,
+        "labels": labels,
+    }
+
+
+def test_detects_the_synthetic_defects(run):
+    scores, labels = run["scores"].numpy(), run["labels"].numpy()
+    if run["name"] == "dfkde":
+        # Random-weight global features see the squares less clearly than patch models.
+        assert scores[labels == 1].mean() > scores[labels == 0].mean()
+    else:
+        assert roc_auc_score(labels, scores) >= 0.9
+
+
+def test_logged_image_auroc_matches_sklearn(run):
+    expected = roc_auc_score(run["labels"].numpy(), run["scores"].numpy())
+    for stage in ("fit_metrics", "validate", "test"):
+        assert run[stage]["image_AUROC"] == pytest.approx(expected, abs=1e-6)
+    has_maps = run["name"] != "dfkde"
+    assert ("pixel_AUROC" in run["test"]) == has_maps
+
+
+def test_prediction_outputs(run):
+    batch = run["predictions"][0]
+    assert batch["pred_scores"].shape == (BATCH_SIZE,) and batch["pred_labels"].dtype == torch.bool
+    assert torch.isfinite(batch["pred_scores"]).all()
+    if run["name"] == "dfkde":
+        assert "anomaly_maps" not in batch and ((batch["pred_scores"] > 0) & (batch["pred_scores"] < 1)).all()
+    else:
+        assert batch["anomaly_maps"].shape == (BATCH_SIZE, 1, SIZE, SIZE)
+        assert batch["pred_masks"].shape == (BATCH_SIZE, 1, SIZE, SIZE)
+        # Anomalous images (second batch) have their highest map values inside the square.
+        anomalous = run["predictions"][1]
+        maps, masks = anomalous["anomaly_maps"].flatten(1), anomalous["mask"].flatten(1)
+        peaks = maps.argmax(dim=1)
+        assert masks.gather(1, peaks[:, None]).float().mean() >= 0.75
+
+
+def test_training_epoch_fitted_the_model(run):
+    model = run["module"].model
+    assert model.is_fitted and not model.feature_extractor.training
+    if run["name"] == "patchcore":
+        patches = NUM_TRAIN * 16 * 16  # 64 px input, layer1 at stride 4
+        assert model.memory_bank.shape == (int(patches * 0.1), 192)
+    # The collected features are released at the end of the training epoch.
+    assert run["module"]._training_features == []
+    # The fit ran outside inference mode: the fitted state can be overwritten in place.
+    assert not any(buffer.is_inference() for buffer in model.buffers())
+    model.load_state_dict(model.state_dict())
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(run, test_set, tmp_path):
+    path = tmp_path / f"{run['name']}.ckpt"
+    run["trainer"].save_checkpoint(path)
+    model_class = MODELS[run["name"]][0]
+    loaded = model_class.load_from_checkpoint(path)
+    predictions = make_trainer().predict(loaded, loader(test_set))
+    scores = torch.cat([batch["pred_scores"] for batch in predictions])
+    assert torch.equal(scores, run["scores"])
+    assert float(loaded.image_threshold.value) == float(run["module"].image_threshold.value)
+
+
+def test_default_sanity_check_skips_the_unfitted_model(train_set, test_set):
+    module = build("dfkde")
+    trainer = make_trainer(num_sanity_val_steps=2)
+    trainer.fit(module, loader(train_set), loader(test_set))
+    assert module.model.is_fitted
+    assert len(module.validation_step_outputs) == len(test_set) // BATCH_SIZE
+
+
+def test_fit_without_validation_data_fits_at_epoch_end(train_set):
+    module = build("dfkde")
+    make_trainer().fit(module, loader(train_set))
+    assert module.model.is_fitted
+
+
+def test_mid_epoch_validation_is_followed_by_a_fit_on_the_whole_epoch(train_set, test_set):
+    module = DFKDE(backbone="resnet18", pre_trained=False, n_pca_components=8)
+    # Validation after 2 of the 3 training batches fits on 16 images; the epoch end refits on 24.
+    trainer = make_trainer(val_check_interval=2)
+    trainer.fit(module, loader(train_set), loader(test_set))
+    assert len(module.validation_step_outputs) == len(test_set) // BATCH_SIZE
+    assert module.model.kde_model.dataset.shape[0] == NUM_TRAIN
+
+
+def test_validating_an_unfitted_model_raises(test_set):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        make_trainer().validate(build("padim"), loader(test_set), verbose=False)
