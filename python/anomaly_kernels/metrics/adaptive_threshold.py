@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from anomaly_kernels.metrics._inputs import check_binary_target, check_scores
 from anomaly_kernels.metrics.threshold_curve import ThresholdCurveMetric
 
 
@@ -71,9 +70,7 @@ class AdaptiveThreshold(ThresholdCurveMetric):
             TypeError: non-tensor or non-real input.
             ValueError: different element counts, NaN/infinite scores or labels outside {0, 1}.
         """
-        check_scores(preds)
-        check_binary_target(target, preds)
-        self._collect(preds, target.detach().flatten().to(device=preds.device, dtype=torch.float32))
+        self._collect_binary(preds, target)
 
     def compute(self) -> torch.Tensor:
         """Find the F1-optimal threshold of everything collected since the last ``reset``.

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from anomaly_kernels.metrics._inputs import check_binary_target, check_scores
 from anomaly_kernels.metrics.threshold_curve import ThresholdCurveMetric
 
 
@@ -50,9 +49,7 @@ class AUROC(ThresholdCurveMetric):
             TypeError: non-tensor or non-real input.
             ValueError: different element counts, NaN/infinite scores or labels outside {0, 1}.
         """
-        check_scores(preds)
-        check_binary_target(target, preds)
-        self._collect(preds, target.detach().flatten().to(device=preds.device, dtype=torch.float32))
+        self._collect_binary(preds, target)
 
     def compute(self) -> torch.Tensor:
         """Return the 0-dim float32 area under the ROC curve of everything collected.

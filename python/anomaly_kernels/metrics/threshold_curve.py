@@ -17,7 +17,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from anomaly_kernels.metrics._inputs import check_num_bins
+from anomaly_kernels.metrics._inputs import check_binary_target, check_num_bins, check_scores
 from anomaly_kernels.metrics.score_histogram import (
     ScoreHistogram,
     add_scores,
@@ -139,6 +139,12 @@ class ThresholdCurveMetric(Metric):
             self._local_histogram(), scores, positive_weight, (positive_weight == 0).to(torch.float64)
         )
         self._store_histogram(histogram)
+
+    def _collect_binary(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Check and collect scores ``preds`` (any shape) with 0/1 labels ``target`` (same size)."""
+        check_scores(preds)
+        check_binary_target(target, preds)
+        self._collect(preds, target.detach().flatten().to(device=preds.device, dtype=torch.float32))
 
     def _curve(self) -> ThresholdCurve:
         """The curve of everything collected (merged across processes after a sync).
