@@ -4,6 +4,7 @@
 // full product, with four images sharing each loaded matrix row.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
@@ -15,36 +16,58 @@
 namespace anomaly_kernels {
 namespace {
 
-constexpr int64_t kImagesPerPass = 4;
+constexpr int64_t kImagesPerPass = 8;
 
-// Quadratic forms of `count` (<= 4) centred vectors d[k] (C,) with one symmetric matrix (C, C).
-template <typename T>
-AK_SIMD_CLONES void quadratic_forms(const T* matrix, const T* const* d, int64_t count, int64_t c, double* out) {
-  double acc[kImagesPerPass] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < c; ++i) {
-    const T* row = matrix + i * c;
-    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    if (count == kImagesPerPass) {
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-      for (int64_t j = i + 1; j < c; ++j) {
-        s0 += row[j] * d[0][j];
-        s1 += row[j] * d[1][j];
-        s2 += row[j] * d[2][j];
-        s3 += row[j] * d[3][j];
+// Quadratic forms d[k]^T M d[k] of K centred vectors (C,) with one matrix (C, C).
+// y_k = M d_k is accumulated as sum_i d_k[i] * M[i, :] (M is symmetric, so row i is column i)
+// over one register-sized block of columns at a time: each loaded piece of a matrix row feeds K
+// fused multiply-adds, and no horizontal sums are needed until q_k = y_k . d_k. K is a template
+// argument so the K accumulators stay in registers.
+template <int64_t K, typename T>
+AK_SIMD_CLONES void quadratic_forms(const T* matrix, const T* const* d, int64_t c, double* out) {
+  constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(T));
+  double q[K] = {};
+  for (int64_t j0 = 0; j0 < c; j0 += kLanes) {
+    const int64_t len = std::min(kLanes, c - j0);
+    T y[K][kLanes] = {};
+    if (len == kLanes) {
+      for (int64_t i = 0; i < c; ++i) {
+        const T* row = matrix + i * c + j0;
+        for (int64_t k = 0; k < K; ++k) {
+          const T di = d[k][i];
+#pragma omp simd
+          for (int64_t jj = 0; jj < kLanes; ++jj) y[k][jj] += di * row[jj];
+        }
       }
-      const T s[kImagesPerPass] = {s0, s1, s2, s3};
-      for (int64_t k = 0; k < kImagesPerPass; ++k)
-        acc[k] += static_cast<double>(d[k][i]) * (row[i] * d[k][i] + 2 * s[k]);
     } else {
-      for (int64_t k = 0; k < count; ++k) {
-        T sk = 0;
-#pragma omp simd reduction(+ : sk)
-        for (int64_t j = i + 1; j < c; ++j) sk += row[j] * d[k][j];
-        acc[k] += static_cast<double>(d[k][i]) * (row[i] * d[k][i] + 2 * sk);
+      for (int64_t i = 0; i < c; ++i) {
+        const T* row = matrix + i * c + j0;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t jj = 0; jj < len; ++jj) y[k][jj] += d[k][i] * row[jj];
       }
     }
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t jj = 0; jj < len; ++jj) q[k] += static_cast<double>(y[k][jj]) * d[k][j0 + jj];
   }
-  for (int64_t k = 0; k < count; ++k) out[k] = acc[k];
+  for (int64_t k = 0; k < K; ++k) out[k] = q[k];
+}
+
+// All `count` images of one position, in groups of 8, 4, 2 and 1.
+template <typename T>
+void position_forms(const T* matrix, const T* delta, int64_t count, int64_t c, double* out) {
+  const T* d[kImagesPerPass];
+  int64_t img = 0;
+  auto run = [&](auto group) {
+    constexpr int64_t kGroup = decltype(group)::value;
+    for (; img + kGroup <= count; img += kGroup) {
+      for (int64_t k = 0; k < kGroup; ++k) d[k] = delta + (img + k) * c;
+      quadratic_forms<kGroup>(matrix, d, c, out + img);
+    }
+  };
+  run(std::integral_constant<int64_t, 8>{});
+  run(std::integral_constant<int64_t, 4>{});
+  run(std::integral_constant<int64_t, 2>{});
+  run(std::integral_constant<int64_t, 1>{});
 }
 
 template <typename T>
@@ -52,22 +75,15 @@ void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision,
                           int64_t c, int64_t p, T* out) {
   torch::stable::parallel_for(0, cpu::position_tasks(p), 1, [&](int64_t first, int64_t last) {
     std::vector<T> delta(cpu::kPositionsPerTask * b * c);  // [position][image][channel]
+    std::vector<double> forms(b);
     for (int64_t task = first; task < last; ++task) {
       const int64_t p0 = task * cpu::kPositionsPerTask;
       const int64_t np = cpu::task_positions(task, p);
       cpu::stage_positions(embedding, mean, b, c, p, p0, np, delta.data());
       for (int64_t q = 0; q < np; ++q) {
-        const T* matrix = precision + (p0 + q) * c * c;
-        for (int64_t img = 0; img < b; img += kImagesPerPass) {
-          const int64_t count = std::min(kImagesPerPass, b - img);
-          const T* d[kImagesPerPass];
-          for (int64_t k = 0; k < kImagesPerPass; ++k)
-            d[k] = delta.data() + (q * b + img + std::min(k, count - 1)) * c;
-          double forms[kImagesPerPass];
-          quadratic_forms(matrix, d, count, c, forms);
-          for (int64_t k = 0; k < count; ++k)
-            out[(img + k) * p + p0 + q] = static_cast<T>(std::sqrt(std::max(forms[k], 0.0)));
-        }
+        position_forms(precision + (p0 + q) * c * c, delta.data() + q * b * c, b, c, forms.data());
+        for (int64_t img = 0; img < b; ++img)
+          out[img * p + p0 + q] = static_cast<T>(std::sqrt(std::max(forms[img], 0.0)));
       }
     }
   });

@@ -305,7 +305,7 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     ``out[b, 0, h, w] = sqrt(max(dᵀ · precision[p] · d, 0))`` with ``p = h * W + w`` and
     ``d = embedding[b, :, h, w] - mean[:, p]``, in one fused pass: no (P, B, C) temporaries, each
     precision matrix read once per batch. ``precision`` must be symmetric (an inverse
-    covariance): only its upper triangle is read.
+    covariance): the kernels use its rows as columns.
 
     Args:
         embedding: (B, C, H, W) float32 or float64.
