@@ -12,37 +12,52 @@
 namespace anomaly_kernels {
 namespace {
 
-// Rows are projected kRows at a time: the block is transposed into a (D, kRows) tile, so each
-// gathered column yields kRows adjacent values and the inner loop vectorises across rows.
-// Columns are split by sign, so each sum runs over one sign at a time.
+// Rows are projected kRows at a time: a block of rows is transposed into a (columns, kRows)
+// tile, so each gathered column yields kRows adjacent values and the inner loop vectorises
+// across rows. The columns are walked in bands of kBandColumns so the tile of one band stays in
+// L1 (256 x 16 floats = 16 KB); each output's partial sums carry over from band to band. Within
+// a band each output's columns are split by sign, so each sum runs over one sign at a time.
 constexpr int64_t kRows = 16;
+constexpr int64_t kBandColumns = 256;
 
 struct SignedPattern {
-  std::vector<int32_t> tile_offset;  // column * kRows, positives of each output first
-  std::vector<int64_t> begin, split, end;  // per output: [begin, split) positive, [split, end) negative
+  int64_t bands = 0, outputs = 0;
+  std::vector<int32_t> tile_offset;  // (column - band start) * kRows, grouped by band, output, sign
+  std::vector<int64_t> begin, split, end;  // per (band, output): [begin, split) +1, [split, end) -1
+
+  int64_t slot(int64_t band, int64_t output) const { return band * outputs + output; }
 };
 
-SignedPattern split_by_sign(const int64_t* crow, const int64_t* col, const int8_t* signs,
-                            int64_t k) {
+SignedPattern split_by_band_and_sign(const int64_t* crow, const int64_t* col, const int8_t* signs,
+                                     int64_t k, int64_t d) {
   SignedPattern p;
+  p.bands = (d + kBandColumns - 1) / kBandColumns;
+  p.outputs = k;
   p.tile_offset.reserve(crow[k]);
-  p.begin.resize(k), p.split.resize(k), p.end.resize(k);
-  for (int64_t j = 0; j < k; ++j) {
-    p.begin[j] = static_cast<int64_t>(p.tile_offset.size());
-    for (int64_t q = crow[j]; q < crow[j + 1]; ++q)
-      if (signs[q] > 0) p.tile_offset.push_back(static_cast<int32_t>(col[q] * kRows));
-    p.split[j] = static_cast<int64_t>(p.tile_offset.size());
-    for (int64_t q = crow[j]; q < crow[j + 1]; ++q)
-      if (signs[q] <= 0) p.tile_offset.push_back(static_cast<int32_t>(col[q] * kRows));
-    p.end[j] = static_cast<int64_t>(p.tile_offset.size());
+  p.begin.resize(p.bands * k), p.split.resize(p.bands * k), p.end.resize(p.bands * k);
+  for (int64_t band = 0; band < p.bands; ++band) {
+    const int64_t first = band * kBandColumns, last = first + kBandColumns;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t s = p.slot(band, j);
+      p.begin[s] = static_cast<int64_t>(p.tile_offset.size());
+      for (int sign = 1; sign >= -1; sign -= 2) {
+        if (sign < 0) p.split[s] = static_cast<int64_t>(p.tile_offset.size());
+        for (int64_t q = crow[j]; q < crow[j + 1]; ++q)
+          if (col[q] >= first && col[q] < last && (signs[q] > 0) == (sign > 0))
+            p.tile_offset.push_back(static_cast<int32_t>((col[q] - first) * kRows));
+      }
+      p.end[s] = static_cast<int64_t>(p.tile_offset.size());
+    }
   }
   return p;
 }
 
 // even/odd[r] += sign * tile[offsets[q] + r] for q in [begin, end), alternating the two sets.
 template <typename T>
-__attribute__((always_inline)) inline void accumulate(const T* tile, const int32_t* offsets, int64_t begin, int64_t end,
-                       T* __restrict even, T* __restrict odd, T sign) {
+__attribute__((always_inline)) inline void accumulate(const T* tile, const int32_t* offsets,
+                                                      int64_t begin, int64_t end,
+                                                      T* __restrict even, T* __restrict odd,
+                                                      T sign) {
   int64_t q = begin;
   for (; q + 1 < end; q += 2) {
     const T* a = tile + offsets[q];
@@ -60,34 +75,47 @@ __attribute__((always_inline)) inline void accumulate(const T* tile, const int32
   }
 }
 
-// Projects input rows [row0, row0 + rows) (rows <= kRows) through a (d, kRows) tile.
+// Projects input rows [row0, row0 + rows) (rows <= kRows). `tile` holds kBandColumns * kRows
+// values, `sums` k * kRows partial sums.
 template <typename T>
 AK_SIMD_CLONES void project_block(const T* input, int64_t row0, int64_t rows, int64_t d,
-                                  const SignedPattern& pattern, int64_t k, T scale, T* tile,
+                                  const SignedPattern& pattern, T scale, T* tile, T* sums,
                                   T* out) {
+  const int64_t k = pattern.outputs;
   const int32_t* offsets = pattern.tile_offset.data();
-  for (int64_t r = 0; r < kRows; ++r) {
-    const T* x = input + (row0 + std::min(r, rows - 1)) * d;  // short block: repeat a row
-    for (int64_t c = 0; c < d; ++c) tile[c * kRows + r] = x[c];
+  const T* x[kRows];
+  for (int64_t r = 0; r < kRows; ++r) x[r] = input + (row0 + std::min(r, rows - 1)) * d;  // short block: repeat a row
+  std::fill(sums, sums + k * kRows, T(0));
+  for (int64_t band = 0; band < pattern.bands; ++band) {
+    const int64_t first = band * kBandColumns;
+    const int64_t width = std::min(kBandColumns, d - first);
+    // Column by column: kRows streaming reads, one contiguous kRows-wide write.
+    for (int64_t c = 0; c < width; ++c)
+      for (int64_t r = 0; r < kRows; ++r) tile[c * kRows + r] = x[r][first + c];
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t s = pattern.slot(band, j);
+      // Two accumulator sets (even / odd terms) halve the floating-point add dependency chain.
+      T even[kRows] = {}, odd[kRows] = {};
+      accumulate(tile, offsets, pattern.begin[s], pattern.split[s], even, odd, T(1));
+      accumulate(tile, offsets, pattern.split[s], pattern.end[s], even, odd, T(-1));
+      T* sum = sums + j * kRows;
+#pragma omp simd
+      for (int64_t r = 0; r < kRows; ++r) sum[r] += even[r] + odd[r];
+    }
   }
-  for (int64_t j = 0; j < k; ++j) {
-    // Two accumulator sets (even / odd terms) halve the floating-point add dependency chain.
-    T even[kRows] = {}, odd[kRows] = {};
-    accumulate(tile, offsets, pattern.begin[j], pattern.split[j], even, odd, T(1));
-    accumulate(tile, offsets, pattern.split[j], pattern.end[j], even, odd, T(-1));
-    for (int64_t r = 0; r < rows; ++r) out[(row0 + r) * k + j] = scale * (even[r] + odd[r]);
-  }
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t r = 0; r < rows; ++r) out[(row0 + r) * k + j] = scale * sums[j * kRows + r];
 }
 
 template <typename T>
-void project_rows(const T* input, int64_t n, int64_t d, const SignedPattern& pattern, int64_t k,
-                  T scale, T* out) {
+void project_rows(const T* input, int64_t n, int64_t d, const SignedPattern& pattern, T scale,
+                  T* out) {
   const int64_t blocks = (n + kRows - 1) / kRows;
   torch::stable::parallel_for(0, blocks, 8, [&](int64_t first, int64_t last) {
-    std::vector<T> tile(d * kRows);
+    std::vector<T> tile(kBandColumns * kRows), sums(pattern.outputs * kRows);
     for (int64_t b = first; b < last; ++b)
-      project_block(input, b * kRows, std::min(kRows, n - b * kRows), d, pattern, k, scale,
-                    tile.data(), out);
+      project_block(input, b * kRows, std::min(kRows, n - b * kRows), d, pattern, scale,
+                    tile.data(), sums.data(), out);
   });
 }
 
@@ -114,12 +142,13 @@ Tensor sparse_sign_projection_cpu(Tensor input, Tensor crow_indices, Tensor col_
   if (out.numel() == 0) return out;
   STD_TORCH_CHECK(d * kRows < (int64_t(1) << 31), "input may have at most ",
                   (int64_t(1) << 31) / kRows, " columns, got ", d);
-  const SignedPattern pattern = split_by_sign(crow_ptr, col_ptr, sgn.const_data_ptr<int8_t>(), k);
+  const SignedPattern pattern =
+      split_by_band_and_sign(crow_ptr, col_ptr, sgn.const_data_ptr<int8_t>(), k, d);
   if (x.scalar_type() == ScalarType::Float) {
-    project_rows(x.const_data_ptr<float>(), n, d, pattern, k, static_cast<float>(scale),
+    project_rows(x.const_data_ptr<float>(), n, d, pattern, static_cast<float>(scale),
                  out.mutable_data_ptr<float>());
   } else {
-    project_rows(x.const_data_ptr<double>(), n, d, pattern, k, scale,
+    project_rows(x.const_data_ptr<double>(), n, d, pattern, scale,
                  out.mutable_data_ptr<double>());
   }
   return out;
