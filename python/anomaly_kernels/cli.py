@@ -23,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default="anomaly_kernels_bench.json", help="JSON file to write ('' for none)")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    sharded = sub.add_parser("bench-distributed", help="sharded coreset selection on 1..P local gloo processes")
+    sharded.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
+    sharded.add_argument("--rows", type=int, default=100_000)
+    sharded.add_argument("--dims", type=int, default=256)
+    sharded.add_argument("--coreset", type=int, default=200)
+    sharded.add_argument("--output", default="", help="JSON file to write ('' for none)")
+
     fit = sub.add_parser("fit", help="train, validate and test a model; save it and its heat maps")
     fit.add_argument("--model", choices=["patchcore", "padim", "dfkde"], default="patchcore")
     fit.add_argument("--data", default=None, help="root of a dataset in MVTec AD layout (default: generate a synthetic one)")
@@ -101,6 +108,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print(json.dumps(build_info(), indent=2))
         return 0
+    if args.command == "bench-distributed":
+        from anomaly_kernels.bench.distributed import format_records, run_distributed_benchmark
+
+        records = run_distributed_benchmark(args.processes, args.rows, args.dims, args.coreset)
+        print(format_records(records))
+        if args.output:
+            with open(args.output, "w") as f:
+                json.dump(records, f, indent=2)
+        return 0 if all(r["identical_to_single_process"] for r in records) else 1
     if args.command == "fit":
         return _run_fit(args)
     if args.command == "predict":

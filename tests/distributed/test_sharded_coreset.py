@@ -131,3 +131,13 @@ def test_merge_keeps_the_k_best_with_ties_to_the_smaller_index():
 def test_requires_an_initialised_process_group():
     with pytest.raises(RuntimeError, match="not initialised"):
         sharded_k_center_greedy(torch.randn(4, 2), 2, 0)
+
+
+def test_distributed_benchmark_reports_times_and_identity(capsys):
+    from anomaly_kernels.cli import main
+
+    assert main(["bench-distributed", "--processes", "1", "2", "--rows", "600", "--dims", "8", "--coreset", "12"]) == 0
+    printed = capsys.readouterr().out
+    lines = [line.split() for line in printed.splitlines()[2:]]
+    assert [line[0] for line in lines] == ["1", "2"]
+    assert all(line[-1] == "yes" and float(line[2]) > 0 for line in lines)
