@@ -16,7 +16,7 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   // centers[t] (recording position t in nearest for the rows it brings closer) and, when pick,
   // stores the farthest row in centers[t + 1]. prune skips rows the triangle inequality proves
   // unaffected (same result as without). Needs min_distances and nearest to reflect centers
-  // [0, begin): start from +inf and -1.
+  // [0, begin): start from +inf and -1. features: float32 or bfloat16 (distances in float32).
   m.def(
       "kcenter_greedy_(Tensor features, Tensor(a!) min_distances, Tensor(b!) nearest, "
       "Tensor(c!) centers, int begin, int end, bool pick, bool prune) -> ()");

@@ -12,8 +12,9 @@ inline void check_kcenter_greedy_args(const Tensor& features, const Tensor& min_
   STD_TORCH_CHECK(features.dim() == 2 && features.size(0) > 0 && features.size(1) > 0,
                   "features must be a non-empty 2-D (N, D) tensor, got shape ",
                   shape_str(features));
-  STD_TORCH_CHECK(features.scalar_type() == ScalarType::Float,
-                  "features must be float32, got ", dtype_name(features.scalar_type()));
+  STD_TORCH_CHECK(
+      features.scalar_type() == ScalarType::Float || features.scalar_type() == ScalarType::BFloat16,
+      "features must be float32 or bfloat16, got ", dtype_name(features.scalar_type()));
   STD_TORCH_CHECK(features.size(0) < (int64_t(1) << 32),
                   "features may have at most 2^32 - 1 rows, got ", features.size(0));
   const int64_t n = features.size(0);

@@ -1,5 +1,6 @@
 // CPU kernel of anomaly_kernels::kcenter_greedy_: the greedy selection loop itself runs
-// natively, one fused pass (cpu/kcenter_pass.h) per center, optionally pruned.
+// natively, one fused pass (cpu/kcenter_pass.h) per center, optionally pruned. Features may be
+// float32 or bfloat16 (half the bytes per pass; distances still accumulate in float32).
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
@@ -10,35 +11,48 @@
 namespace anomaly_kernels {
 namespace {
 
+// Passes [begin, end) over features stored as S (float or bfloat16 bits), distances in float.
+template <typename S>
+void greedy_passes(const S* x, int64_t n, int64_t d, float* mind, int32_t* nearest,
+                   int64_t* center_index, int64_t begin, int64_t end, bool pick, bool prune) {
+  std::vector<float> center_distance(prune ? end : 0), center_row(d);
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t c = center_index[t];
+    STD_TORCH_CHECK(c >= 0 && c < n, "centers[", t, "] must index a row of features (0 <= i < ",
+                    n, "), got ", c);
+    for (int64_t j = 0; j < d; ++j) center_row[j] = cpu::widen(x[c * d + j]);
+    cpu::Pruning<float> pruning;
+    pruning.nearest = nearest;
+    pruning.new_position = static_cast<int32_t>(t);
+    if (prune && t > 0) {
+      torch::stable::parallel_for(0, t, 256, [&](int64_t first, int64_t last) {
+        for (int64_t j = first; j < last; ++j)
+          center_distance[j] =
+              std::sqrt(cpu::squared_distance(x + center_index[j] * d, center_row.data(), d));
+      });
+      pruning.center_distance = center_distance.data();
+    }
+    const cpu::Farthest farthest =
+        cpu::update_and_find_farthest(x, n, d, mind, center_row.data(), pruning);
+    if (pick) center_index[t + 1] = farthest.index;
+  }
+}
+
 void kcenter_greedy_cpu(Tensor features, Tensor min_distances, Tensor nearest, Tensor centers,
                         int64_t begin, int64_t end, bool pick, bool prune) {
   check_kcenter_greedy_args(features, min_distances, nearest, centers, begin, end, pick);
   STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
   const Tensor rows = torch::stable::contiguous(features);
-  const float* x = rows.const_data_ptr<float>();
   const int64_t n = rows.size(0), d = rows.size(1);
   float* mind = min_distances.mutable_data_ptr<float>();
+  int32_t* near = nearest.mutable_data_ptr<int32_t>();
   int64_t* center_index = centers.mutable_data_ptr<int64_t>();
-  std::vector<float> center_distance(prune ? end : 0);
-
-  for (int64_t t = begin; t < end; ++t) {
-    const int64_t c = center_index[t];
-    STD_TORCH_CHECK(c >= 0 && c < n, "centers[", t, "] must index a row of features (0 <= i < ",
-                    n, "), got ", c);
-    cpu::Pruning<float> pruning;
-    pruning.nearest = nearest.mutable_data_ptr<int32_t>();
-    pruning.new_position = static_cast<int32_t>(t);
-    if (prune && t > 0) {
-      const float* center_row = x + c * d;
-      torch::stable::parallel_for(0, t, 256, [&](int64_t first, int64_t last) {
-        for (int64_t j = first; j < last; ++j)
-          center_distance[j] =
-              std::sqrt(cpu::squared_distance(x + center_index[j] * d, center_row, d));
-      });
-      pruning.center_distance = center_distance.data();
-    }
-    const cpu::Farthest farthest = cpu::update_and_find_farthest(x, n, d, mind, x + c * d, pruning);
-    if (pick) center_index[t + 1] = farthest.index;
+  if (rows.scalar_type() == ScalarType::Float) {
+    greedy_passes(rows.const_data_ptr<float>(), n, d, mind, near, center_index, begin, end, pick,
+                  prune);
+  } else {
+    const auto* bits = static_cast<const cpu::BFloat16Bits*>(rows.const_data_ptr());
+    greedy_passes(bits, n, d, mind, near, center_index, begin, end, pick, prune);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
@@ -13,12 +14,26 @@
 
 namespace anomaly_kernels::cpu {
 
-template <typename T>
-AK_SIMD_CLONES T squared_distance(const T* __restrict a, const T* __restrict b, int64_t d) {
+// Features may be stored as bfloat16 (the upper 16 bits of a float32); distances are always
+// computed in the accumulation type T.
+using BFloat16Bits = uint16_t;
+
+inline float widen(BFloat16Bits bits) {
+  const uint32_t word = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &word, sizeof(value));
+  return value;
+}
+inline float widen(float value) { return value; }
+inline double widen(double value) { return value; }
+
+// ||a - b||^2 for a row `a` stored as S and a center `b` in the accumulation type T.
+template <typename S, typename T>
+AK_SIMD_CLONES T squared_distance(const S* __restrict a, const T* __restrict b, int64_t d) {
   T sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < d; ++j) {
-    const T diff = a[j] - b[j];
+    const T diff = static_cast<T>(widen(a[j])) - b[j];
     sum += diff * diff;
   }
   return sum;
@@ -46,8 +61,8 @@ struct Farthest {
 // and returns the farthest row (ties: smallest index). With pruning.nearest set, records each
 // improved row's nearest center and skips rows proven unaffected (if pruning.center_distance is
 // also set).
-template <typename T>
-Farthest update_and_find_farthest(const T* features, int64_t n, int64_t d, T* min_distances,
+template <typename S, typename T>
+Farthest update_and_find_farthest(const S* features, int64_t n, int64_t d, T* min_distances,
                                   const T* center_row, const Pruning<T>& pruning) {
   // Fixed chunks reduced separately and merged in order: the result does not depend on how
   // threads were scheduled.

@@ -3,6 +3,8 @@
 // key; each block merges its warps' keys and issues a single atomicMax. The key orders by
 // distance first (non-negative float bits compare like the floats) and then by the complemented
 // index, so the largest key is the farthest row with the smallest index.
+#include <cuda_bf16.h>
+
 #include "cuda/kcenter.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -32,12 +34,17 @@ __device__ __forceinline__ float warp_sum(float value) {
   return value;
 }
 
-// Euclidean distance between two rows, computed by a whole warp; every lane gets the result.
-__device__ __forceinline__ float warp_distance(const float* __restrict__ a,
-                                               const float* __restrict__ b, int64_t d, int lane) {
+__device__ __forceinline__ float widen(float value) { return value; }
+__device__ __forceinline__ float widen(__nv_bfloat16 value) { return __bfloat162float(value); }
+
+// Euclidean distance between two rows (stored as S: float or bfloat16), computed by a whole
+// warp in float; every lane gets the result.
+template <typename S>
+__device__ __forceinline__ float warp_distance(const S* __restrict__ a, const S* __restrict__ b,
+                                               int64_t d, int lane) {
   float sum = 0.f;
   for (int64_t j = lane; j < d; j += 32) {
-    const float diff = a[j] - __ldg(b + j);
+    const float diff = widen(a[j]) - widen(b[j]);
     sum = fmaf(diff, diff, sum);
   }
   return sqrtf(warp_sum(sum));
@@ -45,15 +52,16 @@ __device__ __forceinline__ float warp_distance(const float* __restrict__ a,
 
 // The center is center_row when given, else features[*center]. nearest == nullptr: plain pass.
 // center_distance == nullptr: no pruning.
-__global__ void update_kernel(const float* __restrict__ features, int64_t n, int64_t d,
+template <typename S>
+__global__ void update_kernel(const S* __restrict__ features, int64_t n, int64_t d,
                               float* __restrict__ min_distances, const int64_t* __restrict__ center,
-                              const float* __restrict__ center_row_given,
+                              const S* __restrict__ center_row_given,
                               int32_t* __restrict__ nearest,
                               const float* __restrict__ center_distance, int32_t position,
                               unsigned long long* __restrict__ best_key) {
   __shared__ unsigned long long warp_keys[kWarpsPerBlock];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float* center_row = center_row_given ? center_row_given : features + (*center) * d;
+  const S* center_row = center_row_given ? center_row_given : features + (*center) * d;
   unsigned long long key = 0;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; row < n;
        row += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
@@ -84,7 +92,8 @@ __global__ void update_kernel(const float* __restrict__ features, int64_t n, int
 }
 
 // center_distance[j] = ||features[centers[t]] - features[centers[j]]|| for j < t, a warp each.
-__global__ void center_distance_kernel(const float* __restrict__ features, int64_t d,
+template <typename S>
+__global__ void center_distance_kernel(const S* __restrict__ features, int64_t d,
                                        const int64_t* __restrict__ centers, int64_t t,
                                        float* __restrict__ center_distance) {
   const int lane = threadIdx.x & 31;
@@ -112,7 +121,7 @@ cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min
   auto* key = reinterpret_cast<unsigned long long*>(argmax);
   cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
   if (err != cudaSuccess) return err;
-  update_kernel<<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
+  update_kernel<float><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
       features, n, d, min_distances, center, nullptr, nullptr, nullptr, 0, key);
   unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
   return cudaGetLastError();
@@ -123,13 +132,14 @@ cudaError_t kcenter_step_to(const float* features, int64_t n, int64_t d, float* 
   auto* key = reinterpret_cast<unsigned long long*>(argmax);
   cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
   if (err != cudaSuccess) return err;
-  update_kernel<<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
+  update_kernel<float><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
       features, n, d, min_distances, nullptr, center_row, nullptr, nullptr, 0, key);
   unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
   return cudaGetLastError();
 }
 
-cudaError_t kcenter_greedy(const float* features, int64_t n, int64_t d, float* min_distances,
+template <typename S>
+cudaError_t kcenter_greedy(const S* features, int64_t n, int64_t d, float* min_distances,
                            int32_t* nearest, int64_t* centers, int64_t begin, int64_t end,
                            bool pick, bool prune, float* center_distance,
                            unsigned long long* key_scratch, cudaStream_t stream) {
@@ -139,10 +149,10 @@ cudaError_t kcenter_greedy(const float* features, int64_t n, int64_t d, float* m
     const bool use_pruning = prune && t > 0;
     if (use_pruning) {
       const int blocks = static_cast<int>((t + kWarpsPerBlock - 1) / kWarpsPerBlock);
-      center_distance_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(features, d, centers, t,
-                                                                           center_distance);
+      center_distance_kernel<S><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(features, d, centers,
+                                                                              t, center_distance);
     }
-    update_kernel<<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
+    update_kernel<S><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
         features, n, d, min_distances, centers + t, nullptr, nearest,
         use_pruning ? center_distance : nullptr, static_cast<int32_t>(t), key_scratch);
     if (pick) unpack_index_kernel<<<1, 1, 0, stream>>>(key_scratch, centers + t + 1, true);
@@ -155,5 +165,13 @@ cudaError_t kcenter_greedy(const float* features, int64_t n, int64_t d, float* m
   }
   return cudaSuccess;
 }
+
+template cudaError_t kcenter_greedy<float>(const float*, int64_t, int64_t, float*, int32_t*,
+                                           int64_t*, int64_t, int64_t, bool, bool, float*,
+                                           unsigned long long*, cudaStream_t);
+template cudaError_t kcenter_greedy<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float*,
+                                                   int32_t*, int64_t*, int64_t, int64_t, bool,
+                                                   bool, float*, unsigned long long*,
+                                                   cudaStream_t);
 
 }  // namespace anomaly_kernels::cuda

@@ -17,11 +17,13 @@ cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min
 cudaError_t kcenter_step_to(const float* features, int64_t n, int64_t d, float* min_distances,
                             const float* center_row, int64_t* argmax, cudaStream_t stream);
 
-// Passes begin .. end-1 of a greedy selection. Pass t applies centers[t] (recording position t in
+// Passes begin .. end-1 of a greedy selection over features stored as S (float or
+// __nv_bfloat16; distances in float). Pass t applies centers[t] (recording position t in
 // nearest[] for the rows it brings closer) and, when `pick`, writes the farthest row to
 // centers[t + 1]. With `prune`, rows that the triangle inequality proves unaffected are not read;
 // center_distance needs room for `end` floats and key_scratch for one 64-bit key.
-cudaError_t kcenter_greedy(const float* features, int64_t n, int64_t d, float* min_distances,
+template <typename S>
+cudaError_t kcenter_greedy(const S* features, int64_t n, int64_t d, float* min_distances,
                            int32_t* nearest, int64_t* centers, int64_t begin, int64_t end,
                            bool pick, bool prune, float* center_distance,
                            unsigned long long* key_scratch, cudaStream_t stream);

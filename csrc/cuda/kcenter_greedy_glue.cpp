@@ -1,5 +1,7 @@
 // CUDA entry point of anomaly_kernels::kcenter_greedy_: checks, device guard, scratch buffers,
 // current stream; the per-center passes are enqueued back to back without host synchronisation.
+#include <cuda_bf16.h>
+
 #include <torch/csrc/stable/ops.h>
 
 #include "common/kcenter_greedy_args.h"
@@ -16,17 +18,21 @@ void kcenter_greedy_cuda(Tensor features, Tensor min_distances, Tensor nearest, 
   torch::stable::accelerator::DeviceGuard guard(features.get_device_index());
   const Tensor rows = torch::stable::contiguous(features);
   std::vector<int64_t> distance_shape{prune ? end : 1}, key_shape{1};
-  Tensor center_distance = torch::stable::new_empty(rows, distance_shape);
+  Tensor center_distance = torch::stable::new_empty(rows, distance_shape, ScalarType::Float);
   Tensor key = torch::stable::new_empty(rows, key_shape, ScalarType::Long);
-  check_launch(
-      cuda::kcenter_greedy(rows.const_data_ptr<float>(), rows.size(0), rows.size(1),
-                           min_distances.mutable_data_ptr<float>(),
-                           nearest.mutable_data_ptr<int32_t>(),
-                           centers.mutable_data_ptr<int64_t>(), begin, end, pick, prune,
-                           center_distance.mutable_data_ptr<float>(),
-                           reinterpret_cast<unsigned long long*>(key.mutable_data_ptr<int64_t>()),
-                           current_stream(features)),
-      "kcenter_greedy_");
+  auto run = [&](const auto* x) {
+    return cuda::kcenter_greedy(
+        x, rows.size(0), rows.size(1), min_distances.mutable_data_ptr<float>(),
+        nearest.mutable_data_ptr<int32_t>(), centers.mutable_data_ptr<int64_t>(), begin, end, pick,
+        prune, center_distance.mutable_data_ptr<float>(),
+        reinterpret_cast<unsigned long long*>(key.mutable_data_ptr<int64_t>()),
+        current_stream(features));
+  };
+  const cudaError_t err =
+      rows.scalar_type() == ScalarType::Float
+          ? run(rows.const_data_ptr<float>())
+          : run(static_cast<const __nv_bfloat16*>(rows.const_data_ptr()));
+  check_launch(err, "kcenter_greedy_");
 }
 
 }  // namespace

@@ -139,7 +139,8 @@ def kcenter_greedy_(
     On CUDA the passes are enqueued back to back with no host synchronisation.
 
     Args:
-        features: (N, D) float32.
+        features: (N, D) float32, or bfloat16 to halve the bytes read per pass (the distances
+            are then those of the bfloat16-rounded rows, still accumulated in float32).
         min_distances: (N,) float32, contiguous; distances to centers ``[0, begin)`` (``+inf``
             initially).
         nearest: (N,) int32, contiguous; position of each row's nearest center (-1 initially).
@@ -147,7 +148,7 @@ def kcenter_greedy_(
             ``pick`` the entries ``begin+1 .. end`` are written.
         begin, end: the passes to run, ``0 <= begin <= end <= K`` (``end < K`` with ``pick``).
     """
-    _check_floating("features", features, (torch.float32,))
+    _check_floating("features", features, (torch.float32, torch.bfloat16))
     if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] == 0:
         raise ValueError(f"features must be a non-empty 2-D (N, D) tensor, got shape {tuple(features.shape)}")
     n = features.shape[0]

@@ -28,8 +28,9 @@ def kcenter_greedy_(
     prune: bool = True,
 ) -> None:
     """Reference of :func:`anomaly_kernels.ops.kcenter_greedy_` (never prunes: same result)."""
+    rows = features.float()  # bfloat16 rows are measured in float32, as the kernels do
     for t in range(begin, end):
-        distances = torch.linalg.vector_norm(features - features[centers[t]], dim=1)
+        distances = torch.linalg.vector_norm(rows - rows[centers[t]], dim=1)
         closer = distances < min_distances
         nearest[closer] = t
         min_distances[closer] = distances[closer]

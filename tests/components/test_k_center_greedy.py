@@ -143,3 +143,30 @@ def test_bad_input_is_named(embedding, ratio, error, match):
 def test_bad_selected_idxs():
     with pytest.raises(ValueError, match=r"selected_idxs must be row indices in \[0, 10\)"):
         KCenterGreedy(torch.randn(10, 2), 0.5).select_coreset_idxs([10])
+
+
+def test_bfloat16_storage_selects_from_the_rounded_features():
+    embedding = torch.randn(2000, 512, generator=torch.Generator().manual_seed(8))
+    torch.manual_seed(2)
+    sampler = KCenterGreedy(embedding, sampling_ratio=0.02, feature_dtype=torch.bfloat16)
+    idxs = sampler.select_coreset_idxs()
+    assert sampler.features.dtype == torch.bfloat16
+    # Exactly the plain greedy selection on the bfloat16-rounded rows, measured in float32 ...
+    expected = reference.kcenter_greedy(sampler.features.float(), len(idxs), idxs[0]).tolist()
+    assert idxs == expected
+    # ... whose coverage radius is close to the float32 selection's.
+    torch.manual_seed(2)
+    exact = KCenterGreedy(embedding, sampling_ratio=0.02)
+    exact_idxs = exact.select_coreset_idxs()
+    features = exact.features
+    assert _coverage_radius(features, idxs) == pytest.approx(_coverage_radius(features, exact_idxs), rel=0.05)
+
+
+def test_bad_feature_dtype():
+    with pytest.raises(ValueError, match="feature_dtype must be torch.float32 or torch.bfloat16"):
+        KCenterGreedy(torch.randn(10, 2), 0.5, feature_dtype=torch.float16)
+
+
+def test_update_distances_rejects_rows_out_of_range():
+    with pytest.raises(ValueError, match=r"cluster_centers must be row indices in \[0, 10\)"):
+        KCenterGreedy(torch.randn(10, 2), 0.5).update_distances([10])

@@ -114,3 +114,12 @@ def test_opcheck(device):
         torch.ops.anomaly_kernels.kcenter_greedy_.default,
         (features, min_distances, nearest, centers, 0, 4, True, True),
     )
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_bfloat16_features_equal_the_reference_on_the_rounded_rows(device, prune):
+    features = _clustered(3000, 40, clusters=16, seed=9, device=device).to(torch.bfloat16)
+    native = _run(ops.kcenter_greedy_, features, 50, 5, prune)
+    expected = _run(reference.kcenter_greedy_, features, 50, 5, False)
+    assert torch.equal(native[0], expected[0])
+    torch.testing.assert_close(native[1], expected[1], rtol=1e-5, atol=1e-5)

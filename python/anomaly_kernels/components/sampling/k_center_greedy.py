@@ -33,6 +33,10 @@ class KCenterGreedy:
         progress: show a progress bar over the iterations (``None``: only on a terminal).
         prune: skip rows that the triangle inequality proves unaffected by a new center (exact:
             the selection is the same either way; it saves reads on clustered data).
+        feature_dtype: storage of the (projected) features during the selection. float32 (the
+            default) is exact; bfloat16 halves the memory and the bytes read per iteration, and
+            the selection is then that of the bfloat16-rounded features: approximate (a
+            different but equally valid coreset on near-ties, coverage radius within about 1%).
 
     Start point: with no ``selected_idxs``, the first center is a random row drawn from the
     torch RNG (``torch.manual_seed`` makes the selection reproducible) and it is part of the
@@ -53,7 +57,13 @@ class KCenterGreedy:
     """
 
     def __init__(
-        self, embedding: torch.Tensor, sampling_ratio: float, *, progress: Optional[bool] = None, prune: bool = True
+        self,
+        embedding: torch.Tensor,
+        sampling_ratio: float,
+        *,
+        progress: Optional[bool] = None,
+        prune: bool = True,
+        feature_dtype: torch.dtype = torch.float32,
     ) -> None:
         if not isinstance(embedding, torch.Tensor):
             raise TypeError(f"embedding must be a torch.Tensor, got {type(embedding).__name__}")
@@ -82,19 +92,22 @@ class KCenterGreedy:
         self.n_observations = embedding.shape[0]
         self.progress = progress
         self.prune = prune
+        if feature_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"feature_dtype must be torch.float32 or torch.bfloat16, got {feature_dtype}")
+        self.feature_dtype = feature_dtype
         self.model = SparseRandomProjection(eps=0.9)
         self.features: Optional[torch.Tensor] = None
         self.min_distances: Optional[torch.Tensor] = None
 
     def _prepare_features(self) -> torch.Tensor:
-        """(N, d) float32 contiguous features the distances are measured on."""
+        """(N, d) contiguous features (in ``feature_dtype``) the distances are measured on."""
         n, dims = self.embedding.shape[0], self.embedding[0].numel()
         if self.embedding.dim() == 2 and johnson_lindenstrauss_min_dim(n, self.model.eps) < dims:
             self.model.fit(self.embedding)
             features = self.model.transform(self.embedding)
         else:
             features = self.embedding.reshape(self.embedding.shape[0], -1)
-        return features.to(torch.float32).contiguous()
+        return features.to(self.feature_dtype).contiguous()
 
     def reset_distances(self) -> None:
         """Forget the distances to the chosen centers."""
@@ -110,12 +123,16 @@ class KCenterGreedy:
             return
         if self.features is None:
             self.features = self._prepare_features()
+        n = self.features.shape[0]
+        for index in cluster_centers:
+            if not 0 <= int(index) < n:
+                raise ValueError(f"cluster_centers must be row indices in [0, {n}), got {index}")
+        device = self.features.device
         if self.min_distances is None:
-            self.min_distances = torch.full(
-                (self.features.shape[0],), float("inf"), dtype=self.features.dtype, device=self.features.device
-            )
-        for center in cluster_centers:
-            ops.kcenter_step_(self.features, self.min_distances, int(center))
+            self.min_distances = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
+        centers = torch.tensor([int(i) for i in cluster_centers], dtype=torch.int64, device=device)
+        nearest = torch.full((n,), -1, dtype=torch.int32, device=device)  # not kept: no pruning here
+        ops.kcenter_greedy_(self.features, self.min_distances, nearest, centers, 0, len(centers), pick=False, prune=False)
 
     def get_new_idx(self) -> int:
         """Index of the row farthest from its nearest center (ties: smallest index).
