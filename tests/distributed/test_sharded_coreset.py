@@ -133,11 +133,12 @@ def test_requires_an_initialised_process_group():
         sharded_k_center_greedy(torch.randn(4, 2), 2, 0)
 
 
-def test_distributed_benchmark_reports_times_and_identity(capsys):
-    from anomaly_kernels.cli import main
+def test_distributed_benchmark_reports_times_and_identity():
+    from anomaly_kernels.bench.distributed import format_records, run_distributed_benchmark
 
-    assert main(["bench-distributed", "--processes", "1", "2", "--rows", "600", "--dims", "8", "--coreset", "12"]) == 0
-    printed = capsys.readouterr().out
-    lines = [line.split() for line in printed.splitlines()[2:]]
-    assert [line[0] for line in lines] == ["1", "2"]
-    assert all(line[-1] == "yes" and float(line[2]) > 0 for line in lines)
+    records = run_distributed_benchmark([1, 2], rows=600, dims=8, coreset=12)
+    assert [r["processes"] for r in records] == [1, 2]
+    assert all(r["identical_to_single_process"] and r["seconds"] > 0 for r in records)
+    assert all(0 <= r["communication_share"] <= 1 for r in records)
+    table = format_records(records).splitlines()
+    assert len(table) == 4 and table[2].split()[0] == "1" and table[3].split()[-1] == "yes"

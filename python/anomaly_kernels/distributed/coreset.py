@@ -34,13 +34,17 @@ def _unpack_index(key: torch.Tensor) -> int:
     return _INDEX_MASK - (int(key.item()) & _INDEX_MASK)
 
 
-def shard_layout(rows: int, dims: int, group) -> tuple[torch.Tensor, int]:
-    """All ranks' row counts (world,) and the common feature dimension; checks they agree."""
+def shard_layout(rows: int, dims: int, group, device: Optional[torch.device] = None) -> tuple[torch.Tensor, int]:
+    """All ranks' row counts (world,) on the CPU and the common feature dimension; checks they agree.
+
+    ``device`` is where the exchange runs: the shards' device, so that NCCL groups (GPU tensors
+    only) work as well as gloo (default: the CPU).
+    """
     world = dist.get_world_size(group)
-    local = torch.tensor([rows, dims], dtype=torch.int64)
-    gathered = [torch.empty(2, dtype=torch.int64) for _ in range(world)]
+    local = torch.tensor([rows, dims], dtype=torch.int64, device=device)
+    gathered = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(gathered, local, group=group)
-    table = torch.stack(gathered)
+    table = torch.stack(gathered).cpu()
     if not bool((table[:, 1] == dims).all()):
         raise ValueError(f"every rank must hold features with the same number of columns, got {table[:, 1].tolist()}")
     return table[:, 0], dims
@@ -82,7 +86,7 @@ def sharded_k_center_greedy(
     if local_features.dtype != torch.float32:
         raise TypeError(f"local_features must be float32, got {local_features.dtype}")
     rank = dist.get_rank(group)
-    sizes, dims = shard_layout(local_features.shape[0], local_features.shape[1], group)
+    sizes, dims = shard_layout(local_features.shape[0], local_features.shape[1], group, local_features.device)
     total = int(sizes.sum())
     if total >= 1 << _INDEX_BITS:
         raise ValueError(f"at most 2^32 - 1 rows in all, got {total}")
@@ -128,6 +132,39 @@ def sharded_k_center_greedy(
     return chosen
 
 
+def coreset_projection(total: int, dims: int, seed: int):
+    """The projection PatchCore's seeded coreset measures distances in, or ``None`` for none.
+
+    ``SparseRandomProjection(eps=0.9, random_state=seed)`` sized by the Johnson-Lindenstrauss
+    bound on ``total`` rows, when that bound is below ``dims`` (as :class:`KCenterGreedy` decides);
+    every rank building it with the same arguments gets the same matrix.
+    """
+    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+    from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
+
+    if johnson_lindenstrauss_min_dim(total, 0.9) >= dims:
+        return None
+    projection = SparseRandomProjection(eps=0.9, random_state=seed)
+    projection.fit(torch.empty(total, dims, device="meta"))  # only the shape matters
+    return projection
+
+
+def coreset_start(total: int, seed: int) -> int:
+    """The first center of the seeded coreset: a row in [0, total) drawn from ``Generator().manual_seed(seed)``."""
+    return int(torch.randint(total, (1,), generator=torch.Generator().manual_seed(seed)))
+
+
+def _check_coreset_arguments(embedding: torch.Tensor, sampling_ratio: float, name: str) -> None:
+    if not isinstance(embedding, torch.Tensor) or embedding.dim() != 2 or not embedding.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating (n, D) tensor, got {getattr(embedding, 'shape', type(embedding).__name__)}"
+        )
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, float)):
+        raise TypeError(f"sampling_ratio must be a float in (0, 1], got {sampling_ratio!r}")
+    if not 0.0 < sampling_ratio <= 1.0:
+        raise ValueError(f"sampling_ratio must be in (0, 1], got {sampling_ratio}")
+
+
 def distributed_coreset(
     local_embedding: torch.Tensor,
     sampling_ratio: float,
@@ -137,36 +174,78 @@ def distributed_coreset(
 ) -> List[int]:
     """PatchCore's coreset of a memory bank sharded over ranks: projection + sharded selection.
 
-    Every rank builds the same SparseRandomProjection (eps 0.9, ``random_state=seed``, sized by
-    the global row count) and projects its own rows, then :func:`sharded_k_center_greedy` runs
-    from the start row drawn from ``torch.Generator().manual_seed(seed)``. The selection equals
-    the single-process one on the concatenated bank with the same projection and start.
+    Every rank builds the same SparseRandomProjection (:func:`coreset_projection`: eps 0.9,
+    ``random_state=seed``, sized by the global row count) and projects its own rows, then
+    :func:`sharded_k_center_greedy` runs from the start row :func:`coreset_start` draws from
+    ``torch.Generator().manual_seed(seed)``. The selection equals :func:`seeded_coreset` (one
+    process) on the concatenated bank.
 
     Args:
-        local_embedding: (n_r, D) rows of this rank.
+        local_embedding: (n_r, D) rows of this rank (n_r may be 0).
         sampling_ratio: fraction of all rows to keep, in (0, 1].
         seed: shared seed of the projection and the start row.
 
     Returns:
         ``int(N * sampling_ratio)`` global row indices (rank order numbering).
     """
-    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
-    from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
-
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised: call torch.distributed.init_process_group first")
-    if isinstance(sampling_ratio, bool) or not 0.0 < sampling_ratio <= 1.0:
-        raise ValueError(f"sampling_ratio must be in (0, 1], got {sampling_ratio}")
+    _check_coreset_arguments(local_embedding, sampling_ratio, "local_embedding")
     group = process_group if process_group is not None else dist.group.WORLD
-    sizes, dims = shard_layout(local_embedding.shape[0], local_embedding.shape[1], group)
+    sizes, dims = shard_layout(local_embedding.shape[0], local_embedding.shape[1], group, local_embedding.device)
     total = int(sizes.sum())
     coreset_size = int(total * sampling_ratio)
     if coreset_size < 1:
         raise ValueError(f"sampling_ratio {sampling_ratio} of {total} rows selects no row")
-    features = local_embedding
-    if johnson_lindenstrauss_min_dim(total, 0.9) < dims:
-        projection = SparseRandomProjection(eps=0.9, random_state=seed)
-        projection.fit(torch.empty(total, dims, device="meta"))  # only the shape matters
-        features = projection.transform(local_embedding)
-    start = int(torch.randint(total, (1,), generator=torch.Generator().manual_seed(seed)))
+    projection = coreset_projection(total, dims, seed)
+    features = local_embedding if projection is None else projection.transform(local_embedding)
+    start = coreset_start(total, seed)
     return sharded_k_center_greedy(features.to(torch.float32), coreset_size, start, group, progress)
+
+
+def seeded_coreset(
+    embedding: torch.Tensor, sampling_ratio: float, seed: int, progress: Optional[bool] = None
+) -> List[int]:
+    """The coreset :func:`distributed_coreset` selects, computed by one process holding all rows.
+
+    Same projection (:func:`coreset_projection`), same start row (:func:`coreset_start`, returned
+    first), same greedy rule (farthest row, ties to the smallest index), run by the native
+    selection passes of :class:`KCenterGreedy`. A model fitted on one device with a seed thus
+    keeps the memory bank of a multi-process fit with that seed over the same rows in rank order.
+    Like the sharded selection (and unlike :class:`KCenterGreedy`), picks are returned as made:
+    a coreset larger than the number of distinct rows repeats rows once all are at distance 0.
+
+    Args:
+        embedding: (N, D) floating rows.
+        sampling_ratio: fraction of rows to keep, in (0, 1]; ``int(N * ratio)`` must be >= 1.
+        seed: seed of the projection and the start row.
+        progress: show a progress bar (``None``: only on a terminal).
+
+    Returns:
+        ``int(N * sampling_ratio)`` row indices in selection order.
+    """
+    _check_coreset_arguments(embedding, sampling_ratio, "embedding")
+    total, dims = embedding.shape
+    coreset_size = int(total * sampling_ratio)
+    if coreset_size < 1:
+        raise ValueError(f"sampling_ratio {sampling_ratio} of {total} rows selects no row")
+    if not all_finite(embedding):
+        raise ValueError("embedding contains NaN or infinite values")
+    projection = coreset_projection(total, dims, seed)
+    features = (embedding if projection is None else projection.transform(embedding)).to(torch.float32).contiguous()
+    device = features.device
+    centers = torch.empty(coreset_size, dtype=torch.int64)
+    centers[0] = coreset_start(total, seed)
+    centers = centers.to(device)
+    min_distances = torch.full((total,), float("inf"), dtype=torch.float32, device=device)
+    nearest = torch.full((total,), -1, dtype=torch.int32, device=device)
+    # Passes in chunks of about 0.5 GB of reads keep the progress bar live at little cost.
+    chunk = max(1, int(5e8 // (total * features.shape[1] * 4)))
+    with tqdm(total=coreset_size, desc="k-center greedy (seeded)", unit="pt", leave=False,
+              disable=(None if progress is None else not progress)) as bar:
+        bar.update(1)
+        for begin in range(0, coreset_size - 1, chunk):
+            end = min(begin + chunk, coreset_size - 1)
+            ops.kcenter_greedy_(features, min_distances, nearest, centers, begin, end, True, True)
+            bar.update(end - begin)
+    return centers.tolist()

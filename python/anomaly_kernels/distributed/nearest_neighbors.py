@@ -45,7 +45,7 @@ def sharded_nearest_neighbors(
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised: call torch.distributed.init_process_group first")
     group = process_group if process_group is not None else dist.group.WORLD
-    sizes, _ = shard_layout(local_bank.shape[0], local_bank.shape[1], group)
+    sizes, _ = shard_layout(local_bank.shape[0], local_bank.shape[1], group, local_bank.device)
     total = int(sizes.sum())
     if not 1 <= k <= total:
         raise ValueError(f"k must be in [1, {total}] (the whole bank), got {k}")

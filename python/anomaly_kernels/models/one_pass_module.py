@@ -6,8 +6,16 @@ from abc import abstractmethod
 from typing import Any, Dict, List, Optional
 
 import torch
+import torch.distributed as dist
 
 from anomaly_kernels.components.base.anomaly_module import AnomalyModule
+from anomaly_kernels.distributed.lightning_ddp import (
+    any_rank,
+    fit_without_gradient_wrapper,
+    keep_reduced_metric_states,
+    trainer_process_group,
+)
+from anomaly_kernels.distributed.row_gather import all_gather_rows
 
 
 class OnePassAnomalyModule(AnomalyModule):
@@ -40,8 +48,34 @@ class OnePassAnomalyModule(AnomalyModule):
       skipped (nothing is fitted yet, so there is nothing to check).
 
     The collected features are held in memory until the fit (model-specific sizes are in each
-    subclass's documentation); training on several devices is not supported: each process
-    would fit on its own shard of the data.
+    subclass's documentation).
+
+    Several processes (``Trainer(strategy="ddp" | "ddp_spawn", devices=n)``, gloo on CPUs,
+    NCCL on GPUs; the fit runs in the default process group):
+
+    - Fitting does not wrap the module in ``DistributedDataParallel`` (there are no gradients
+      to reduce, and torch refuses the wrapper for a module without trainable parameters):
+      :meth:`setup` tells the strategy to broadcast rank 0's parameters and buffers instead
+      (see :mod:`anomaly_kernels.distributed.lightning_ddp`).
+    - Each rank collects the features of its own training batches. The fit is collective: the
+      ranks first agree whether any of them collected new features, then every rank calls
+      :meth:`_fit_model_distributed` with its own features (``None`` for a rank without any),
+      which must leave the same fitted model on every rank, equal to a one-process fit on all
+      ranks' features in rank order. PaDiM reduces summed moments, PatchCore runs the sharded
+      coreset; the default here gathers every rank's features to every rank and fits there
+      (right for small features such as DFKDE's pooled vectors).
+    - Validation, test and predict run per rank on its own batches with the whole fitted
+      model; thresholds and metrics are torchmetrics states that synchronise over the ranks
+      when computed, so every rank gets the thresholds and metrics of all ranks' outputs. The
+      min-max / CDF normalisation statistics, which are read as states rather than computed,
+      are reduced over the ranks at the end of every validation epoch
+      (:meth:`on_validation_epoch_end`). Every rank must have at least one validation batch.
+    - Lightning's default ``DistributedSampler`` pads each split to equal length with repeated
+      samples: a training set whose length is not a multiple of the world size has images
+      counted twice in the fit, a validation set has outputs counted twice in thresholds and
+      metrics. :class:`~anomaly_kernels.distributed.ContiguousDistributedSampler` with
+      ``Trainer(use_distributed_sampler=False)`` splits without repeats, in data-set order.
+    - Rank 0's checkpoint holds the full fitted state and loads on a single device.
 
     Subclasses set ``self.model`` to a module with ``embed(images) -> Tensor`` (batch-first),
     ``is_fitted`` and a forward pass, and implement :meth:`_fit_model` and :meth:`_score`.
@@ -79,6 +113,12 @@ class OnePassAnomalyModule(AnomalyModule):
         self._training_features.append(self.model.embed(batch_images(batch)))
         return None
 
+    def setup(self, stage: str) -> None:
+        """Before a multi-process fit, keep the strategy from wrapping the module for gradients."""
+        super().setup(stage)
+        if stage == "fit" and self._trainer is not None:
+            fit_without_gradient_wrapper(self._trainer.strategy, self)
+
     def on_train_epoch_start(self) -> None:
         """Start a fresh collection of training features."""
         self._training_features = []
@@ -97,23 +137,58 @@ class OnePassAnomalyModule(AnomalyModule):
     def fit_collected_features(self) -> None:
         """Fit the model on every feature collected in the current training epoch.
 
-        Does nothing when no batch was collected since the last fit.
+        Does nothing when no batch was collected since the last fit. Under a multi-process
+        trainer every rank must call it (Lightning's hooks do): the fit is collective, and it
+        runs on every rank as soon as one rank has new features.
         """
-        if len(self._training_features) <= self._fitted_batches:
+        group = trainer_process_group(self._trainer)
+        has_new_features = len(self._training_features) > self._fitted_batches
+        if group is not None:
+            has_new_features = any_rank(has_new_features, group, self.device)
+        if not has_new_features:
             return
         # Lightning's evaluation loops run in inference mode; should this be called inside one,
         # tensors created there could never be updated in place again (e.g. by
         # load_state_dict), so the fit always runs in normal mode.
         with torch.inference_mode(False), torch.no_grad():
-            features = torch.cat(self._training_features, dim=0)
+            features = torch.cat(self._training_features, dim=0) if self._training_features else None
             # Keep one tensor instead of the per-batch pieces: the pieces' memory is freed.
-            self._training_features = [features]
-            self._fitted_batches = 1
-            self._fit_model(features)
+            self._training_features = [] if features is None else [features]
+            self._fitted_batches = len(self._training_features)
+            if group is None:
+                self._fit_model(features)
+            else:
+                self._fit_model_distributed(features, group)
 
     @abstractmethod
     def _fit_model(self, features: torch.Tensor) -> None:
         """Fit ``self.model`` to the concatenated training features (batch-first)."""
+
+    def _fit_model_distributed(self, features: Optional[torch.Tensor], group: dist.ProcessGroup) -> None:
+        """Fit ``self.model`` on every rank to the features of all ranks of ``group``.
+
+        Called on every rank with its own features (``None`` when it collected none); must
+        leave the same fitted model on every rank, equal to :meth:`_fit_model` on all ranks'
+        features concatenated in rank order. This default gathers all features to every rank
+        (memory: the whole training set's features on each) and fits there; models with large
+        features override it with a reduction that moves less.
+        """
+        self._fit_model(all_gather_rows(features, group, device=self.device))
+
+    def on_validation_epoch_end(self) -> None:
+        """Reduce the normalisation statistics over the ranks, then thresholds and metrics as usual.
+
+        Thresholds and metrics synchronise by themselves when computed; the min-max and CDF
+        statistics are states read directly when normalising, so under several processes they
+        are replaced here by their reduction over all ranks (min/max, sums), which rank 0's
+        checkpoint then holds.
+        """
+        group = trainer_process_group(self._trainer)
+        sanity_checking = self._trainer is not None and self._trainer.sanity_checking
+        if group is not None and not sanity_checking and self.validation_step_outputs:
+            for statistics in (self.min_max, self.score_distribution):
+                keep_reduced_metric_states(statistics)
+        super().on_validation_epoch_end()
 
     @abstractmethod
     def _score(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from anomaly_kernels.components.stats import MultiVariateGaussian
+from anomaly_kernels.components.stats.multi_variate_gaussian import _COVARIANCE_RIDGE
+from anomaly_kernels.distributed.gaussian_fit import distributed_gaussian_fit
 from anomaly_kernels.models._arguments import check_input_size, check_positive_int
 from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
 from anomaly_kernels.models.backbone import FrozenBackboneModel
@@ -32,6 +35,8 @@ class PadimModel(FrozenBackboneModel):
     Fitting (:meth:`fit`): :class:`MultiVariateGaussian` ``(n_features, h·w)`` estimates at every
     position the mean and the inverse of the (ridge-regularised) covariance of the training
     embeddings. Its buffers are pre-sized, so fitted checkpoints load into fresh models.
+    :meth:`fit_distributed` fits the same Gaussians from embeddings spread over the ranks of a
+    process group.
 
     Scoring (:meth:`forward`): Mahalanobis distance of every position to its Gaussian
     (B, 1, h, w) → bilinear upsampling to ``input_size`` → Gaussian blur (σ = 4); the image score
@@ -124,6 +129,35 @@ class PadimModel(FrozenBackboneModel):
         """Fit the per-position Gaussians to training embeddings (N, n_features, h, w), N >= 2."""
         self.gaussian.fit(embeddings)
 
+    def fit_distributed(
+        self, local_embeddings: torch.Tensor, process_group: Optional[dist.ProcessGroup] = None
+    ) -> None:
+        """Fit the Gaussians of all ranks' training embeddings; call it on every rank of the group.
+
+        :func:`~anomaly_kernels.distributed.distributed_gaussian_fit` reduces summed float64
+        moments over the ranks (never averages per-rank covariances), so every rank gets the
+        Gaussians a single :meth:`fit` on all ranks' embeddings would give, up to float64
+        rounding (about 1e-6 relative after the cast to float32 for well-scaled features).
+
+        Args:
+            local_embeddings: (n_r, n_features, h, w) embeddings of this rank (n_r may be 0;
+                at least 2 in all).
+            process_group: the group (default: the default group).
+
+        Raises:
+            ValueError: a wrong shape, fewer than 2 embeddings in all, non-finite values or a
+                covariance that is not positive definite (on every rank alike).
+        """
+        expected = (self.n_features, *self.embedding_size)
+        is_tensor = isinstance(local_embeddings, torch.Tensor)
+        if not is_tensor or local_embeddings.dim() != 4 or tuple(local_embeddings.shape[1:]) != expected:
+            shape = tuple(local_embeddings.shape) if is_tensor else type(local_embeddings).__name__
+            raise ValueError(f"local_embeddings must have shape (n, {', '.join(map(str, expected))}), got {shape}")
+        mean, inv_covariance = distributed_gaussian_fit(local_embeddings, _COVARIANCE_RIDGE, process_group)
+        self.gaussian.mean = mean
+        self.gaussian.inv_covariance = inv_covariance
+        self.gaussian.is_fitted = torch.tensor(True, device=mean.device)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Anomaly maps (B, 1, H, W) of ``images`` (B, 3, H, W), (H, W) = ``input_size``.
 
@@ -148,6 +182,12 @@ class PaDiM(OnePassAnomalyModule):
     9 MB per image); the fitted inverse covariances take h·w·n_features² floats (164 MB for
     resnet18 at 256 px, 4.96 GB for wide_resnet50_2). ``validation_step`` adds ``anomaly_maps``
     (B, 1, H, W) and ``pred_scores`` (B,) = the maximum of each map.
+
+    Several processes (DDP): each rank holds only its own images' embeddings; the Gaussians
+    come from count, Σx and the second moments about the global mean, summed over the ranks in
+    float64 (:meth:`PadimModel.fit_distributed`); every rank, and rank 0's checkpoint, holds
+    the Gaussians of the whole training set. A one-process fit keeps the native
+    :func:`~anomaly_kernels.ops.gaussian_fit`.
 
     Args:
         backbone: timm model name.
@@ -179,6 +219,11 @@ class PaDiM(OnePassAnomalyModule):
                 f"PaDiM needs at least 2 training images to estimate covariances, got {features.shape[0]}"
             )
         self.model.fit(features)
+
+    def _fit_model_distributed(self, features: Optional[torch.Tensor], group: dist.ProcessGroup) -> None:
+        if features is None:
+            features = torch.empty(0, self.model.n_features, *self.model.embedding_size, device=self.device)
+        self.model.fit_distributed(features, group)
 
     def _score(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         anomaly_maps = self.model(images)

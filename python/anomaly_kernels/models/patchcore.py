@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import numbers
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from anomaly_kernels.components.sampling import KCenterGreedy
+from anomaly_kernels.distributed.coreset import distributed_coreset, seeded_coreset
+from anomaly_kernels.distributed.lightning_ddp import shared_seed
+from anomaly_kernels.distributed.row_gather import gather_selected_rows
 from anomaly_kernels.models._arguments import check_input_size, check_positive_int, check_ratio
 from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
 from anomaly_kernels.models.backbone import FrozenBackboneModel
@@ -17,6 +23,15 @@ from anomaly_kernels.models.one_pass_module import OnePassAnomalyModule
 
 # PatchCore smooths its upsampled patch scores with a Gaussian of this standard deviation (pixels).
 _MAP_SIGMA = 4.0
+
+
+def check_coreset_seed(seed: Any) -> int:
+    """``seed`` as an int in [0, 2**63), or a TypeError/ValueError naming ``coreset_seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"coreset_seed must be an int in [0, 2**63) or None, got {seed!r}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"coreset_seed must be in [0, 2**63), got {seed}")
+    return int(seed)
 
 
 def reweighted_image_scores(
@@ -166,22 +181,59 @@ class PatchcoreModel(FrozenBackboneModel):
         with torch.no_grad():
             return self.reshape_embedding(self.generate_embedding(features))
 
-    def subsample_embedding(self, embedding: torch.Tensor, sampling_ratio: float) -> None:
+    def _check_embedding(self, embedding: torch.Tensor, name: str) -> None:
+        if not isinstance(embedding, torch.Tensor) or embedding.dim() != 2 or embedding.shape[1] != self.embedding_dim:
+            shape = tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__
+            raise ValueError(f"{name} must have shape (N, {self.embedding_dim}), got {shape}")
+
+    def subsample_embedding(self, embedding: torch.Tensor, sampling_ratio: float, seed: Optional[int] = None) -> None:
         """Fill the memory bank with the k-center-greedy coreset of ``embedding``.
 
         Args:
             embedding: (N, D) training patch features.
             sampling_ratio: fraction in (0, 1]; the bank keeps ``int(N * sampling_ratio)`` rows
                 (at least 1 is required).
-
-        The coreset starts from a random row of torch's RNG: seed it for reproducible banks.
+            seed: ``None``: :class:`KCenterGreedy`, whose projection and start row come from
+                torch's RNG (seed it for reproducible banks). An int: the seeded selection of
+                :func:`~anomaly_kernels.distributed.seeded_coreset` (projection
+                ``random_state=seed``, start row from ``Generator().manual_seed(seed)``), the one
+                :meth:`subsample_embedding_distributed` makes over ranks with the same seed.
         """
         sampling_ratio = check_ratio("sampling_ratio", sampling_ratio)
-        if not isinstance(embedding, torch.Tensor) or embedding.dim() != 2 or embedding.shape[1] != self.embedding_dim:
-            shape = tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__
-            raise ValueError(f"embedding must have shape (N, {self.embedding_dim}), got {shape}")
-        sampler = KCenterGreedy(embedding=embedding, sampling_ratio=sampling_ratio)
-        self.memory_bank = sampler.sample_coreset().contiguous()
+        self._check_embedding(embedding, "embedding")
+        if seed is None:
+            sampler = KCenterGreedy(embedding=embedding, sampling_ratio=sampling_ratio)
+            self.memory_bank = sampler.sample_coreset().contiguous()
+            return
+        indices = seeded_coreset(embedding, sampling_ratio, check_coreset_seed(seed))
+        self.memory_bank = embedding[indices].contiguous()
+
+    def subsample_embedding_distributed(
+        self,
+        local_embedding: torch.Tensor,
+        sampling_ratio: float,
+        seed: int,
+        process_group: Optional[dist.ProcessGroup] = None,
+    ) -> None:
+        """Fill every rank's memory bank with the coreset of all ranks' patch features.
+
+        Call it on every rank of the group with that rank's rows. The sharded selection
+        (:func:`~anomaly_kernels.distributed.distributed_coreset`) numbers rows in rank order and
+        picks what :meth:`subsample_embedding` with the same ``seed`` picks from all ranks' rows
+        concatenated; the selected rows are then fetched from the ranks that hold them
+        (:func:`~anomaly_kernels.distributed.gather_selected_rows`), so every rank ends with the
+        same full bank, in selection order.
+
+        Args:
+            local_embedding: (n_r, D) patch features of this rank (n_r may be 0).
+            sampling_ratio: fraction of all ranks' rows to keep, in (0, 1].
+            seed: the projection and start-row seed, the same on every rank.
+            process_group: the group (default: the default group).
+        """
+        sampling_ratio = check_ratio("sampling_ratio", sampling_ratio)
+        self._check_embedding(local_embedding, "local_embedding")
+        indices = distributed_coreset(local_embedding, sampling_ratio, check_coreset_seed(seed), process_group)
+        self.memory_bank = gather_selected_rows(local_embedding, indices, process_group).contiguous()
 
     def nearest_neighbors(self, embedding: torch.Tensor, n_neighbors: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Distances (N, n) and indices (N, n) of the ``n_neighbors`` bank rows nearest to each row."""
@@ -238,6 +290,15 @@ class PatchCore(OnePassAnomalyModule):
     the k-center-greedy coreset of ``int(N * coreset_sampling_ratio)`` rows as the memory bank.
     ``validation_step`` adds ``anomaly_maps`` (B, 1, H, W) and ``pred_scores`` (B,).
 
+    Several processes (DDP): each rank keeps only its own images' patch features; the coreset
+    is selected over all ranks' rows by the sharded k-center greedy (rows numbered in rank
+    order, the same projection and start row on every rank), and the selected rows are
+    gathered so that every rank, and rank 0's checkpoint, holds the full memory bank. The
+    projection and start row come from ``coreset_seed``; without one, rank 0 draws a seed from
+    torch's RNG and shares it. With ``coreset_seed`` set, a one-process fit makes the same
+    seeded choice, so it keeps the same bank as a multi-process fit over the same rows in rank
+    order (see :class:`~anomaly_kernels.distributed.ContiguousDistributedSampler`).
+
     Args:
         backbone: timm model name.
         layers: backbone layers whose features are combined.
@@ -245,6 +306,9 @@ class PatchCore(OnePassAnomalyModule):
         coreset_sampling_ratio: fraction of training patches kept in the memory bank, in (0, 1].
         num_neighbors: ``b`` of the image-score re-weighting (PatchCore eq. 7), >= 1.
         input_size: (H, W) of the input images and anomaly maps.
+        coreset_seed: ``None`` (default): the coreset's projection and start row come from
+            torch's RNG, as in anomalib. An int in [0, 2**63): the seeded, device-count
+            independent selection described above.
         **anomaly_module_options: passed to :class:`AnomalyModule`.
 
     Example:
@@ -262,12 +326,16 @@ class PatchCore(OnePassAnomalyModule):
         coreset_sampling_ratio: float = 0.1,
         num_neighbors: int = 9,
         input_size: Tuple[int, int] = (256, 256),
+        coreset_seed: Optional[int] = None,
         **anomaly_module_options: Any,
     ) -> None:
         coreset_sampling_ratio = check_ratio("coreset_sampling_ratio", coreset_sampling_ratio)
+        if coreset_seed is not None:
+            coreset_seed = check_coreset_seed(coreset_seed)
         super().__init__(**anomaly_module_options)
         self.save_hyperparameters()
         self.coreset_sampling_ratio = coreset_sampling_ratio
+        self.coreset_seed = coreset_seed
         self.model: PatchcoreModel = PatchcoreModel(
             input_size=input_size,
             layers=layers,
@@ -277,7 +345,13 @@ class PatchCore(OnePassAnomalyModule):
         )
 
     def _fit_model(self, features: torch.Tensor) -> None:
-        self.model.subsample_embedding(features, self.coreset_sampling_ratio)
+        self.model.subsample_embedding(features, self.coreset_sampling_ratio, seed=self.coreset_seed)
+
+    def _fit_model_distributed(self, features: Optional[torch.Tensor], group: dist.ProcessGroup) -> None:
+        if features is None:
+            features = torch.empty(0, self.model.embedding_dim, device=self.device)
+        seed = self.coreset_seed if self.coreset_seed is not None else shared_seed(group, self.device)
+        self.model.subsample_embedding_distributed(features, self.coreset_sampling_ratio, seed, group)
 
     def _score(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         anomaly_maps, pred_scores = self.model(images)
