@@ -77,7 +77,9 @@ MODELS = {
         PaDiM,
         {"backbone": "resnet18", "layers": ("layer1", "layer2"), "n_features": 50, "input_size": (SIZE, SIZE)},
     ),
-    "dfkde": (DFKDE, {"backbone": "resnet18"}),
+    # With random weights the deepest layer's pooled features barely see the squares; layer2 +
+    # layer3 keep enough of them for the image-level density to separate the classes.
+    "dfkde": (DFKDE, {"backbone": "resnet18", "layers": ("layer2", "layer3")}),
 }
 
 
@@ -125,11 +127,7 @@ def run(request, train_set, test_set):
 
 def test_detects_the_synthetic_defects(run):
     scores, labels = run["scores"].numpy(), run["labels"].numpy()
-    if run["name"] == "dfkde":
-        # Random-weight global features see the squares less clearly than patch models.
-        assert scores[labels == 1].mean() > scores[labels == 0].mean()
-    else:
-        assert roc_auc_score(labels, scores) >= 0.9
+    assert roc_auc_score(labels, scores) >= 0.9
 
 
 def test_logged_image_auroc_matches_sklearn(run):
