@@ -52,6 +52,11 @@ AK_SIMD_CLONES void quadratic_forms(const T* matrix, const T* const* d, int64_t 
   for (int64_t k = 0; k < K; ++k) out[k] = q[k];
 }
 
+inline void prefetch_bytes(const void* start, int64_t bytes) {
+  const char* p = static_cast<const char*>(start);
+  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 3);
+}
+
 // All `count` images of one position, in groups of 8, 4, 2 and 1.
 template <typename T>
 void position_forms(const T* matrix, const T* delta, int64_t count, int64_t c, double* out) {
@@ -81,6 +86,9 @@ void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision,
       const int64_t np = cpu::task_positions(task, p);
       cpu::stage_positions(embedding, mean, b, c, p, p0, np, delta.data());
       for (int64_t q = 0; q < np; ++q) {
+        // The forms read each matrix column block by column block (a 4*C-byte stride), which
+        // hardware prefetchers follow poorly: request the next position's matrix in order.
+        if (p0 + q + 1 < p) prefetch_bytes(precision + (p0 + q + 1) * c * c, c * c * sizeof(T));
         position_forms(precision + (p0 + q) * c * c, delta.data() + q * b * c, b, c, forms.data());
         for (int64_t img = 0; img < b; ++img)
           out[img * p + p0 + q] = static_cast<T>(std::sqrt(std::max(forms[img], 0.0)));
