@@ -19,7 +19,6 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from pytorch_lightning.strategies import DDPStrategy
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
@@ -33,6 +32,8 @@ from anomaly_kernels.distributed import (
     gather_selected_rows,
     seeded_coreset,
 )
+from support.toy_defects import SIZE, SyntheticDefects
+
 from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
 
 pytestmark = [
@@ -45,8 +46,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated.*"),
 ]
 
-SIZE = 64
-BLOB = 16
 WORLD = 2
 BATCH_SIZE = 4
 # Every split divides by WORLD * BATCH_SIZE: no padded samples, whole batches on every rank.
@@ -56,29 +55,6 @@ NUM_TRAIN_PATCHCORE = 8
 NUM_TEST_PER_CLASS = 4
 TIMEOUT = datetime.timedelta(seconds=60)
 BACKBONE = {"backbone": "resnet18", "layers": ("layer1", "layer2"), "pre_trained": False, "input_size": (SIZE, SIZE)}
-
-
-class SyntheticDefects(Dataset):
-    """Smooth textures (3, 64, 64); anomalous ones carry a 16×16 square (their mask); items know their index."""
-
-    def __init__(self, labels: list[int], seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        coarse = torch.rand(len(labels), 3, 8, 8, generator=generator)
-        smooth = F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
-        self.images = 0.3 + 0.4 * smooth
-        self.masks = torch.zeros(len(labels), 1, SIZE, SIZE)
-        self.labels = torch.tensor(labels)
-        for index, label in enumerate(labels):
-            if label:
-                row, col = torch.randint(4, SIZE - BLOB - 4, (2,), generator=generator).tolist()
-                self.images[index, :, row : row + BLOB, col : col + BLOB] = float(index % 2)
-                self.masks[index, :, row : row + BLOB, col : col + BLOB] = 1.0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"image": self.images[index], "label": self.labels[index], "mask": self.masks[index], "index": index}
 
 
 def train_set(count: int = NUM_TRAIN) -> SyntheticDefects:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
+
+from support.toy_defects import SIZE, SyntheticDefects
 
 from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
 
@@ -24,34 +25,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
 ]
 
-SIZE = 64
-BLOB = 16
 NUM_TRAIN = 24
 NUM_TEST_PER_CLASS = 8
 BATCH_SIZE = 8
-
-
-class SyntheticDefects(Dataset):
-    """Smooth textures (3, 64, 64) in [0.3, 0.7]; anomalous ones with a 16×16 square at 1.0 or 0.0."""
-
-    def __init__(self, labels: list[int], seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        coarse = torch.rand(len(labels), 3, 8, 8, generator=generator)
-        smooth = F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
-        self.images = 0.3 + 0.4 * smooth
-        self.masks = torch.zeros(len(labels), 1, SIZE, SIZE)
-        self.labels = torch.tensor(labels)
-        for index, label in enumerate(labels):
-            if label:
-                row, col = torch.randint(4, SIZE - BLOB - 4, (2,), generator=generator).tolist()
-                self.images[index, :, row : row + BLOB, col : col + BLOB] = float(index % 2)
-                self.masks[index, :, row : row + BLOB, col : col + BLOB] = 1.0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"image": self.images[index], "label": self.labels[index], "mask": self.masks[index]}
 
 
 def loader(dataset: Dataset) -> DataLoader:
