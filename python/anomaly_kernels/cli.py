@@ -117,10 +117,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             with open(args.output, "w") as f:
                 json.dump(records, f, indent=2)
         return 0 if all(r["identical_to_single_process"] for r in records) else 1
-    if args.command == "fit":
-        return _run_fit(args)
-    if args.command == "predict":
-        return _run_predict(args)
+    if args.command in ("fit", "predict"):
+        try:
+            return _run_fit(args) if args.command == "fit" else _run_predict(args)
+        except (FileNotFoundError, ValueError) as error:  # bad paths or options: say so, no traceback
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     from anomaly_kernels.bench import run_benchmarks
 

@@ -106,3 +106,12 @@ def test_colour_ramp_is_monotone_in_warmth():
     assert colours.shape == (50, 3)
     assert colours[0].tolist() == [0, 0, 96] and colours[-1].tolist() == [200, 0, 0]
     assert (colours[-1, 0] - colours[-1, 2]) > (colours[0, 0] - colours[0, 2])  # red end warmer than blue end
+
+
+def test_command_line_reports_bad_paths_without_a_traceback(tmp_path, capsys):
+    code = main(["fit", "--model", "padim", "--data", str(tmp_path / "missing"), "--category", "x",
+                 "--output", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert "error: dataset root not found" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(tmp_path)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

@@ -101,6 +101,11 @@ def fit_and_test(
     cls = model_class(model)
     default_backbone = inspect.signature(cls.__init__).parameters["backbone"].default
     pre_trained, weights_note = resolve_pretrained(backbone or default_backbone, pretrained, weights)
+    if model == "dfkde" and not pre_trained and weights is None:
+        weights_note += (
+            "\nnote: DFKDE scores whole images from pooled deep features; with random weights expect "
+            "results near chance"
+        )
 
     if data_root is None:
         data_root = output_dir / "synthetic"
