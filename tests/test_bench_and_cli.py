@@ -22,6 +22,7 @@ from anomaly_kernels.cli import main
         lambda d: cases.gaussian_blur_case(d, 2, 48),
         lambda d: cases.sparse_projection_case(d, 500, 256),
         lambda d: cases.gaussian_fit_case(d, 6, 5, 4),
+        lambda d: cases.gaussian_fit_loop_case(d, 6, 5, 4),
         lambda d: cases.mahalanobis_case(d, 3, 6, 5),
         lambda d: cases.kde_case(d, 300, 4, 20),
     ],
@@ -37,7 +38,7 @@ def test_cases_agree_and_their_checks_can_fail(device, make_case):
         corrupted = (native_out[0], native_out[1] + 1.0)
     elif case.name == "kcenter_greedy":
         corrupted = ([native_out[0][0]] * len(native_out[0]), native_out[1])
-    elif case.name == "gaussian_fit":
+    elif case.name.startswith("gaussian_fit"):
         corrupted = (native_out[0], native_out[1] * 1.01)
     else:
         corrupted = native_out + 0.01

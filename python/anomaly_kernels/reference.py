@@ -72,6 +72,20 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
     return mean.to(embedding.dtype), torch.cholesky_inverse(factor).to(embedding.dtype)
 
 
+def gaussian_fit_per_position(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original (0.3.x) form of the PaDiM fit: a Python loop over positions building each
+    covariance, then one batched ``torch.linalg.inv``. Kept as the baseline users know."""
+    b, c, h, w = embedding.shape
+    samples = embedding.reshape(b, c, h * w)
+    mean = samples.mean(dim=0)
+    covariance = torch.empty(h * w, c, c, dtype=embedding.dtype, device=embedding.device)
+    identity = torch.eye(c, dtype=embedding.dtype, device=embedding.device)
+    for position in range(h * w):
+        centred = samples[:, :, position] - mean[:, position]
+        covariance[position] = centred.T @ centred / (b - 1) + ridge * identity
+    return mean, torch.linalg.inv(covariance)
+
+
 def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Reference of :func:`anomaly_kernels.ops.mahalanobis`: the batched-product form, which
     materialises (P, B, C) temporaries twice."""

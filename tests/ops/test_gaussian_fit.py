@@ -65,3 +65,11 @@ def test_bad_arguments_are_named(embedding, ridge, error, match):
 
 def test_opcheck():
     torch.library.opcheck(torch.ops.anomaly_kernels.gaussian_fit.default, (torch.randn(5, 3, 2, 4), 0.01))
+
+
+def test_per_position_baseline_agrees():
+    embedding = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    mean, precision = reference.gaussian_fit_per_position(embedding, 0.01)
+    expected_mean, expected_precision = reference.gaussian_fit(embedding, 0.01)
+    torch.testing.assert_close(mean, expected_mean)
+    torch.testing.assert_close(precision, expected_precision)

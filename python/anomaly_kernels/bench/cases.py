@@ -168,6 +168,15 @@ def gaussian_fit_case(device: str, b: int, c: int, side: int) -> Case:
     )
 
 
+def gaussian_fit_loop_case(device: str, b: int, c: int, side: int) -> Case:
+    """The same fit against the original per-position Python loop + batched inverse."""
+    case = gaussian_fit_case(device, b, c, side)
+    embedding = _padim_embedding(device, b, c, side)
+    case.name = "gaussian_fit_vs_loop"
+    case.reference = lambda: reference.gaussian_fit_per_position(embedding)
+    return case
+
+
 def mahalanobis_case(device: str, b: int, c: int, side: int) -> Case:
     """PaDiM scoring with fitted Gaussians; the precision dominates the bytes."""
     p = side * side
@@ -257,6 +266,8 @@ def all_cases(device: str, full: bool) -> List[Callable[[], List[Case]]]:
     factories += [lambda g=g: [kcenter_greedy_case(device, *g)] for g in greedy]
     factories.append(lambda: [sparse_projection_case(device, *projection)])
     factories.append(lambda: [gaussian_fit_case(device, 32, 100, 56)])
+    if big:
+        factories.append(lambda: [gaussian_fit_loop_case(device, 32, 100, 56)])
     factories += [lambda s=s: [mahalanobis_case(device, *s)] for s in scoring]
     factories.append(lambda: [kde_case(device, 40_000, 16, 1000)])
     for batch, side in blurs:
