@@ -26,28 +26,31 @@ constexpr int64_t kImagesPerPass = 8;
 template <int64_t K, typename T>
 AK_SIMD_CLONES void quadratic_forms(const T* matrix, const T* const* d, int64_t c, double* out) {
   constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(T));
+  const int64_t full = c / kLanes * kLanes;
   double q[K] = {};
-  for (int64_t j0 = 0; j0 < c; j0 += kLanes) {
-    const int64_t len = std::min(kLanes, c - j0);
+  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
     T y[K][kLanes] = {};
-    if (len == kLanes) {
-      for (int64_t i = 0; i < c; ++i) {
-        const T* row = matrix + i * c + j0;
-        for (int64_t k = 0; k < K; ++k) {
-          const T di = d[k][i];
+    for (int64_t i = 0; i < c; ++i) {
+      const T* row = matrix + i * c + j0;
+      for (int64_t k = 0; k < K; ++k) {
+        const T di = d[k][i];
 #pragma omp simd
-          for (int64_t jj = 0; jj < kLanes; ++jj) y[k][jj] += di * row[jj];
-        }
-      }
-    } else {
-      for (int64_t i = 0; i < c; ++i) {
-        const T* row = matrix + i * c + j0;
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t jj = 0; jj < len; ++jj) y[k][jj] += d[k][i] * row[jj];
+        for (int64_t jj = 0; jj < kLanes; ++jj) y[k][jj] += di * row[jj];
       }
     }
     for (int64_t k = 0; k < K; ++k)
-      for (int64_t jj = 0; jj < len; ++jj) q[k] += static_cast<double>(y[k][jj]) * d[k][j0 + jj];
+      for (int64_t jj = 0; jj < kLanes; ++jj) q[k] += static_cast<double>(y[k][jj]) * d[k][j0 + jj];
+  }
+  // The last c - full columns: by symmetry y_k[j] is row j of M dotted with d_k, a unit-stride
+  // dot product (cheaper than a partial column block).
+  for (int64_t j = full; j < c; ++j) {
+    const T* row = matrix + j * c;
+    for (int64_t k = 0; k < K; ++k) {
+      T y = 0;
+#pragma omp simd reduction(+ : y)
+      for (int64_t i = 0; i < c; ++i) y += row[i] * d[k][i];
+      q[k] += static_cast<double>(y) * d[k][j];
+    }
   }
   for (int64_t k = 0; k < K; ++k) out[k] = q[k];
 }
