@@ -38,6 +38,13 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   // (B, 1, H, W) with dist = sqrt(max(d^T precision[p] d, 0)), d = embedding[b, :, p] - mean[:, p].
   // Fused: no (P, B, C) temporaries; each precision matrix is read once per batch.
   m.def("mahalanobis(Tensor embedding, Tensor mean, Tensor precision) -> Tensor");
+  // Separable banded resampling of (B, C, h, w) to (B, C, H, W): out[y, x] =
+  // sum_a sum_b weights_y[y, a] * weights_x[x, b] * input[start_y[y] + a, start_x[x] + b].
+  // Any separable linear map with short per-output support, e.g. upsampling followed by a blur
+  // folded into one operator per axis (anomaly maps: no full-size intermediate image).
+  m.def(
+      "banded_resample2d(Tensor input, Tensor start_y, Tensor weights_y, Tensor start_x, "
+      "Tensor weights_x) -> Tensor");
   // Depthwise separable correlation of (B, C, H, W) with kernel_y (Ky,) along H and kernel_x
   // (Kx,) along W, padding like F.pad(mode=border_type) when same_padding, else "valid".
   m.def(

@@ -25,6 +25,7 @@ from anomaly_kernels.cli import main
         lambda d: cases.gaussian_fit_loop_case(d, 6, 5, 4),
         lambda d: cases.mahalanobis_case(d, 3, 6, 5),
         lambda d: cases.kde_case(d, 300, 4, 20),
+        lambda d: cases.upsample_blur_case(d, 2, 14, 56),
     ],
 )
 def test_cases_agree_and_their_checks_can_fail(device, make_case):
@@ -104,7 +105,7 @@ def test_every_operator_is_registered_on_cpu_and_wrapped():
     names = build_info()["operators"]
     expected = {
         "kcenter_step_", "kcenter_step_to_", "kcenter_greedy_", "sparse_sign_projection", "gaussian_fit",
-        "mahalanobis", "kde_log_sum_exp", "separable_blur2d",
+        "mahalanobis", "kde_log_sum_exp", "separable_blur2d", "banded_resample2d",
     }
     assert set(names) == expected
     assert all(callable(getattr(ops, name)) for name in names)

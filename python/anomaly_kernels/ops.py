@@ -338,6 +338,54 @@ def _mahalanobis_fake(embedding, mean, precision):
 
 
 # --------------------------------------------------------------------------------------------
+# banded separable resampling (fused upsample + blur)
+# --------------------------------------------------------------------------------------------
+def _check_band(name: str, start: torch.Tensor, weights: torch.Tensor, size: int, input: torch.Tensor) -> None:
+    if not isinstance(start, torch.Tensor) or start.dtype != torch.int64 or start.dim() != 1:
+        raise ValueError(f"start_{name} must be a 1-D int64 tensor, got {getattr(start, 'shape', start)}")
+    _check_floating(f"weights_{name}", weights, (input.dtype,))
+    if weights.dim() != 2 or weights.shape[0] != start.shape[0] or weights.shape[1] < 1:
+        raise ValueError(f"weights_{name} must have shape ({start.shape[0]}, L) with L >= 1, got {tuple(weights.shape)}")
+    _check_same_device(f"start_{name}", start, "input", input)
+    _check_same_device(f"weights_{name}", weights, "input", input)
+    if start.numel() and (int(start.min()) < 0 or int(start.max()) + weights.shape[1] > size):
+        raise ValueError(f"start_{name} with {weights.shape[1]} taps must stay inside the input's {size} samples")
+
+
+def banded_resample2d(
+    input: torch.Tensor, start_y: torch.Tensor, weights_y: torch.Tensor, start_x: torch.Tensor, weights_x: torch.Tensor
+) -> torch.Tensor:
+    """Separable linear resampling with a short band of input samples per output sample.
+
+    ``out[b, c, y, x] = Σ_a Σ_t weights_y[y, a] · weights_x[x, t] · input[b, c, start_y[y] + a,
+    start_x[x] + t]``. Upsampling followed by a blur is such a map on each axis, so
+    :func:`anomaly_kernels.components.filters.upsample_blur2d` folds both into one pass without
+    the full-size intermediate image.
+
+    Args:
+        input: (B, C, h, w) float32 or float64.
+        start_y: (H,) int64 first input row of each output row; ``start_y + L_y <= h``.
+        weights_y: (H, L_y) same dtype as ``input``.
+        start_x: (W,) int64 first input column of each output column.
+        weights_x: (W, L_x).
+
+    Returns:
+        (B, C, H, W).
+    """
+    _check_floating("input", input)
+    if input.dim() != 4:
+        raise ValueError(f"input must be 4-D (B, C, h, w), got shape {tuple(input.shape)}")
+    _check_band("y", start_y, weights_y, input.shape[2], input)
+    _check_band("x", start_x, weights_x, input.shape[3], input)
+    return _ops.banded_resample2d(input, start_y, weights_y, start_x, weights_x)
+
+
+@torch.library.register_fake("anomaly_kernels::banded_resample2d")
+def _banded_resample2d_fake(input, start_y, weights_y, start_x, weights_x):
+    return input.new_empty((input.shape[0], input.shape[1], start_y.shape[0], start_x.shape[0]))
+
+
+# --------------------------------------------------------------------------------------------
 # separable blur
 # --------------------------------------------------------------------------------------------
 def blur_output_size(size: int, taps: int, padding: str) -> int:

@@ -102,6 +102,21 @@ def kcenter_step_to_(features: torch.Tensor, min_distances: torch.Tensor, center
     return torch.argmax(min_distances)
 
 
+def band_to_dense(start: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
+    """The (outputs, size) matrix of a band: row i holds weights[i] from column start[i]."""
+    taps = weights.shape[1]
+    dense = weights.new_zeros(weights.shape[0], size)
+    columns = start[:, None] + torch.arange(taps, device=start.device)
+    return dense.scatter_(1, columns, weights)
+
+
+def banded_resample2d(input, start_y, weights_y, start_x, weights_x) -> torch.Tensor:
+    """Reference of :func:`anomaly_kernels.ops.banded_resample2d`: dense matrices on both axes."""
+    a_y = band_to_dense(start_y, weights_y, input.shape[2])
+    a_x = band_to_dense(start_x, weights_x, input.shape[3])
+    return torch.einsum("yh,bchw,xw->bcyx", a_y, input, a_x)
+
+
 def same_padding(taps: int) -> tuple[int, int]:
     """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
     before = (taps - 1) // 2

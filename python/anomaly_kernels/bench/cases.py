@@ -219,6 +219,27 @@ def gaussian_blur_case(device: str, batch: int, side: int, sigma: float = 4.0) -
     return Case("gaussian_blur", device, size, native, ref, 2 * maps.numel() * 4, _max_abs_diff_check(1e-5))
 
 
+def upsample_blur_case(device: str, batch: int, low: int, side: int, sigma: float = 4.0) -> Case:
+    """Anomaly maps from a (low x low) patch grid: bilinear upsampling to side x side + blur."""
+    import torch.nn.functional as F
+
+    from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
+
+    taps = 2 * int(4 * sigma + 0.5) + 1
+    blur = GaussianBlur2d(kernel_size=taps, sigma=sigma, channels=1).to(device)
+    grid = torch.rand(batch, 1, low, low, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def ref():
+        upsampled = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)
+        return reference.separable_blur2d(upsampled, blur.kernel_y, blur.kernel_x, "reflect", "same")
+
+    return Case(
+        "upsample_blur", device, f"{batch}x1x{low}x{low} -> {side}x{side} k{taps}",
+        lambda: upsample_blur2d(grid, (side, side), kernel_size=taps, sigma=sigma), ref,
+        (grid.numel() + batch * side * side) * 4, _max_abs_diff_check(1e-5),
+    )
+
+
 def opencv_blur_case(batch: int, side: int, sigma: float = 4.0) -> List[Case]:
     """The same blur with OpenCV as the reference, when OpenCV is importable (CPU only)."""
     try:
@@ -270,6 +291,7 @@ def all_cases(device: str, full: bool) -> List[Callable[[], List[Case]]]:
         factories.append(lambda: [gaussian_fit_loop_case(device, 32, 100, 56)])
     factories += [lambda s=s: [mahalanobis_case(device, *s)] for s in scoring]
     factories.append(lambda: [kde_case(device, 40_000, 16, 1000)])
+    factories.append(lambda: [upsample_blur_case(device, 32, 28, 224)])
     for batch, side in blurs:
         factories.append(lambda b=batch, s=side: [gaussian_blur_case(device, b, s)])
         if not cuda:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomaly_kernels.components.filters import GaussianBlur2d
+from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
 from anomaly_kernels.models._arguments import check_finite_real, check_input_size
 
 
@@ -60,5 +60,12 @@ class AnomalyMapGenerator(nn.Module):
             raise TypeError(f"patch_scores must be a floating-point tensor, got dtype {patch_scores.dtype}")
         if patch_scores.dim() != 4 or patch_scores.shape[1] != 1 or patch_scores.numel() == 0:
             raise ValueError(f"patch_scores must have shape (B, 1, h, w), non-empty, got {tuple(patch_scores.shape)}")
-        upsampled = F.interpolate(patch_scores, size=self.input_size, mode="bilinear", align_corners=False)
-        return self.blur(upsampled)
+        if torch.is_grad_enabled() and patch_scores.requires_grad:
+            # The fused operator has no backward: the two steps are differentiable.
+            upsampled = F.interpolate(patch_scores, size=self.input_size, mode="bilinear", align_corners=False)
+            return self.blur(upsampled)
+        # Upsampling and blur folded into one banded pass (no full-size intermediate).
+        return upsample_blur2d(
+            patch_scores, self.input_size, kernel_size=self.blur.kernel_size[0], sigma=self.sigma,
+            mode="bilinear", border_type="reflect",
+        )

@@ -1,0 +1,89 @@
+"""anomaly_kernels::banded_resample2d against dense matrices, and upsample_blur2d against the two steps."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anomaly_kernels import ops, reference
+from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
+
+
+def _band(outputs, size, taps, seed, dtype, device):
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randint(0, size - taps + 1, (outputs,), generator=g)
+    weights = torch.randn(outputs, taps, generator=g, dtype=torch.float64)
+    return start.to(device), weights.to(dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("shape,out,taps", [((1, 1, 1, 1), (1, 1), (1, 1)), ((2, 3, 7, 9), (20, 13), (3, 5)), ((1, 2, 28, 28), (224, 224), (10, 9))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_dense_reference(device, shape, out, taps, dtype):
+    x = torch.randn(*shape, dtype=dtype, device=device)
+    start_y, weights_y = _band(out[0], shape[2], taps[0], 1, dtype, device)
+    start_x, weights_x = _band(out[1], shape[3], taps[1], 2, dtype, device)
+    result = ops.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    expected = reference.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(result, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("mode,border", list(itertools.product(["bilinear", "nearest"], ["reflect", "replicate", "constant", "circular"])))
+def test_upsample_blur_equals_interpolate_then_blur(device, mode, border):
+    maps = torch.rand(3, 2, 14, 10, device=device)
+    blur = GaussianBlur2d(kernel_size=17, sigma=2.0, channels=2, border_type=border).to(device)
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    expected = blur(F.interpolate(maps, size=(56, 40), mode=mode, **options))
+    fused = upsample_blur2d(maps, (56, 40), kernel_size=17, sigma=2.0, mode=mode, border_type=border)
+    torch.testing.assert_close(fused, expected, rtol=0, atol=2e-6)
+
+
+def test_non_contiguous_input_and_untouched(device):
+    maps = torch.rand(2, 1, 16, 12, device=device).transpose(2, 3)
+    before = maps.clone()
+    torch.testing.assert_close(upsample_blur2d(maps, (48, 64)), upsample_blur2d(maps.contiguous(), (48, 64)))
+    assert torch.equal(maps, before)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(input=torch.randn(4, 4)), "input must be 4-D"),
+        (dict(start_y=torch.tensor([0, 3])), "start_y with 2 taps must stay inside"),
+        (dict(start_x=torch.tensor([-1, 0])), "start_x with 2 taps must stay inside"),
+        (dict(weights_y=torch.ones(3, 2)), r"weights_y must have shape \(2, L\)"),
+        (dict(start_x=torch.tensor([0.0, 1.0])), "start_x must be a 1-D int64 tensor"),
+    ],
+)
+def test_bad_arguments_are_named(change, match):
+    args = dict(input=torch.randn(1, 1, 4, 4), start_y=torch.tensor([0, 1]), weights_y=torch.ones(2, 2),
+                start_x=torch.tensor([0, 2]), weights_x=torch.ones(2, 2))
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        ops.banded_resample2d(**args)
+
+
+def test_upsample_blur_bad_arguments():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        upsample_blur2d(torch.rand(1, 1, 4, 4), (8, 8), mode="bicubic")
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        upsample_blur2d(torch.rand(1, 1, 4, 4), (8, 8), kernel_size=4)
+    with pytest.raises(ValueError, match="size must be a pair"):
+        upsample_blur2d(torch.rand(1, 1, 4, 4), (0, 8))
+
+
+def test_native_check_of_band_bounds():
+    with pytest.raises(RuntimeError, match="reads outside"):
+        torch.ops.anomaly_kernels.banded_resample2d(
+            torch.randn(1, 1, 4, 4), torch.tensor([3]), torch.ones(1, 2), torch.tensor([0]), torch.ones(1, 2)
+        )
+
+
+def test_opcheck(device):
+    start_y, weights_y = _band(6, 5, 2, 3, torch.float32, device)
+    start_x, weights_x = _band(7, 4, 3, 4, torch.float32, device)
+    torch.library.opcheck(
+        torch.ops.anomaly_kernels.banded_resample2d.default,
+        (torch.randn(2, 3, 5, 4, device=device), start_y, weights_y, start_x, weights_x),
+    )
