@@ -15,14 +15,14 @@ from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from support.lightning_noise import LIGHTNING_NOISE
+
 from anomaly_kernels.components.base import AnomalyModule
 from anomaly_kernels.components.base.adaptive_threshold import AdaptiveThreshold
 
 # Lightning's remarks about the deliberately optimizer-free, worker-free test setup.
-pytestmark = [
+pytestmark = LIGHTNING_NOISE + [
     pytest.mark.filterwarnings("ignore:.*training_step.* returned .None:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*configure_optimizers.* returned .None:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
 ]
 
 IMAGE_SIZE = 16

@@ -32,14 +32,12 @@ from anomaly_kernels.distributed import (
     gather_selected_rows,
     seeded_coreset,
 )
+from support.lightning_noise import LIGHTNING_NOISE
 from support.toy_defects import SIZE, SyntheticDefects
 
 from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*configure_optimizers.* returned .None:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
+pytestmark = LIGHTNING_NOISE + [
     pytest.mark.filterwarnings("ignore:.*sync_dist=True.*"),
     pytest.mark.filterwarnings("ignore:.*AUROC is undefined.*"),
     pytest.mark.filterwarnings("ignore:.*no `val_dataloader`.*"),

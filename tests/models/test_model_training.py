@@ -13,17 +13,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
+from support.lightning_noise import LIGHTNING_NOISE
 from support.toy_defects import SIZE, SyntheticDefects
 
 from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
 
-# Lightning's remarks about the intended setup: no optimiser, a frozen backbone in eval mode,
-# and worker-free loaders.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*configure_optimizers.* returned .None:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
-]
+pytestmark = LIGHTNING_NOISE
 
 NUM_TRAIN = 24
 NUM_TEST_PER_CLASS = 8
