@@ -233,19 +233,10 @@ def seeded_coreset(
         raise ValueError("embedding contains NaN or infinite values")
     projection = coreset_projection(total, dims, seed)
     features = (embedding if projection is None else projection.transform(embedding)).to(torch.float32).contiguous()
-    device = features.device
+    from anomaly_kernels.components.sampling.k_center_greedy import run_greedy_passes
+
     centers = torch.empty(coreset_size, dtype=torch.int64)
     centers[0] = coreset_start(total, seed)
-    centers = centers.to(device)
-    min_distances = torch.full((total,), float("inf"), dtype=torch.float32, device=device)
-    nearest = torch.full((total,), -1, dtype=torch.int32, device=device)
-    # Passes in chunks of about 0.5 GB of reads keep the progress bar live at little cost.
-    chunk = max(1, int(5e8 // (total * features.shape[1] * 4)))
-    with tqdm(total=coreset_size, desc="k-center greedy (seeded)", unit="pt", leave=False,
-              disable=(None if progress is None else not progress)) as bar:
-        bar.update(1)
-        for begin in range(0, coreset_size - 1, chunk):
-            end = min(begin + chunk, coreset_size - 1)
-            ops.kcenter_greedy_(features, min_distances, nearest, centers, begin, end, True, True)
-            bar.update(end - begin)
+    centers = centers.to(features.device)
+    run_greedy_passes(features, centers, 1, coreset_size, True, progress, "k-center greedy (seeded)")
     return centers.tolist()

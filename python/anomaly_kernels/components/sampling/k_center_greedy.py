@@ -159,7 +159,7 @@ class KCenterGreedy:
             if not 0 <= index < self.n_observations:
                 raise ValueError(f"selected_idxs must be row indices in [0, {self.n_observations}), got {index}")
         self.features = self._prepare_features()
-        n, dims = self.features.shape
+        n = self.features.shape[0]
         device = self.features.device
         # centers = the given centers (selected_idxs, or the random start) followed by the picks;
         # the native passes fill it in place, so indices never leave the device mid-selection.
@@ -167,26 +167,9 @@ class KCenterGreedy:
         centers = torch.empty(len(given) + self.coreset_size - (0 if selected_idxs else 1), dtype=torch.int64)
         centers[: len(given)] = torch.tensor(given)
         centers = centers.to(device)
-        self.min_distances = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
-        nearest = torch.full((n,), -1, dtype=torch.int32, device=device)
-
-        def passes(begin: int, end: int, pick: bool) -> None:
-            ops.kcenter_greedy_(self.features, self.min_distances, nearest, centers, begin, end, pick, self.prune)
-
-        passes(0, len(given) - 1, pick=False)
-        # Chunks of about 0.5 GB of reads each keep the progress bar live at little cost.
-        chunk = max(1, int(5e8 // (n * dims * 4)))
-        last = centers.shape[0] - 1
-        with tqdm(
-            total=self.coreset_size, desc="k-center greedy", unit="pt", leave=False,
-            disable=(None if self.progress is None else not self.progress),
-        ) as bar:
-            bar.update(self.coreset_size - (last - (len(given) - 1)))
-            for begin in range(len(given) - 1, last, chunk):
-                end = min(begin + chunk, last)
-                passes(begin, end, pick=True)
-                bar.update(end - begin)
-        passes(last, last + 1, pick=False)  # the last pick covers itself: min_distances are final
+        self.min_distances = run_greedy_passes(
+            self.features, centers, len(given), self.coreset_size, self.prune, self.progress, "k-center greedy"
+        )
         picks = centers[len(given) - (0 if selected_idxs else 1) :]
         return _make_distinct(picks.tolist(), n, exclude=set(selected_idxs))
 
@@ -194,6 +177,53 @@ class KCenterGreedy:
         """The coreset rows of the original embedding: (coreset_size, *embedding.shape[1:])."""
         idxs = self.select_coreset_idxs(selected_idxs)
         return self.embedding[idxs]
+
+
+def run_greedy_passes(
+    features: torch.Tensor,
+    centers: torch.Tensor,
+    given: int,
+    coreset_size: int,
+    prune: bool,
+    progress: Optional[bool],
+    description: str,
+) -> torch.Tensor:
+    """Complete a greedy selection in place with the native passes, in progress-bar chunks.
+
+    Args:
+        features: (N, d) contiguous float32 or bfloat16 rows.
+        centers: (given + picks,) int64 on the features' device; the first ``given`` entries are
+            the starting centers, the rest are filled with the picks in order.
+        given: number of starting centers (>= 1).
+        coreset_size: the progress bar's total (the picks plus any starting center returned).
+        prune: use the exact triangle-inequality pruning.
+        progress: show the bar (``None``: only on a terminal).
+
+    Returns:
+        (N,) float32 distance of every row to its nearest center, all centers included.
+    """
+    n, dims = features.shape
+    min_distances = torch.full((n,), float("inf"), dtype=torch.float32, device=features.device)
+    nearest = torch.full((n,), -1, dtype=torch.int32, device=features.device)
+
+    def passes(begin: int, end: int, pick: bool) -> None:
+        ops.kcenter_greedy_(features, min_distances, nearest, centers, begin, end, pick, prune)
+
+    passes(0, given - 1, pick=False)
+    # Chunks of about 0.5 GB of reads each keep the progress bar live at little cost.
+    chunk = max(1, int(5e8 // (n * dims * features.element_size())))
+    last = centers.shape[0] - 1
+    with tqdm(
+        total=coreset_size, desc=description, unit="pt", leave=False,
+        disable=(None if progress is None else not progress),
+    ) as bar:
+        bar.update(coreset_size - (last - (given - 1)))
+        for begin in range(given - 1, last, chunk):
+            end = min(begin + chunk, last)
+            passes(begin, end, pick=True)
+            bar.update(end - begin)
+    passes(last, last + 1, pick=False)  # the last pick covers itself: the distances are final
+    return min_distances
 
 
 def _make_distinct(indices: List[int], n: int, exclude: set) -> List[int]:
