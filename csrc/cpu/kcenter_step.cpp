@@ -11,22 +11,20 @@
 namespace anomaly_kernels {
 namespace {
 
-// One pass against `center_row` (a pointer into features or a separate vector), in place.
-Tensor step_against(const Tensor& rows, Tensor& min_distances, const Tensor& center_row,
-                    int64_t center_index) {
+// One pass against the center vector at `center` (d values of the features' dtype: a row of
+// features or a separate vector), in place; returns the farthest row as a 0-dim int64 tensor.
+Tensor step_against(const Tensor& rows, Tensor& min_distances, const void* center) {
   const int64_t n = rows.size(0), d = rows.size(1);
   int64_t index;
   if (rows.scalar_type() == ScalarType::Float) {
-    const float* x = rows.const_data_ptr<float>();
-    const float* c = center_index >= 0 ? x + center_index * d : center_row.const_data_ptr<float>();
-    index = cpu::update_and_find_farthest(x, n, d, min_distances.mutable_data_ptr<float>(), c,
-                                          cpu::Pruning<float>{})
+    index = cpu::update_and_find_farthest(rows.const_data_ptr<float>(), n, d,
+                                          min_distances.mutable_data_ptr<float>(),
+                                          static_cast<const float*>(center), cpu::Pruning<float>{})
                 .index;
   } else {
-    const double* x = rows.const_data_ptr<double>();
-    const double* c = center_index >= 0 ? x + center_index * d : center_row.const_data_ptr<double>();
-    index = cpu::update_and_find_farthest(x, n, d, min_distances.mutable_data_ptr<double>(), c,
-                                          cpu::Pruning<double>{})
+    index = cpu::update_and_find_farthest(rows.const_data_ptr<double>(), n, d,
+                                          min_distances.mutable_data_ptr<double>(),
+                                          static_cast<const double*>(center), cpu::Pruning<double>{})
                 .index;
   }
   std::vector<int64_t> scalar_shape;
@@ -43,7 +41,8 @@ Tensor kcenter_step_cpu(Tensor features, Tensor min_distances, Tensor center) {
   const int64_t c = *center_cpu.const_data_ptr<int64_t>();
   STD_TORCH_CHECK(c >= 0 && c < rows.size(0), "center must index a row of features (0 <= center < ",
                   rows.size(0), "), got ", c);
-  return step_against(rows, min_distances, rows, c);
+  const auto* first = static_cast<const char*>(rows.const_data_ptr());
+  return step_against(rows, min_distances, first + c * rows.size(1) * rows.element_size());
 }
 
 Tensor kcenter_step_to_cpu(Tensor features, Tensor min_distances, Tensor center_row) {
@@ -51,7 +50,7 @@ Tensor kcenter_step_to_cpu(Tensor features, Tensor min_distances, Tensor center_
   STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
   const Tensor rows = torch::stable::contiguous(features);
   const Tensor center = torch::stable::contiguous(center_row);
-  return step_against(rows, min_distances, center, -1);
+  return step_against(rows, min_distances, center.const_data_ptr());
 }
 
 }  // namespace

@@ -116,24 +116,14 @@ int update_blocks(int64_t n) {
 }  // namespace
 
 cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances,
-                         const int64_t* center, int64_t* argmax, cudaStream_t stream) {
+                         const int64_t* center, const float* center_row, int64_t* argmax,
+                         cudaStream_t stream) {
   // argmax doubles as the atomicMax target: zero it, merge keys into it, then decode in place.
   auto* key = reinterpret_cast<unsigned long long*>(argmax);
   cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
   if (err != cudaSuccess) return err;
   update_kernel<float><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
-      features, n, d, min_distances, center, nullptr, nullptr, nullptr, 0, key);
-  unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
-  return cudaGetLastError();
-}
-
-cudaError_t kcenter_step_to(const float* features, int64_t n, int64_t d, float* min_distances,
-                            const float* center_row, int64_t* argmax, cudaStream_t stream) {
-  auto* key = reinterpret_cast<unsigned long long*>(argmax);
-  cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
-  if (err != cudaSuccess) return err;
-  update_kernel<float><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
-      features, n, d, min_distances, nullptr, center_row, nullptr, nullptr, 0, key);
+      features, n, d, min_distances, center, center_row, nullptr, nullptr, 0, key);
   unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
   return cudaGetLastError();
 }

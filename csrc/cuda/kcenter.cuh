@@ -8,14 +8,12 @@
 
 namespace anomaly_kernels::cuda {
 
-// One pass: lowers min_distances[i] to ||features[i] - features[*center]|| and writes the
+// One pass: lowers min_distances[i] to ||features[i] - c|| for the center c = features[*center]
+// (center_row == nullptr) or c = center_row (d values; center == nullptr), and writes the
 // farthest row index (ties: smallest) to *argmax.
 cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances,
-                         const int64_t* center, int64_t* argmax, cudaStream_t stream);
-
-// The same pass against a center vector center_row (d,) that need not be a row of features.
-cudaError_t kcenter_step_to(const float* features, int64_t n, int64_t d, float* min_distances,
-                            const float* center_row, int64_t* argmax, cudaStream_t stream);
+                         const int64_t* center, const float* center_row, int64_t* argmax,
+                         cudaStream_t stream);
 
 // Passes begin .. end-1 of a greedy selection over features stored as S (float or
 // __nv_bfloat16; distances in float). Pass t applies centers[t] (recording position t in

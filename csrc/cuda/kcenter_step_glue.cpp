@@ -9,38 +9,33 @@
 namespace anomaly_kernels {
 namespace {
 
-Tensor kcenter_step_cuda(Tensor features, Tensor min_distances, Tensor center) {
-  check_kcenter_step_args(features, min_distances, center);
+// The step against features[center] (center_index given) or against center_row.
+Tensor step_cuda(const Tensor& features, Tensor& min_distances, const Tensor* center_index,
+                 const Tensor* center_row, const char* op) {
   STD_TORCH_CHECK(features.scalar_type() == ScalarType::Float,
                   "features must be float32 on CUDA, got ", dtype_name(features.scalar_type()));
   torch::stable::accelerator::DeviceGuard guard(features.get_device_index());
   const Tensor rows = torch::stable::contiguous(features);
-  const Tensor center_index = torch::stable::contiguous(center);
+  const Tensor center = torch::stable::contiguous(center_index ? *center_index : *center_row);
   std::vector<int64_t> scalar_shape;
   Tensor out = torch::stable::new_empty(min_distances, scalar_shape, ScalarType::Long);
   check_launch(cuda::kcenter_step(rows.const_data_ptr<float>(), rows.size(0), rows.size(1),
                                   min_distances.mutable_data_ptr<float>(),
-                                  center_index.const_data_ptr<int64_t>(),
+                                  center_index ? center.const_data_ptr<int64_t>() : nullptr,
+                                  center_row ? center.const_data_ptr<float>() : nullptr,
                                   out.mutable_data_ptr<int64_t>(), current_stream(features)),
-               "kcenter_step_");
+               op);
   return out;
+}
+
+Tensor kcenter_step_cuda(Tensor features, Tensor min_distances, Tensor center) {
+  check_kcenter_step_args(features, min_distances, center);
+  return step_cuda(features, min_distances, &center, nullptr, "kcenter_step_");
 }
 
 Tensor kcenter_step_to_cuda(Tensor features, Tensor min_distances, Tensor center_row) {
   check_kcenter_step_to_args(features, min_distances, center_row);
-  STD_TORCH_CHECK(features.scalar_type() == ScalarType::Float,
-                  "features must be float32 on CUDA, got ", dtype_name(features.scalar_type()));
-  torch::stable::accelerator::DeviceGuard guard(features.get_device_index());
-  const Tensor rows = torch::stable::contiguous(features);
-  const Tensor center = torch::stable::contiguous(center_row);
-  std::vector<int64_t> scalar_shape;
-  Tensor out = torch::stable::new_empty(min_distances, scalar_shape, ScalarType::Long);
-  check_launch(cuda::kcenter_step_to(rows.const_data_ptr<float>(), rows.size(0), rows.size(1),
-                                     min_distances.mutable_data_ptr<float>(),
-                                     center.const_data_ptr<float>(),
-                                     out.mutable_data_ptr<int64_t>(), current_stream(features)),
-               "kcenter_step_to_");
-  return out;
+  return step_cuda(features, min_distances, nullptr, &center_row, "kcenter_step_to_");
 }
 
 }  // namespace
