@@ -22,7 +22,7 @@ from anomaly_kernels.cli import main
         lambda d: cases.gaussian_blur_case(d, 2, 48),
         lambda d: cases.sparse_projection_case(d, 500, 256),
         lambda d: cases.gaussian_fit_case(d, 6, 5, 4),
-        lambda d: cases.gaussian_fit_loop_case(d, 6, 5, 4),
+        lambda d: cases.gaussian_fit_case(d, 6, 5, 4, baseline="loop"),
         lambda d: cases.mahalanobis_case(d, 3, 6, 5),
         lambda d: cases.kde_case(d, 300, 4, 20),
         lambda d: cases.upsample_blur_case(d, 2, 14, 56),

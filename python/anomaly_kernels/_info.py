@@ -45,13 +45,14 @@ def build_info() -> dict:
          if line.startswith("ATen parallel backend")),
         "unknown",
     )
+    names = operators()
     return {
         "torch_built_against": _build_info.TORCH_VERSION,
         "torch_running": torch.__version__,
         "stable_abi_target": _build_info.STABLE_ABI_TARGET,
         "cuda_compiled": _build_info.CUDA_COMPILED,
-        "operators": operators(),
-        "cuda_registered": all(_has_kernel(op, "CUDA") for op in operators() if op not in CPU_ONLY_OPERATORS),
+        "operators": names,
+        "cuda_registered": all(_has_kernel(op, "CUDA") for op in names if op not in CPU_ONLY_OPERATORS),
         "cuda_archs": [a for a in _build_info.CUDA_ARCHS.split(";") if a],
         "nvcc": _build_info.NVCC_VERSION,
         "cuda_available": torch.cuda.is_available(),

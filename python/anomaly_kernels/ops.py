@@ -448,7 +448,7 @@ def _separable_blur2d_fake(input, kernel_y, kernel_x, border_type, same_padding)
     )
 
 
-def _border_index(length: int, size: int, before: int, border_type: str, device) -> torch.Tensor:
+def border_index(length: int, size: int, before: int, border_type: str, device) -> torch.Tensor:
     """Input index each of ``length`` padded positions reads (-1 for constant padding)."""
     i = torch.arange(length, device=device) - before
     inside = (i >= 0) & (i < size)
@@ -467,7 +467,7 @@ def _border_index(length: int, size: int, before: int, border_type: str, device)
 
 def _fold_padding(grad_padded: torch.Tensor, dim: int, size: int, before: int, border_type: str) -> torch.Tensor:
     """Adjoint of padding along ``dim``: every padded sample's gradient goes to the input sample it copied."""
-    index = _border_index(grad_padded.shape[dim], size, before, border_type, grad_padded.device)
+    index = border_index(grad_padded.shape[dim], size, before, border_type, grad_padded.device)
     keep = index >= 0
     shape = list(grad_padded.shape)
     shape[dim] = size

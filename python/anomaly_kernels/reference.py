@@ -12,9 +12,7 @@ import torch.nn.functional as F
 
 def kcenter_step_(features: torch.Tensor, min_distances: torch.Tensor, center) -> torch.Tensor:
     """Reference of :func:`anomaly_kernels.ops.kcenter_step_` (allocates an (N, D) temporary)."""
-    distances = torch.linalg.vector_norm(features - features[int(center)], dim=1)
-    torch.minimum(min_distances, distances, out=min_distances)
-    return torch.argmax(min_distances)  # first maximal index, as documented by torch
+    return kcenter_step_to_(features, min_distances, features[int(center)])
 
 
 def kcenter_greedy_(
@@ -99,7 +97,7 @@ def kcenter_step_to_(features: torch.Tensor, min_distances: torch.Tensor, center
     """Reference of :func:`anomaly_kernels.ops.kcenter_step_to_`."""
     distances = torch.linalg.vector_norm(features - center_row, dim=1)
     torch.minimum(min_distances, distances, out=min_distances)
-    return torch.argmax(min_distances)
+    return torch.argmax(min_distances)  # first maximal index, as documented by torch
 
 
 def band_to_dense(start: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:

@@ -153,28 +153,25 @@ def _padim_embedding(device: str, b: int, c: int, side: int) -> torch.Tensor:
     return torch.randn(b, c, side, side, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-def gaussian_fit_case(device: str, b: int, c: int, side: int) -> Case:
-    """PaDiM statistics: mean and inverse covariance at every position."""
+def gaussian_fit_case(device: str, b: int, c: int, side: int, baseline: str = "batched") -> Case:
+    """PaDiM statistics: mean and inverse covariance at every position.
+
+    ``baseline``: "batched" (the batched float64 reference) or "loop" (the original form: a
+    Python loop over positions and one batched inverse).
+    """
     embedding = _padim_embedding(device, b, c, side)
     p = side * side
+    references = {"batched": reference.gaussian_fit, "loop": reference.gaussian_fit_per_position}
 
     def check(a, b_):
         diff = (a[1] - b_[1]).abs().max().item() / b_[1].abs().max().item()
         return diff <= 1e-4, f"precision max rel. diff {diff:.1e}"
 
     return Case(
-        "gaussian_fit", device, f"{b}x{c}x{side}x{side}", lambda: ops.gaussian_fit(embedding),
-        lambda: reference.gaussian_fit(embedding), (b * c * p + p * c * c + c * p) * 4, check, repeats=3,
+        "gaussian_fit" if baseline == "batched" else "gaussian_fit_vs_loop", device, f"{b}x{c}x{side}x{side}",
+        lambda: ops.gaussian_fit(embedding), lambda: references[baseline](embedding),
+        (b * c * p + p * c * c + c * p) * 4, check, repeats=3,
     )
-
-
-def gaussian_fit_loop_case(device: str, b: int, c: int, side: int) -> Case:
-    """The same fit against the original per-position Python loop + batched inverse."""
-    case = gaussian_fit_case(device, b, c, side)
-    embedding = _padim_embedding(device, b, c, side)
-    case.name = "gaussian_fit_vs_loop"
-    case.reference = lambda: reference.gaussian_fit_per_position(embedding)
-    return case
 
 
 def mahalanobis_case(device: str, b: int, c: int, side: int) -> Case:
@@ -288,7 +285,7 @@ def all_cases(device: str, full: bool) -> List[Callable[[], List[Case]]]:
     factories.append(lambda: [sparse_projection_case(device, *projection)])
     factories.append(lambda: [gaussian_fit_case(device, 32, 100, 56)])
     if big:
-        factories.append(lambda: [gaussian_fit_loop_case(device, 32, 100, 56)])
+        factories.append(lambda: [gaussian_fit_case(device, 32, 100, 56, baseline="loop")])
     factories += [lambda s=s: [mahalanobis_case(device, *s)] for s in scoring]
     factories.append(lambda: [kde_case(device, 40_000, 16, 1000)])
     factories.append(lambda: [upsample_blur_case(device, 32, 28, 224)])

@@ -31,7 +31,7 @@ def _interpolation_matrix(size_in: int, size_out: int, mode: str) -> torch.Tenso
 def _blur_matrix(size: int, kernel: torch.Tensor, border_type: str) -> torch.Tensor:
     """(size, size): a "same" correlation with ``kernel`` and F.pad's ``border_type`` along one axis."""
     before, _ = same_padding(kernel.numel())
-    index = ops._border_index(size + kernel.numel() - 1, size, before, border_type, "cpu")
+    index = ops.border_index(size + kernel.numel() - 1, size, before, border_type, "cpu")
     matrix = torch.zeros(size, size, dtype=torch.float64)
     for tap in range(kernel.numel()):
         source = index[tap : tap + size]
