@@ -11,32 +11,53 @@
 
 #include "common/simd.h"
 #include "common/tensor_checks.h"
+#include "cpu/huge_pages.h"
 #include "cpu/position_block.h"
 
 namespace anomaly_kernels {
 namespace {
 
+// mean (c,) = the average of the b rows of x (b, c); x <- x - mean, row by row.
+AK_SIMD_CLONES void centre_images(double* x, int64_t b, int64_t c, double* mean) {
+  std::fill(mean, mean + c, 0.0);
+  for (int64_t img = 0; img < b; ++img)
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) mean[ch] += x[img * c + ch];
+  const double inv_b = 1.0 / static_cast<double>(b);
+#pragma omp simd
+  for (int64_t ch = 0; ch < c; ++ch) mean[ch] *= inv_b;
+  for (int64_t img = 0; img < b; ++img)
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) x[img * c + ch] -= mean[ch];
+}
+
 // Lower triangle of sum_b x_b x_b^T for x (b, c) row-major, into a (c, c) row-major buffer.
-// Four images per sweep: four multiply-adds per load and store of the accumulator.
+// Four images per sweep: four multiply-adds per load and store of the accumulator. The rows of
+// the result are taken kRowsPerBlock at a time, all images swept over each block, so that the
+// block's accumulators stay in cache even when the whole (c, c) buffer does not (c = 550).
 AK_SIMD_CLONES void scatter_lower(const double* x, int64_t b, int64_t c, double* a) {
+  constexpr int64_t kRowsPerBlock = 32;
   std::fill(a, a + c * c, 0.0);
-  int64_t img = 0;
-  for (; img + 4 <= b; img += 4) {
-    const double *v0 = x + img * c, *v1 = v0 + c, *v2 = v1 + c, *v3 = v2 + c;
-    for (int64_t i = 0; i < c; ++i) {
-      const double f0 = v0[i], f1 = v1[i], f2 = v2[i], f3 = v3[i];
-      double* row = a + i * c;
+  for (int64_t i0 = 0; i0 < c; i0 += kRowsPerBlock) {
+    const int64_t i1 = std::min(c, i0 + kRowsPerBlock);
+    int64_t img = 0;
+    for (; img + 4 <= b; img += 4) {
+      const double *v0 = x + img * c, *v1 = v0 + c, *v2 = v1 + c, *v3 = v2 + c;
+      for (int64_t i = i0; i < i1; ++i) {
+        const double f0 = v0[i], f1 = v1[i], f2 = v2[i], f3 = v3[i];
+        double* row = a + i * c;
 #pragma omp simd
-      for (int64_t j = 0; j <= i; ++j) row[j] += f0 * v0[j] + f1 * v1[j] + f2 * v2[j] + f3 * v3[j];
+        for (int64_t j = 0; j <= i; ++j) row[j] += f0 * v0[j] + f1 * v1[j] + f2 * v2[j] + f3 * v3[j];
+      }
     }
-  }
-  for (; img < b; ++img) {
-    const double* v = x + img * c;
-    for (int64_t i = 0; i < c; ++i) {
-      const double vi = v[i];
-      double* row = a + i * c;
+    for (; img < b; ++img) {
+      const double* v = x + img * c;
+      for (int64_t i = i0; i < i1; ++i) {
+        const double vi = v[i];
+        double* row = a + i * c;
 #pragma omp simd
-      for (int64_t j = 0; j <= i; ++j) row[j] += vi * v[j];
+        for (int64_t j = 0; j <= i; ++j) row[j] += vi * v[j];
+      }
     }
   }
 }
@@ -118,37 +139,121 @@ AK_SIMD_CLONES void gram_of_lower(const double* m, int64_t c, double* acc, T* ou
     for (int64_t j = 0; j <= i; ++j) out[i * c + j] = out[j * c + i] = static_cast<T>(acc[i * c + j]);
 }
 
+// Lower triangle of the (b, b) matrix ridge * I + scale * x x^T for x (b, c) row-major: the
+// pairwise dot products of the images' centred feature vectors.
+AK_SIMD_CLONES void image_gram_lower(const double* x, int64_t b, int64_t c, double scale, double ridge,
+                                     double* a) {
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      const double *xi = x + i * c, *xj = x + j * c;
+      double dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t k = 0; k < c; ++k) dot += xi[k] * xj[k];
+      a[i * b + j] = scale * dot + (i == j ? ridge : 0.0);
+    }
+}
+
+// In place, x (b, c) <- L^-1 (scale * x) for the lower-triangular factor l (b, b), row by row by
+// forward substitution: each row is one multiply-add sweep per earlier row.
+AK_SIMD_CLONES void forward_substitute_rows(const double* l, int64_t b, int64_t c, double scale, double* x) {
+  for (int64_t i = 0; i < b; ++i) {
+    double* xi = x + i * c;
+    const double* l_i = l + i * b;
+#pragma omp simd
+    for (int64_t k = 0; k < c; ++k) xi[k] *= scale;
+    for (int64_t r = 0; r < i; ++r) {
+      const double f = l_i[r];
+      const double* xr = x + r * c;
+#pragma omp simd
+      for (int64_t k = 0; k < c; ++k) xi[k] -= f * xr[k];
+    }
+    const double inv_diag = 1.0 / l_i[i];
+#pragma omp simd
+    for (int64_t k = 0; k < c; ++k) xi[k] *= inv_diag;
+  }
+}
+
+// out (c, c) = (I - a) / ridge from the lower triangle of a, mirrored. Written row by row
+// (the upper part of a row is a column of a's lower triangle): contiguous stores into the
+// large output, strided loads from the cached buffer.
+template <typename T>
+AK_SIMD_CLONES void write_identity_minus(const double* a, int64_t c, double ridge, T* out) {
+  const double inv_ridge = 1.0 / ridge;
+  for (int64_t i = 0; i < c; ++i) {
+    const double* lower = a + i * c;
+    T* row = out + i * c;
+#pragma omp simd
+    for (int64_t j = 0; j < i; ++j) row[j] = static_cast<T>(-lower[j] * inv_ridge);
+    row[i] = static_cast<T>((1.0 - lower[i]) * inv_ridge);
+#pragma omp simd
+    for (int64_t j = i + 1; j < c; ++j) row[j] = static_cast<T>(-a[j * c + i] * inv_ridge);
+  }
+}
+
+// With fewer images than channels (b <= c) and a positive ridge r, the covariance
+// r I + X^T X / (b - 1) of the centred images X (b, c) is inverted through the (b, b) system
+// instead (Woodbury identity):
+//   (r I + Y^T Y)^-1 = (I - W^T W) / r,  Y = X / sqrt(b - 1),  W = L^-1 Y,  L L^T = r I + Y Y^T,
+// a b x b Cholesky and one rank-b product instead of a c x c Cholesky, inverse and product.
+// The subtraction loses about log10(1 + variance / r) of float64's 16 digits in the data's
+// directions, far from the float32 output precision for feature variances below ~1e6 r.
+inline bool prefer_image_space(int64_t b, int64_t c, double ridge) { return ridge > 0.0 && b <= c; }
+
+// Task-local buffers of one position's inversion.
+struct Workspace {
+  std::vector<double> mean, a, small, inv, gram;
+  Workspace(int64_t b, int64_t c, bool image_space)
+      : mean(c), a(c * c), small(image_space ? b * b : 0), inv(image_space ? 0 : c * c), gram(image_space ? 0 : c * c) {}
+};
+
+// precision = (ridge I + x^T x / (b - 1))^-1 for centred x (b, c) through the c x c Cholesky
+// factor L: precision = L^-T L^-1. False if the covariance is not positive definite.
+template <typename T>
+bool invert_in_feature_space(const double* x, int64_t b, int64_t c, double ridge, Workspace& work, T* out) {
+  double* a = work.a.data();
+  scatter_lower(x, b, c, a);
+  const double norm = 1.0 / static_cast<double>(b - 1);
+  for (int64_t i = 0; i < c; ++i) {
+    for (int64_t j = 0; j <= i; ++j) a[i * c + j] *= norm;
+    a[i * c + i] += ridge;
+  }
+  if (!cholesky_lower(a, c)) return false;
+  invert_lower(a, c, work.inv.data());
+  gram_of_lower(work.inv.data(), c, work.gram.data(), out);
+  return true;
+}
+
+// The same through the b x b system (see prefer_image_space); overwrites x with W.
+template <typename T>
+bool invert_in_image_space(double* x, int64_t b, int64_t c, double ridge, Workspace& work, T* out) {
+  const double norm = 1.0 / static_cast<double>(b - 1);
+  image_gram_lower(x, b, c, norm, ridge, work.small.data());
+  if (!cholesky_lower(work.small.data(), b)) return false;
+  forward_substitute_rows(work.small.data(), b, c, std::sqrt(norm), x);
+  scatter_lower(x, b, c, work.a.data());
+  write_identity_minus(work.a.data(), c, ridge, out);
+  return true;
+}
+
 template <typename T>
 void gaussian_fit_cpu_impl(const T* embedding, int64_t b, int64_t c, int64_t p, double ridge,
                            T* mean, T* precision, int64_t* failed_position) {
   torch::stable::parallel_for(0, cpu::position_tasks(p), 1, [&](int64_t first, int64_t last) {
     std::vector<double> centred(cpu::kPositionsPerTask * b * c);  // [position][image][channel]
-    std::vector<double> a(c * c), inv(c * c), gram(c * c);
+    const bool image_space = prefer_image_space(b, c, ridge);
+    Workspace work(b, c, image_space);
     for (int64_t task = first; task < last; ++task) {
       const int64_t p0 = task * cpu::kPositionsPerTask;
       const int64_t np = cpu::task_positions(task, p);
       cpu::stage_positions(embedding, static_cast<const T*>(nullptr), b, c, p, p0, np, centred.data());
       for (int64_t q = 0; q < np; ++q) {
         double* x = centred.data() + q * b * c;
-        for (int64_t ch = 0; ch < c; ++ch) {
-          double sum = 0;
-          for (int64_t img = 0; img < b; ++img) sum += x[img * c + ch];
-          const double mu = sum / static_cast<double>(b);
-          mean[ch * p + p0 + q] = static_cast<T>(mu);
-          for (int64_t img = 0; img < b; ++img) x[img * c + ch] -= mu;
-        }
-        scatter_lower(x, b, c, a.data());
-        const double norm = 1.0 / static_cast<double>(b - 1);
-        for (int64_t i = 0; i < c; ++i) {
-          for (int64_t j = 0; j <= i; ++j) a[i * c + j] *= norm;
-          a[i * c + i] += ridge;
-        }
-        if (!cholesky_lower(a.data(), c)) {
-          *failed_position = p0 + q;  // benign race: any failing position is worth reporting
-          continue;
-        }
-        invert_lower(a.data(), c, inv.data());
-        gram_of_lower(inv.data(), c, gram.data(), precision + (p0 + q) * c * c);
+        centre_images(x, b, c, work.mean.data());
+        for (int64_t ch = 0; ch < c; ++ch) mean[ch * p + p0 + q] = static_cast<T>(work.mean[ch]);
+        T* out = precision + (p0 + q) * c * c;
+        const bool ok = image_space ? invert_in_image_space(x, b, c, ridge, work, out)
+                                    : invert_in_feature_space(x, b, c, ridge, work, out);
+        if (!ok) *failed_position = p0 + q;  // benign race: any failing position is worth reporting
       }
     }
   });
@@ -169,6 +274,7 @@ std::tuple<Tensor, Tensor> gaussian_fit_cpu(Tensor embedding, double ridge) {
   std::vector<int64_t> mean_shape{c, p}, precision_shape{p, c, c};
   Tensor mean = torch::stable::new_empty(e, mean_shape);
   Tensor precision = torch::stable::new_empty(e, precision_shape);
+  cpu::advise_huge_pages(precision.data_ptr(), precision.numel() * precision.element_size());
   int64_t failed = -1;
   if (p > 0) {
     if (e.scalar_type() == ScalarType::Float) {

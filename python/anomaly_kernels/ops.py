@@ -262,7 +262,10 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
     ``precision[p] = inverse(cov_p + ridge * I)`` with ``cov_p`` the unbiased (``B - 1``)
     covariance of ``embedding[:, :, p]``; accumulated and inverted through a Cholesky factor in
     float64, returned in the embedding's dtype. On the CPU this is one native pass (no Python
-    loop over positions, no (P, C, C) float64 temporaries); on CUDA it runs as batched
+    loop over positions, no (P, C, C) float64 temporaries); with no more images than channels
+    (B <= C) and ``ridge > 0`` it factors the (B, B) image-space system instead of the (C, C)
+    covariance (Woodbury identity: fewer operations, the same inverse to float64 rounding
+    amplified by variance / ridge, far below float32 precision). On CUDA it runs as batched
     ``torch.linalg`` calls (cuBLAS / cuSOLVER), which is what the GPU does best for this shape.
 
     Args:

@@ -73,3 +73,27 @@ def test_per_position_baseline_agrees():
     expected_mean, expected_precision = reference.gaussian_fit(embedding, 0.01)
     torch.testing.assert_close(mean, expected_mean)
     torch.testing.assert_close(precision, expected_precision)
+
+
+@pytest.mark.parametrize("b,c", [(4, 30), (30, 30), (31, 30), (60, 30)])
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_few_and_many_images_match_numpy_at_high_variance(b, c, scale):
+    """Fewer images than channels take the (B, B) Woodbury route on the CPU, more take the
+    (C, C) Cholesky route: both must match numpy in float64, also when the data's variance
+    dwarfs the ridge (scale 300: variance / ridge ~ 1e7, where the Woodbury subtraction
+    cancels the most digits)."""
+    g = torch.Generator().manual_seed(b + c)
+    # Correlated features: a random mixing of the channels, so the covariance is not diagonal.
+    mixing = torch.randn(c, c, generator=g, dtype=torch.float64) / c**0.5
+    embedding = torch.einsum("bkp,kc->bcp", torch.randn(b, c, 6, generator=g, dtype=torch.float64), mixing) * scale
+    embedding = embedding.reshape(b, c, 2, 3) + 5.0
+    mean, precision = ops.gaussian_fit(embedding, 0.01)
+    x = embedding.reshape(b, c, 6).numpy()
+    for p in range(6):
+        expected = np.linalg.inv(np.cov(x[:, :, p], rowvar=False) + 0.01 * np.eye(c))
+        np.testing.assert_allclose(precision[p].numpy(), expected, rtol=0, atol=1e-8 * np.abs(expected).max())
+        # The quadratic form of a training vector: small for the data's own directions, where
+        # the Woodbury route's cancellation would show first.
+        d = x[0, :, p] - x[:, :, p].mean(0)
+        expected_form = d @ expected @ d
+        assert abs(d @ precision[p].numpy() @ d - expected_form) <= 1e-7 * abs(expected_form)
