@@ -8,6 +8,7 @@
 
 #include "common/simd.h"
 #include "common/sparse_projection_args.h"
+#include "cpu/huge_pages.h"
 
 namespace anomaly_kernels {
 namespace {
@@ -140,6 +141,7 @@ Tensor sparse_sign_projection_cpu(Tensor input, Tensor crow_indices, Tensor col_
   std::vector<int64_t> out_shape{n, k};
   Tensor out = torch::stable::new_empty(x, out_shape);
   if (out.numel() == 0) return out;
+  cpu::advise_huge_pages(out.data_ptr(), out.numel() * out.element_size());
   STD_TORCH_CHECK(d * kRows < (int64_t(1) << 31), "input may have at most ",
                   (int64_t(1) << 31) / kRows, " columns, got ", d);
   const SignedPattern pattern =

@@ -76,3 +76,13 @@ def test_bad_arguments_are_named(change, error, match):
 def test_opcheck(device):
     embedding, mean, precision = _gaussians(3, 7, 4, 4, torch.float32, device, seed=4)
     torch.library.opcheck(torch.ops.anomaly_kernels.mahalanobis.default, (embedding, mean, precision))
+
+
+@pytest.mark.parametrize("b,c", [(13, 40), (15, 16), (9, 33)])
+def test_every_image_group_size(b, c):
+    """Batches that mix the kernel's groups of 8, 4, 2 and 1 images, with and without a tail
+    of columns beyond the last whole vector block."""
+    embedding, mean, precision = _gaussians(b, c, 3, 2, torch.float32, "cpu", seed=b + c)
+    torch.testing.assert_close(
+        ops.mahalanobis(embedding, mean, precision), reference.mahalanobis(embedding, mean, precision), rtol=1e-4, atol=1e-4
+    )
