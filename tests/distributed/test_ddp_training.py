@@ -32,16 +32,14 @@ from anomaly_kernels.distributed import (
     gather_selected_rows,
     seeded_coreset,
 )
-from support.lightning_noise import LIGHTNING_NOISE
+from support.lightning_noise import DDP_NOISE
 from support.toy_defects import SIZE, SyntheticDefects
 
 from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
 
-pytestmark = LIGHTNING_NOISE + [
-    pytest.mark.filterwarnings("ignore:.*sync_dist=True.*"),
+pytestmark = DDP_NOISE + [
     pytest.mark.filterwarnings("ignore:.*AUROC is undefined.*"),
     pytest.mark.filterwarnings("ignore:.*no `val_dataloader`.*"),
-    pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated.*"),
 ]
 
 WORLD = 2

@@ -11,3 +11,10 @@ LIGHTNING_NOISE = [
     pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode:UserWarning"),
     pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
 ]
+
+# Multi-process runs add: Lightning's advice to sync logged values (the metrics synchronise by
+# themselves) and torch's deprecation notice from inside the DDP machinery.
+DDP_NOISE = LIGHTNING_NOISE + [
+    pytest.mark.filterwarnings("ignore:.*sync_dist=True.*"),
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated.*"),
+]

@@ -14,16 +14,34 @@ a multi-process trainer, a flag agreed by all ranks, a seed shared by all ranks,
 state broadcast from rank 0, and metric states kept reduced over the ranks (torchmetrics
 reduces states only while ``compute`` runs; normalisation statistics are read as states).
 Tensors travel on the given device: the CPU under gloo, this rank's GPU under NCCL.
+
+Metric states are CPU tensors at epoch end, and a group whose only backend is NCCL has no
+backend for CPU tensors. :func:`cpu_capable_group` returns the trainer's group when its backend
+configuration covers the CPU (gloo, MPI, UCC, ``"cpu:gloo,cuda:nccl"``) and otherwise a gloo
+group of the same ranks, made once per group; :func:`metrics_synchronised_over` points
+torchmetrics' synchronisation at it. Lightning refuses a sized loader that is empty on some
+ranks unless ``allow_zero_length_dataloader_with_multiple_devices`` is set, and with it set it
+skips every hook of that loop on those ranks, so collectives in the hooks no longer pair up;
+:func:`refuse_skipped_hooks` turns that setting into a clear error.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import datetime
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torchmetrics import Metric
+
+# The backend configuration that gives a GPU trainer's default group a CPU backend as well.
+CPU_AND_GPU_BACKENDS = "cpu:gloo,cuda:nccl"
+
+# Gloo groups made for groups without a CPU backend: id(group) -> (group, gloo group). The group
+# itself is kept so that its id cannot be reused by another group while the entry exists.
+_CPU_GROUPS: Dict[int, Tuple[dist.ProcessGroup, dist.ProcessGroup]] = {}
 
 
 def trainer_process_group(trainer: Any) -> Optional[dist.ProcessGroup]:
@@ -101,17 +119,124 @@ def fit_without_gradient_wrapper(strategy: Any, module: nn.Module) -> bool:
     return True
 
 
-def keep_reduced_metric_states(metric: Metric) -> None:
-    """Replace ``metric``'s states by their reduction over all processes (its ``dist_reduce_fx``).
+def keep_reduced_metric_states(metric: Metric, group: Optional[dist.ProcessGroup] = None) -> None:
+    """Replace ``metric``'s states by their reduction over the ranks of ``group`` (its ``dist_reduce_fx``).
 
     ``Metric.compute`` reduces the states only while it computes and then restores the local
     ones; statistics that are read as states (the min-max and CDF normalisation statistics)
-    need the reduced values kept. Every process must call it.
+    need the reduced values kept. Every rank of the group must call it; a rank that never
+    updated the metric contributes its defaults, the identity of the reduction (+inf for a
+    minimum, -inf for a maximum, 0 for a sum). ``group`` ``None`` is the metric's own
+    ``process_group`` (by default the whole world); its backend must take the states' device.
     """
-    metric.sync(should_sync=True)
+    metric.sync(process_group=group, should_sync=True)
     reduced = {
         name: value.clone() if isinstance(value, torch.Tensor) else value for name, value in metric.metric_state.items()
     }
     metric.unsync()
     for name, value in reduced.items():
         setattr(metric, name, value)
+
+
+def backend_device_types(group: dist.ProcessGroup) -> Set[str]:
+    """Device types the backends of ``group`` take tensors of, e.g. ``{"cuda"}`` for NCCL alone.
+
+    Read from ``torch.distributed.get_backend_config``, which lists ``device:backend`` pairs
+    (``"cuda:nccl"``, ``"cpu:gloo,cuda:gloo"``, ``"cpu:gloo,cuda:nccl"``): unlike
+    ``get_backend`` it also answers for mixed configurations and for backends other than NCCL
+    that lack a CPU side.
+    """
+    config = dist.get_backend_config(group)
+    return {entry.split(":", 1)[0].strip() for entry in config.split(",") if ":" in entry}
+
+
+def group_timeout(group: dist.ProcessGroup) -> Optional[datetime.timedelta]:
+    """How long collectives of ``group`` wait, or ``None`` when torch does not expose it.
+
+    ``new_group`` does not inherit the timeout of the group it is made for (gloo groups default
+    to 30 minutes); a group made in its place should give up as soon as the original would.
+    """
+    for device_type in sorted(backend_device_types(group)):
+        try:
+            timeout = group._get_backend(torch.device(device_type)).options._timeout
+        except (AttributeError, RuntimeError, ValueError):
+            continue
+        if isinstance(timeout, datetime.timedelta):
+            return timeout
+    return None
+
+
+def cpu_capable_group(group: dist.ProcessGroup) -> dist.ProcessGroup:
+    """A process group of the same ranks as ``group`` that can synchronise CPU tensors.
+
+    ``group`` itself when its backend configuration covers the CPU; otherwise (NCCL alone, as
+    Lightning sets up for GPUs by default) a gloo group of its ranks, made on the first call
+    and returned again by later ones, with ``group``'s timeout. The first call for a group
+    without a CPU backend is collective (``torch.distributed.new_group``): every rank of the
+    default group must make it at the same point, as Lightning's ``setup`` hooks do.
+
+    Raises:
+        RuntimeError: ``group`` has no CPU backend and this torch build has no gloo.
+    """
+    if "cpu" in backend_device_types(group):
+        return group
+    cached = _CPU_GROUPS.get(id(group))
+    if cached is not None and cached[0] is group:
+        return cached[1]
+    if not dist.is_gloo_available():
+        raise RuntimeError(
+            f"the process group's backend ({dist.get_backend_config(group)!r}) cannot synchronise the CPU "
+            "metric states of the epoch end, and this torch build has no gloo backend to add a group that "
+            f"can: use a torch build with gloo and Trainer(strategy=DDPStrategy(process_group_backend="
+            f'"{CPU_AND_GPU_BACKENDS}"))'
+        )
+    cpu_group = dist.new_group(
+        ranks=dist.get_process_group_ranks(group), timeout=group_timeout(group), backend="gloo"
+    )
+    _CPU_GROUPS[id(group)] = (group, cpu_group)
+    return cpu_group
+
+
+@contextmanager
+def metrics_synchronised_over(metrics: Iterable[Metric], group: dist.ProcessGroup) -> Iterator[None]:
+    """Within the block, ``compute`` and ``sync`` of every metric in ``metrics`` reduce over ``group``.
+
+    Each metric's ``process_group`` is restored afterwards, so no process group is kept in the
+    metrics (process groups cannot be pickled or deep-copied with the module).
+    """
+    metrics = list(metrics)
+    previous = [metric.process_group for metric in metrics]
+    for metric in metrics:
+        metric.process_group = group
+    try:
+        yield
+    finally:
+        for metric, process_group in zip(metrics, previous):
+            metric.process_group = process_group
+
+
+def refuse_skipped_hooks(trainer: Any, module: Any) -> None:
+    """Raise when Lightning may skip a loop's hooks on some ranks of a multi-process ``trainer``.
+
+    With ``allow_zero_length_dataloader_with_multiple_devices`` set on the module or the data
+    module, a rank whose (sized) training, validation or test loader is empty skips the whole
+    loop, hooks included, while the other ranks enter the collective fit and epoch-end
+    reductions in those hooks: the ranks' collectives stop pairing up, and the run hangs or
+    fails far from the cause. Without the setting Lightning refuses such loaders itself.
+    Loaders without a length (an ``IterableDataset`` split by rank) run every hook on every
+    rank, even one that gets no batch, and need no setting.
+
+    Raises:
+        ValueError: the setting is on.
+    """
+    owners = [("the module", module), ("the data module", getattr(trainer, "datamodule", None))]
+    for owner, holder in owners:
+        if holder is not None and getattr(holder, "allow_zero_length_dataloader_with_multiple_devices", False):
+            raise ValueError(
+                f"allow_zero_length_dataloader_with_multiple_devices is set on {owner}: Lightning then skips "
+                "every hook of a loop on a rank whose sized loader is empty, and the collective fit and "
+                "epoch-end reductions of the other ranks wait for it. Unset it and give every rank at least "
+                "one batch (fewer processes, or a sampler that pads such as Lightning's DistributedSampler), "
+                "or use a loader without a length (an IterableDataset split by rank), whose empty ranks "
+                "still run every hook."
+            )

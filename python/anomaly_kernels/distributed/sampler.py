@@ -15,7 +15,7 @@ Use it with ``Trainer(use_distributed_sampler=False)``, which stops Lightning fr
 the loaders' samplers, and ``DataLoader(dataset, sampler=ContiguousDistributedSampler(dataset))``
 for the training loader, and for the validation and test loaders too, or every rank evaluates
 the whole set. Blocks differ in length by at most one sample; every rank must get at least one
-validation batch (N >= world), because the epoch-end metrics synchronise over all ranks.
+sample of each split (N >= world): Lightning refuses a sized loader that is empty on some rank.
 """
 
 from __future__ import annotations

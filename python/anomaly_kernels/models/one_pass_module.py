@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
+from torchmetrics import Metric
 
 from anomaly_kernels.components.base.anomaly_module import AnomalyModule
 from anomaly_kernels.distributed.lightning_ddp import (
     any_rank,
+    cpu_capable_group,
     fit_without_gradient_wrapper,
     keep_reduced_metric_states,
+    metrics_synchronised_over,
+    refuse_skipped_hooks,
     trainer_process_group,
 )
 from anomaly_kernels.distributed.row_gather import all_gather_rows
@@ -51,7 +57,7 @@ class OnePassAnomalyModule(AnomalyModule):
     subclass's documentation).
 
     Several processes (``Trainer(strategy="ddp" | "ddp_spawn", devices=n)``, gloo on CPUs,
-    NCCL on GPUs; the fit runs in the default process group):
+    NCCL on GPUs; the fit runs in the default process group on the model's device):
 
     - Fitting does not wrap the module in ``DistributedDataParallel`` (there are no gradients
       to reduce, and torch refuses the wrapper for a module without trainable parameters):
@@ -69,7 +75,23 @@ class OnePassAnomalyModule(AnomalyModule):
       when computed, so every rank gets the thresholds and metrics of all ranks' outputs. The
       min-max / CDF normalisation statistics, which are read as states rather than computed,
       are reduced over the ranks at the end of every validation epoch
-      (:meth:`on_validation_epoch_end`). Every rank must have at least one validation batch.
+      (:meth:`on_validation_epoch_end`).
+    - The validation and test epoch ends are collective whatever each rank's number of
+      batches: every rank enters the same collectives in the same order, a rank without
+      outputs contributing empty states (no scores, +inf / -inf extremes, zero sums), so the
+      thresholds, metrics and statistics are those of one process on all ranks' outputs. A
+      rank gets no batch when its loader has no length (an ``IterableDataset`` split by rank);
+      Lightning refuses a sized loader that is empty on one rank, and :meth:`setup` refuses
+      ``allow_zero_length_dataloader_with_multiple_devices``, with which Lightning would skip
+      that rank's hooks and the collectives would no longer pair up.
+    - The epoch-end states are CPU tensors. When the default group has no CPU backend (NCCL
+      alone, Lightning's default on GPUs), :meth:`setup` makes a gloo group of the same ranks
+      once, and every epoch-end synchronisation of thresholds, metrics and statistics runs
+      over it; the fit's collectives stay on the default group and the model's device. A
+      group made for the purpose, rather than an error asking for
+      ``DDPStrategy(process_group_backend="cpu:gloo,cuda:nccl")``, keeps the default setup
+      working: the synchronised states are a few scalars, image scores and fixed-size pixel
+      histograms, so gloo's speed does not matter, and nothing else moves through it.
     - Lightning's default ``DistributedSampler`` pads each split to equal length with repeated
       samples: a training set whose length is not a multiple of the world size has images
       counted twice in the fit, a validation set has outputs counted twice in thresholds and
@@ -114,10 +136,27 @@ class OnePassAnomalyModule(AnomalyModule):
         return None
 
     def setup(self, stage: str) -> None:
-        """Before a multi-process fit, keep the strategy from wrapping the module for gradients."""
+        """Prepare a multi-process run: no gradient wrapper, no skipped hooks, a group for CPU states.
+
+        Before a fit the strategy is kept from wrapping the module for gradients. Under several
+        processes the CPU-capable group of the epoch-end synchronisation is made here, where
+        every rank runs the hook at the same point (making it is collective when the default
+        group has no CPU backend).
+
+        Raises:
+            ValueError: under several processes,
+                ``allow_zero_length_dataloader_with_multiple_devices`` is set on the module or
+                its data module.
+        """
         super().setup(stage)
-        if stage == "fit" and self._trainer is not None:
+        if self._trainer is None:
+            return
+        if stage == "fit":
             fit_without_gradient_wrapper(self._trainer.strategy, self)
+        group = trainer_process_group(self._trainer)
+        if group is not None:
+            refuse_skipped_hooks(self._trainer, self)
+            cpu_capable_group(group)
 
     def on_train_epoch_start(self) -> None:
         """Start a fresh collection of training features."""
@@ -176,19 +215,96 @@ class OnePassAnomalyModule(AnomalyModule):
         self._fit_model(all_gather_rows(features, group, device=self.device))
 
     def on_validation_epoch_end(self) -> None:
-        """Reduce the normalisation statistics over the ranks, then thresholds and metrics as usual.
+        """Thresholds, metrics and normalisation statistics of the epoch's outputs on all ranks.
 
-        Thresholds and metrics synchronise by themselves when computed; the min-max and CDF
-        statistics are states read directly when normalising, so under several processes they
-        are replaced here by their reduction over all ranks (min/max, sums), which rank 0's
-        checkpoint then holds.
+        One process: as :class:`AnomalyModule`. Several processes: the collective version of
+        the same steps (:meth:`_epoch_end_over_ranks`), which also reduces the min-max and CDF
+        statistics over the ranks (they are states read directly when normalising, so they are
+        replaced by their reduction: min/max, sums), which rank 0's checkpoint then holds. The
+        sanity check before training computes nothing, on every rank alike.
         """
         group = trainer_process_group(self._trainer)
         sanity_checking = self._trainer is not None and self._trainer.sanity_checking
-        if group is not None and not sanity_checking and self.validation_step_outputs:
-            for statistics in (self.min_max, self.score_distribution):
-                keep_reduced_metric_states(statistics)
-        super().on_validation_epoch_end()
+        if group is None or sanity_checking:
+            super().on_validation_epoch_end()
+            return
+        self._epoch_end_over_ranks(self.validation_step_outputs, group, validation=True)
+
+    def on_test_epoch_end(self) -> None:
+        """Metrics of the test outputs on all ranks (collective under several processes), then logged."""
+        group = trainer_process_group(self._trainer)
+        if group is None:
+            super().on_test_epoch_end()
+            return
+        self._epoch_end_over_ranks(self.test_step_outputs, group, validation=False)
+
+    def _epoch_end_over_ranks(self, outputs: List[Dict[str, Any]], group: dist.ProcessGroup, validation: bool) -> None:
+        """The epoch end of :class:`AnomalyModule` with collectives that every rank enters alike.
+
+        The one-process epoch end skips work by local tests (no outputs, no pixel data, a metric
+        never updated); with several processes those tests differ between ranks, and a rank
+        that skips a synchronisation leaves the others waiting. Here the ranks first agree
+        whether any of them has outputs and whether any has pixel outputs (maps and masks);
+        then every rank resets, fills (with its own outputs, possibly none) and computes the
+        same metrics in the same order, over the CPU-capable group made in :meth:`setup`.
+
+        Args:
+            outputs: this rank's step outputs of the epoch (possibly empty).
+            group: the trainer's process group.
+            validation: validation (statistics, thresholds, raw-score metrics) or test
+                (metrics at the validation thresholds, on normalised scores when normalising).
+        """
+        cpu_group = cpu_capable_group(group)
+        cpu = torch.device("cpu")
+        if not any_rank(bool(outputs), cpu_group, cpu):
+            return  # no rank has an output: nothing changes, as for one process without outputs
+        pixel_outputs = any_rank(_has_pixel_outputs(outputs), cpu_group, cpu)
+        with metrics_synchronised_over(self._epoch_end_metrics(), cpu_group), _quiet_empty_rank(not outputs):
+            if validation:
+                for statistics in (self.min_max, self.score_distribution):
+                    # The statistics live on the model's device; their reduction runs on the CPU group.
+                    device = statistics.device
+                    keep_reduced_metric_states(statistics.cpu(), cpu_group)
+                    statistics.to(device)
+                if self.adaptive_threshold:
+                    self._compute_adaptive_threshold_over_ranks(outputs, pixel_outputs)
+                self._compute_metrics(outputs)
+            else:
+                self._compute_metrics(outputs, normalized=self.normalization is not None)
+            if pixel_outputs and len(self.pixel_metrics) > 0:
+                self.log_dict(self.pixel_metrics.compute(), prog_bar=True)
+                self.log_dict(self.image_metrics.compute(), prog_bar=False)
+            else:
+                self.log_dict(self.image_metrics.compute(), prog_bar=True)
+
+    def _compute_adaptive_threshold_over_ranks(self, outputs: List[Dict[str, Any]], pixel_outputs: bool) -> None:
+        """``_compute_adaptive_threshold`` with the pixel decision agreed by all ranks.
+
+        Args:
+            outputs: this rank's step outputs (possibly empty).
+            pixel_outputs: whether any rank has outputs with maps and masks; if not, the pixel
+                threshold takes the image threshold, as for one process.
+        """
+        self.image_threshold.reset()
+        self.pixel_threshold.reset()
+        self._collect_outputs(self.image_threshold, self.pixel_threshold, outputs)
+        self.image_threshold.compute()
+        if pixel_outputs:
+            self.pixel_threshold.compute()
+        else:
+            self.pixel_threshold.value = self.image_threshold.value.detach().clone()
+        self._set_metric_thresholds()
+
+    def _epoch_end_metrics(self) -> List[Metric]:
+        """Every metric the epoch end synchronises: thresholds, statistics and both collections."""
+        return [
+            self.image_threshold,
+            self.pixel_threshold,
+            self.min_max,
+            self.score_distribution,
+            *self.image_metrics.values(),
+            *self.pixel_metrics.values(),
+        ]
 
     @abstractmethod
     def _score(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -228,6 +344,25 @@ class OnePassAnomalyModule(AnomalyModule):
         if outputs is None:
             return
         super().on_validation_batch_end(outputs, batch, batch_idx, dataloader_idx)
+
+
+def _has_pixel_outputs(outputs: List[Dict[str, Any]]) -> bool:
+    """Whether any output feeds the pixel threshold and metrics (it has maps and masks)."""
+    return any("mask" in output and "anomaly_maps" in output for output in outputs)
+
+
+@contextmanager
+def _quiet_empty_rank(empty: bool) -> Iterator[None]:
+    """On a rank without outputs, silence torchmetrics' warning that ``compute`` precedes ``update``.
+
+    Such a rank computes the synchronised states of the others: nothing is wrong there.
+    """
+    with warnings.catch_warnings():
+        if empty:
+            warnings.filterwarnings(
+                "ignore", message=r"The ``compute`` method of metric \w+ was called before the ``update`` method"
+            )
+        yield
 
 
 def batch_images(batch: Any) -> torch.Tensor:
