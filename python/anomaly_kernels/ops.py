@@ -266,7 +266,8 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
     (B <= C) and ``ridge > 0`` it factors the (B, B) image-space system instead of the (C, C)
     covariance (Woodbury identity: fewer operations, the same inverse to float64 rounding
     amplified by variance / ridge, far below float32 precision). On CUDA it runs as batched
-    ``torch.linalg`` calls (cuBLAS / cuSOLVER), which is what the GPU does best for this shape.
+    ``torch.linalg`` calls (cuBLAS / cuSOLVER) over chunks of positions, with the same two
+    routes (:mod:`anomaly_kernels.batched_gaussian_fit`).
 
     Args:
         embedding: (B, C, H, W) float32 or float64, B >= 2, finite.
@@ -288,9 +289,9 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
     if not ridge >= 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     if embedding.device.type != "cpu":
-        from anomaly_kernels import reference
+        from anomaly_kernels.batched_gaussian_fit import batched_gaussian_fit
 
-        return reference.gaussian_fit(embedding, ridge)
+        return batched_gaussian_fit(embedding, float(ridge))
     return _ops.gaussian_fit(embedding, float(ridge))
 
 

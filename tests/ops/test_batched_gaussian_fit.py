@@ -1,0 +1,49 @@
+"""The batched torch.linalg route of gaussian_fit (used on CUDA), run here on any device."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_kernels.batched_gaussian_fit import batched_gaussian_fit, uses_image_space
+
+
+def _numpy_fit(embedding, ridge):
+    b, c, h, w = embedding.shape
+    x = embedding.reshape(b, c, h * w).double().cpu().numpy()
+    mean = x.mean(0)
+    precision = np.stack([np.linalg.inv(np.cov(x[:, :, p], rowvar=False).reshape(c, c) + ridge * np.eye(c)) for p in range(h * w)])
+    return mean, precision
+
+
+@pytest.mark.parametrize("b,c", [(3, 8), (8, 8), (12, 5), (2, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("max_temporary_bytes", [1, 4096, 1 << 30])  # one position per chunk, a few, all
+def test_matches_numpy_on_both_routes_and_any_chunking(device, b, c, dtype, max_temporary_bytes):
+    g = torch.Generator().manual_seed(b * 10 + c)
+    embedding = (torch.randn(b, c, 3, 5, generator=g, dtype=torch.float64) * 3 + 1).to(dtype=dtype, device=device)
+    before = embedding.clone()
+    mean, precision = batched_gaussian_fit(embedding, 0.01, max_temporary_bytes)
+    assert mean.dtype == precision.dtype == dtype and precision.shape == (15, c, c)
+    expected_mean, expected_precision = _numpy_fit(embedding, 0.01)
+    tol = 1e-5 if dtype == torch.float32 else 1e-9
+    scale = np.abs(expected_precision).max()
+    np.testing.assert_allclose(precision.double().cpu().numpy(), expected_precision, rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(mean.double().cpu().numpy(), expected_mean, rtol=tol, atol=tol)
+    assert torch.equal(embedding, before)
+
+
+def test_route_choice():
+    assert uses_image_space(4, 4, 0.01) and uses_image_space(3, 100, 0.01)
+    assert not uses_image_space(5, 4, 0.01)
+    assert not uses_image_space(3, 100, 0.0)  # the Woodbury form divides by the ridge
+
+
+@pytest.mark.parametrize("b,c", [(3, 4), (6, 4)])
+def test_degenerate_position_is_named_across_chunks(b, c):
+    embedding = torch.randn(b, c, 2, 4, dtype=torch.float64)
+    embedding[:, :, 1, 2] = 7.0  # position 6: zero covariance, singular without a ridge
+    # Without a ridge only the feature-space route applies; with b <= c every position is
+    # singular, so the first failing one (position 0) is named.
+    expected_position = 6 if b > c else 0
+    with pytest.raises(RuntimeError, match=f"position {expected_position} is not positive definite"):
+        batched_gaussian_fit(embedding, 0.0, max_temporary_bytes=1)
