@@ -16,8 +16,11 @@ constexpr int kMaxBlocks = 4096;
 // the rounding of both computed distances, so pruning never changes the selection.
 constexpr float kMargin = 1.0f + 1e-5f;
 
+// The bits of a non-negative float order as unsigned integers do; negative, -0 and NaN
+// distances (only from an invalid caller state) count as 0, as the CPU kernel never prefers them.
 __device__ __forceinline__ unsigned long long pack_key(float distance, int64_t index) {
-  return (static_cast<unsigned long long>(__float_as_uint(distance)) << 32) |
+  const float ordered = distance > 0.f ? distance : 0.f;
+  return (static_cast<unsigned long long>(__float_as_uint(ordered)) << 32) |
          (0xFFFFFFFFull - static_cast<unsigned long long>(index));
 }
 
@@ -61,6 +64,9 @@ __global__ void update_kernel(const S* __restrict__ features, int64_t n, int64_t
                               unsigned long long* __restrict__ best_key) {
   __shared__ unsigned long long warp_keys[kWarpsPerBlock];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // An out-of-range center index cannot be reported without a host synchronisation; the pass
+  // is then a no-op (no read outside the features, no update) and the picked key stays 0.
+  if (!center_row_given && (*center < 0 || *center >= n)) return;
   const S* center_row = center_row_given ? center_row_given : features + (*center) * d;
   unsigned long long key = 0;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; row < n;
@@ -93,12 +99,14 @@ __global__ void update_kernel(const S* __restrict__ features, int64_t n, int64_t
 
 // center_distance[j] = ||features[centers[t]] - features[centers[j]]|| for j < t, a warp each.
 template <typename S>
-__global__ void center_distance_kernel(const S* __restrict__ features, int64_t d,
+__global__ void center_distance_kernel(const S* __restrict__ features, int64_t n, int64_t d,
                                        const int64_t* __restrict__ centers, int64_t t,
                                        float* __restrict__ center_distance) {
   const int lane = threadIdx.x & 31;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (j >= t) return;
+  // Out-of-range indices: skipped, as in update_kernel.
+  if (centers[j] < 0 || centers[j] >= n || centers[t] < 0 || centers[t] >= n) return;
   const float dist = warp_distance(features + centers[j] * d, features + centers[t] * d, d, lane);
   if (lane == 0) center_distance[j] = dist;
 }
@@ -139,8 +147,8 @@ cudaError_t kcenter_greedy(const S* features, int64_t n, int64_t d, float* min_d
     const bool use_pruning = prune && t > 0;
     if (use_pruning) {
       const int blocks = static_cast<int>((t + kWarpsPerBlock - 1) / kWarpsPerBlock);
-      center_distance_kernel<S><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(features, d, centers,
-                                                                              t, center_distance);
+      center_distance_kernel<S><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+          features, n, d, centers, t, center_distance);
     }
     update_kernel<S><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
         features, n, d, min_distances, centers + t, nullptr, nearest,

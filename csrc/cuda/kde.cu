@@ -29,6 +29,7 @@ __global__ void partial_kernel(const T* __restrict__ queries, const T* __restric
   const int64_t last = min(n, first + rows_per_split);
   const T* query = queries + (i < m ? i : 0) * d;
   T running_max = -INFINITY, running_sum = 0;
+  bool saw_nan = false;
   for (int64_t j0 = first; j0 < last; j0 += kRowsPerStage) {
     const int64_t len = min(static_cast<int64_t>(kRowsPerStage), last - j0);
     __syncthreads();
@@ -41,17 +42,21 @@ __global__ void partial_kernel(const T* __restrict__ queries, const T* __restric
         dist += diff * diff;
       }
       const T v = T(-0.5) * dist;
-      if (v > running_max) {
+      // A NaN distance makes the whole result NaN (as in the reference); an infinite one adds
+      // exactly nothing and must not reach exp(-inf - -inf).
+      if (v != v) {
+        saw_nan = true;
+      } else if (v > running_max) {
         running_sum = running_sum * device_exp(running_max - v) + T(1);
         running_max = v;
-      } else {
+      } else if (v != -INFINITY) {
         running_sum += device_exp(v - running_max);
       }
     }
   }
   if (i < m) {
-    partial[(i * gridDim.y + split) * 2] = running_max;
-    partial[(i * gridDim.y + split) * 2 + 1] = running_sum;
+    partial[(i * gridDim.y + split) * 2] = saw_nan ? T(NAN) : running_max;
+    partial[(i * gridDim.y + split) * 2 + 1] = saw_nan ? T(NAN) : running_sum;
   }
 }
 
@@ -61,12 +66,18 @@ __global__ void merge_kernel(const T* __restrict__ partial, int64_t m, int64_t s
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= m) return;
   const T* p = partial + i * splits * 2;
+  // Splits whose maximum is -inf hold no finite term (sum 0); a NaN split makes the result NaN.
   T best = -INFINITY;
-  for (int64_t s = 0; s < splits; ++s) best = p[2 * s] > best ? p[2 * s] : best;
+  bool saw_nan = false;
+  for (int64_t s = 0; s < splits; ++s) {
+    const T split_max = p[2 * s];
+    if (split_max != split_max) saw_nan = true;
+    else if (split_max > best) best = split_max;
+  }
   T sum = 0;
   for (int64_t s = 0; s < splits; ++s)
-    if (p[2 * s + 1] > T(0)) sum += p[2 * s + 1] * exp(p[2 * s] - best);
-  out[i] = best + log(sum);
+    if (p[2 * s] != -INFINITY && p[2 * s] == p[2 * s]) sum += p[2 * s + 1] * exp(p[2 * s] - best);
+  out[i] = saw_nan ? T(NAN) : best + log(sum);  // no finite term at all: log(0) = -inf
 }
 
 }  // namespace

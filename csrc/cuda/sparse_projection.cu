@@ -40,6 +40,8 @@ cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const i
                                    const int64_t* col, const int8_t* signs, int64_t k, T scale,
                                    T* out, cudaStream_t stream) {
   if (n == 0 || k == 0) return cudaSuccess;
+  // No input columns: every output is an empty sum.
+  if (d == 0) return cudaMemsetAsync(out, 0, static_cast<size_t>(n * k) * sizeof(T), stream);
   const int64_t row_bytes = d * static_cast<int64_t>(sizeof(T));
   const bool staged = row_bytes <= kSharedBytes;
   const int rows_per_block = staged ? static_cast<int>(kSharedBytes / row_bytes < 8 ? kSharedBytes / row_bytes : 8) : 1;

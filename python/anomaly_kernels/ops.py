@@ -62,7 +62,10 @@ def kcenter_step_(
         features: (N, D) float32 or float64 (float32 only on CUDA).
         min_distances: (N,) contiguous, same dtype and device; updated in place.
         center: row index of the newest center, an int or a one-element int64 tensor on the
-            features' device (a tensor avoids a host synchronisation on CUDA).
+            features' device (a tensor avoids a host synchronisation on CUDA). An int is
+            range-checked here and the CPU kernel checks a tensor; the CUDA kernel cannot
+            report an out-of-range tensor index without synchronising, so it then leaves
+            ``min_distances`` unchanged (never reading outside ``features``).
 
     Returns:
         0-dim int64 tensor on the features' device: the index of the largest updated distance
@@ -145,7 +148,9 @@ def kcenter_greedy_(
             initially).
         nearest: (N,) int32, contiguous; position of each row's nearest center (-1 initially).
         centers: (K,) int64, contiguous; ``centers[begin .. end-1]`` must be set, and with
-            ``pick`` the entries ``begin+1 .. end`` are written.
+            ``pick`` the entries ``begin+1 .. end`` are written. The CPU kernel raises on an
+            index outside ``[0, N)``; the CUDA kernel, which never synchronises, turns a pass
+            with such a center into a no-op instead of reading outside ``features``.
         begin, end: the passes to run, ``0 <= begin <= end <= K`` (``end < K`` with ``pick``).
     """
     _check_floating("features", features, (torch.float32, torch.bfloat16))

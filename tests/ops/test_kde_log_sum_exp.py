@@ -56,3 +56,17 @@ def test_opcheck(device):
     torch.library.opcheck(
         torch.ops.anomaly_kernels.kde_log_sum_exp.default, (torch.randn(9, 5, device=device), torch.randn(30, 5, device=device))
     )
+
+
+def test_infinite_and_nan_distances_match_the_reference(device):
+    """A squared distance that overflows float32 adds exactly nothing; a NaN makes the result NaN,
+    as in the reference (no row's contribution may be dropped silently)."""
+    dataset = torch.tensor([[3e19], [0.0]], device=device)
+    out = ops.kde_log_sum_exp(torch.tensor([[0.0], [1.0]], device=device), dataset)
+    torch.testing.assert_close(out, reference.kde_log_sum_exp(torch.tensor([[0.0], [1.0]], device=device), dataset))
+    assert torch.isfinite(out).all()
+    assert torch.isnan(ops.kde_log_sum_exp(torch.tensor([[float("nan")]], device=device), dataset)).all()
+    # A NaN training row among thousands (several chunks of rows on CUDA) reaches every query.
+    many = torch.randn(5000, 4, device=device)
+    many[0, 0] = float("nan")
+    assert torch.isnan(ops.kde_log_sum_exp(torch.randn(3, 4, device=device), many)).all()

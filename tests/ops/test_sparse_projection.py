@@ -81,3 +81,11 @@ def test_opcheck(device):
     torch.library.opcheck(
         torch.ops.anomaly_kernels.sparse_sign_projection.default, (torch.randn(9, 20, device=device), crow, col, signs, 0.5)
     )
+
+
+def test_no_input_columns_gives_zeros(device):
+    """D = 0: every output is an empty sum (the CUDA launcher must not size shared memory by D)."""
+    crow = torch.zeros(4, dtype=torch.int64, device=device)
+    empty_pattern = torch.empty(0, dtype=torch.int64, device=device), torch.empty(0, dtype=torch.int8, device=device)
+    out = ops.sparse_sign_projection(torch.randn(5, 0, device=device), crow, *empty_pattern, 1.0)
+    assert torch.equal(out, torch.zeros(5, 3, device=device))
