@@ -135,9 +135,13 @@ Tensor sparse_sign_projection_cpu(Tensor input, Tensor crow_indices, Tensor col_
                   "crow_indices must start at 0 and end at len(col_indices) = ", col.size(0));
   for (int64_t j = 0; j < k; ++j)
     STD_TORCH_CHECK(crow_ptr[j] <= crow_ptr[j + 1], "crow_indices must be non-decreasing");
-  for (int64_t p = 0; p < col.size(0); ++p)
+  const int8_t* sign_ptr = sgn.const_data_ptr<int8_t>();
+  for (int64_t p = 0; p < col.size(0); ++p) {
     STD_TORCH_CHECK(col_ptr[p] >= 0 && col_ptr[p] < d, "col_indices must lie in [0, ", d,
                     "), got ", col_ptr[p]);
+    STD_TORCH_CHECK(sign_ptr[p] == 1 || sign_ptr[p] == -1, "signs must be +1 or -1, got ",
+                    static_cast<int>(sign_ptr[p]), " at entry ", p);
+  }
   std::vector<int64_t> out_shape{n, k};
   Tensor out = torch::stable::new_empty(x, out_shape);
   if (out.numel() == 0) return out;
@@ -145,7 +149,7 @@ Tensor sparse_sign_projection_cpu(Tensor input, Tensor crow_indices, Tensor col_
   STD_TORCH_CHECK(d * kRows < (int64_t(1) << 31), "input may have at most ",
                   (int64_t(1) << 31) / kRows, " columns, got ", d);
   const SignedPattern pattern =
-      split_by_band_and_sign(crow_ptr, col_ptr, sgn.const_data_ptr<int8_t>(), k, d);
+      split_by_band_and_sign(crow_ptr, col_ptr, sign_ptr, k, d);
   if (x.scalar_type() == ScalarType::Float) {
     project_rows(x.const_data_ptr<float>(), n, d, pattern, static_cast<float>(scale),
                  out.mutable_data_ptr<float>());

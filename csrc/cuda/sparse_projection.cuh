@@ -10,7 +10,7 @@ namespace anomaly_kernels::cuda {
 // Device pointers; enqueued on `stream`.
 template <typename T>
 cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const int64_t* crow,
-                                   const int64_t* col, const int8_t* signs, int64_t k, T scale,
-                                   T* out, cudaStream_t stream);
+                                   const int64_t* col, const int8_t* signs, int64_t nnz, int64_t k,
+                                   T scale, T* out, cudaStream_t stream);
 
 }  // namespace anomaly_kernels::cuda

@@ -1,6 +1,7 @@
 // CUDA entry point of anomaly_kernels::sparse_sign_projection: checks, device guard, stream,
-// launch. The CSR pattern is trusted here (validating it would need a host synchronisation);
-// the Python wrapper only passes patterns built by SparseRandomProjection.
+// launch. The CSR pattern is not validated here (that would need a host synchronisation): the
+// kernel clamps it so that a malformed one cannot read outside the tensors, and
+// SparseRandomProjection only builds well-formed ones. The CPU kernel validates and raises.
 #include <torch/csrc/stable/ops.h>
 
 #include "common/sparse_projection_args.h"
@@ -25,14 +26,14 @@ Tensor sparse_sign_projection_cuda(Tensor input, Tensor crow_indices, Tensor col
   if (x.scalar_type() == ScalarType::Float) {
     check_launch(cuda::sparse_sign_projection<float>(
                      x.const_data_ptr<float>(), n, d, crow.const_data_ptr<int64_t>(),
-                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), k,
+                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), col.size(0), k,
                      static_cast<float>(scale), out.mutable_data_ptr<float>(), stream),
                  "sparse_sign_projection");
   } else {
     check_launch(cuda::sparse_sign_projection<double>(
                      x.const_data_ptr<double>(), n, d, crow.const_data_ptr<int64_t>(),
-                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), k, scale,
-                     out.mutable_data_ptr<double>(), stream),
+                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), col.size(0), k,
+                     scale, out.mutable_data_ptr<double>(), stream),
                  "sparse_sign_projection");
   }
   return out;

@@ -74,6 +74,23 @@ def test_native_checks_the_pattern_on_cpu():
         torch.ops.anomaly_kernels.sparse_sign_projection(
             torch.randn(4, 8), torch.tensor([0, 1, 3]), torch.tensor([0, 7]), torch.tensor([1, -1], dtype=torch.int8), 1.0
         )
+    with pytest.raises(RuntimeError, match="signs must be \\+1 or -1, got 2 at entry 1"):
+        torch.ops.anomaly_kernels.sparse_sign_projection(
+            torch.randn(4, 8), torch.tensor([0, 1, 2]), torch.tensor([0, 7]), torch.tensor([1, 2], dtype=torch.int8), 1.0
+        )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_malformed_pattern_never_reads_outside_on_cuda():
+    """The CUDA kernel cannot raise without synchronising: offsets beyond the stored entries and
+    columns outside [0, D) are ignored instead of read."""
+    x = torch.randn(4, 8, device="cuda")
+    crow = torch.tensor([0, 1, 5], device="cuda")  # row 1 claims 4 entries, 1 is stored
+    col = torch.tensor([3, 8], device="cuda")
+    signs = torch.tensor([1, -1], dtype=torch.int8, device="cuda")
+    out = torch.ops.anomaly_kernels.sparse_sign_projection(x, crow, col, signs, 1.0)
+    torch.testing.assert_close(out[:, 0], x[:, 3])
+    assert torch.equal(out[:, 1], torch.zeros(4, device="cuda"))  # column 8 is outside D = 8
 
 
 def test_opcheck(device):
