@@ -55,6 +55,7 @@ struct Pruning {
 struct Farthest {
   double distance;
   int64_t index;
+  int64_t rows_read = 0;  // rows whose distance to the new center was computed
 };
 
 // Updates min_distances with the center row (d values, a row of features or any other vector)
@@ -73,7 +74,7 @@ Farthest update_and_find_farthest(const S* features, int64_t n, int64_t d, T* mi
     for (int64_t c = first; c < last; ++c) {
       const int64_t begin = c * rows_per_chunk;
       const int64_t end = std::min(n, begin + rows_per_chunk);
-      Farthest local{-1.0, begin};
+      Farthest local{-1.0, begin, 0};
       for (int64_t i = begin; i < end; ++i) {
         T m = min_distances[i];
         const int32_t p = pruning.nearest ? pruning.nearest[i] : -1;
@@ -81,20 +82,29 @@ Farthest update_and_find_farthest(const S* features, int64_t n, int64_t d, T* mi
                           static_cast<double>(pruning.center_distance[p]) >=
                               2.0 * Pruning<T>::kMargin * static_cast<double>(m);
         if (!skip) {
+          ++local.rows_read;
           const T dist = std::sqrt(squared_distance(features + i * d, center_row, d));
           if (dist < m) {
             m = min_distances[i] = dist;
             if (pruning.nearest) pruning.nearest[i] = pruning.new_position;
           }
         }
-        if (m > local.distance) local = {static_cast<double>(m), i};  // strict: first index wins
+        if (m > local.distance) {  // strict: first index wins
+          local.distance = static_cast<double>(m);
+          local.index = i;
+        }
       }
       best[c] = local;
     }
   });
   Farthest overall = best[0];
-  for (int64_t c = 1; c < chunks; ++c)
-    if (best[c].distance > overall.distance) overall = best[c];
+  for (int64_t c = 1; c < chunks; ++c) {
+    if (best[c].distance > overall.distance) {
+      overall.distance = best[c].distance;
+      overall.index = best[c].index;
+    }
+    overall.rows_read += best[c].rows_read;
+  }
   return overall;
 }
 

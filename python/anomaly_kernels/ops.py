@@ -138,7 +138,10 @@ def kcenter_greedy_(
     closer. With ``pick``, the farthest row afterwards (ties: smallest index) is stored in
     ``centers[t + 1]`` and becomes the next pass's center. With ``prune``, a row whose nearest
     center ``p`` satisfies ``d(centers[t], centers[p]) >= 2 * min_distance`` is not read (the
-    triangle inequality proves it cannot get closer); the selection is the same either way.
+    triangle inequality proves it cannot get closer); on the CPU, once few rows are within a
+    new center's reach, rows are also kept in groups by nearest center and a whole group is
+    skipped when the test holds for its farthest member, so late passes touch a few groups
+    instead of testing every row. The selection is the same either way.
     On CUDA the passes are enqueued back to back with no host synchronisation.
 
     Args:

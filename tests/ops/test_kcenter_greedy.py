@@ -64,6 +64,25 @@ def test_pruning_and_chunking_do_not_change_the_selection(device):
     assert torch.equal(plain[1], pruned[1]) and torch.equal(plain[1], chunked[1])
 
 
+def test_pruning_that_switches_between_row_and_group_passes(device):
+    """A wide iid blob next to many tight, far clusters: passes with a center in a tight cluster
+    reach few rows (the CPU kernel then prunes whole groups of rows sharing a nearest center),
+    passes with a center in the blob reach most rows (it falls back to reading rows in order).
+    The selection and the distances must stay those of the brute-force passes throughout."""
+    g = torch.Generator().manual_seed(0)
+    blob = torch.randn(5000, 16, generator=g)
+    tight = (torch.randn(100, 16, generator=g) * 100).repeat_interleave(10, 0) + 0.01 * torch.randn(1000, 16, generator=g)
+    features = torch.cat([blob, tight])[torch.randperm(6000, generator=g)].to(device)
+    plain = _run(ops.kcenter_greedy_, features, 400, 5, prune=False)
+    pruned = _run(ops.kcenter_greedy_, features, 400, 5, prune=True)
+    chunked = _run(ops.kcenter_greedy_, features, 400, 5, prune=True, chunks=(70, 80, 300))
+    for run in (pruned, chunked):
+        assert torch.equal(plain[0], run[0]) and torch.equal(plain[1], run[1])
+        # The recorded nearest center is at the recorded distance.
+        dist_to_recorded = torch.linalg.vector_norm(features - features[run[0][run[2].long()]], dim=1)
+        torch.testing.assert_close(dist_to_recorded, run[1], rtol=1e-5, atol=1e-5)
+
+
 def test_apply_only_passes_leave_centers_alone(device):
     features = torch.randn(100, 5, device=device)
     min_distances, nearest, centers = _state(100, 3, 0, device)
