@@ -31,32 +31,56 @@ AK_SIMD_CLONES void centre_images(double* x, int64_t b, int64_t c, double* mean)
     for (int64_t ch = 0; ch < c; ++ch) x[img * c + ch] -= mean[ch];
 }
 
-// Lower triangle of sum_b x_b x_b^T for x (b, c) row-major, into a (c, c) row-major buffer.
-// Four images per sweep: four multiply-adds per load and store of the accumulator. The rows of
-// the result are taken kRowsPerBlock at a time, all images swept over each block, so that the
-// block's accumulators stay in cache even when the whole (c, c) buffer does not (c = 550).
-AK_SIMD_CLONES void scatter_lower(const double* x, int64_t b, int64_t c, double* a) {
-  constexpr int64_t kRowsPerBlock = 32;
-  std::fill(a, a + c * c, 0.0);
-  for (int64_t i0 = 0; i0 < c; i0 += kRowsPerBlock) {
-    const int64_t i1 = std::min(c, i0 + kRowsPerBlock);
-    int64_t img = 0;
-    for (; img + 4 <= b; img += 4) {
-      const double *v0 = x + img * c, *v1 = v0 + c, *v2 = v1 + c, *v3 = v2 + c;
-      for (int64_t i = i0; i < i1; ++i) {
-        const double f0 = v0[i], f1 = v1[i], f2 = v2[i], f3 = v3[i];
-        double* row = a + i * c;
+// Lower triangle of sum_b x_b x_b^T for x (b, c) row-major, into a (c, c) row-major buffer
+// (diagonal tiles also write some entries just above the diagonal; callers read only the lower
+// triangle). The result is computed in tiles of kTileRows x kTileCols entries held in
+// registers: per image, two vector loads of the image's row and four broadcasts feed eight
+// vector multiply-adds, and each tile is stored once per chunk of images. Chunks of
+// kImagesPerChunk images keep the part of x the tiles read in cache (c = 550: 280 KB).
+constexpr int64_t kTileRows = 4, kTileCols = 16, kImagesPerChunk = 64;
+
+AK_SIMD_CLONES void scatter_tile(const double* x, int64_t c, int64_t img0, int64_t img1, int64_t i0,
+                                 int64_t j0, double* a) {
+  double acc[kTileRows][kTileCols];
+  for (int64_t r = 0; r < kTileRows; ++r)
 #pragma omp simd
-        for (int64_t j = 0; j <= i; ++j) row[j] += f0 * v0[j] + f1 * v1[j] + f2 * v2[j] + f3 * v3[j];
-      }
+    for (int64_t jj = 0; jj < kTileCols; ++jj) acc[r][jj] = img0 == 0 ? 0.0 : a[(i0 + r) * c + j0 + jj];
+  for (int64_t img = img0; img < img1; ++img) {
+    const double* v = x + img * c;
+    for (int64_t r = 0; r < kTileRows; ++r) {
+      const double vi = v[i0 + r];
+#pragma omp simd
+      for (int64_t jj = 0; jj < kTileCols; ++jj) acc[r][jj] += vi * v[j0 + jj];
     }
-    for (; img < b; ++img) {
-      const double* v = x + img * c;
-      for (int64_t i = i0; i < i1; ++i) {
-        const double vi = v[i];
-        double* row = a + i * c;
+  }
+  for (int64_t r = 0; r < kTileRows; ++r)
 #pragma omp simd
-        for (int64_t j = 0; j <= i; ++j) row[j] += vi * v[j];
+    for (int64_t jj = 0; jj < kTileCols; ++jj) a[(i0 + r) * c + j0 + jj] = acc[r][jj];
+}
+
+// A tile cut by the matrix edge (rows x cols smaller than a whole tile).
+void scatter_edge_tile(const double* x, int64_t c, int64_t img0, int64_t img1, int64_t i0,
+                       int64_t rows, int64_t j0, int64_t cols, double* a) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t jj = 0; jj < cols; ++jj) {
+      double sum = img0 == 0 ? 0.0 : a[(i0 + r) * c + j0 + jj];
+      for (int64_t img = img0; img < img1; ++img) sum += x[img * c + i0 + r] * x[img * c + j0 + jj];
+      a[(i0 + r) * c + j0 + jj] = sum;
+    }
+}
+
+void scatter_lower(const double* x, int64_t b, int64_t c, double* a) {
+  for (int64_t img0 = 0; img0 < b; img0 += kImagesPerChunk) {
+    const int64_t img1 = std::min(b, img0 + kImagesPerChunk);
+    for (int64_t i0 = 0; i0 < c; i0 += kTileRows) {
+      const int64_t rows = std::min(kTileRows, c - i0);
+      for (int64_t j0 = 0; j0 < i0 + rows; j0 += kTileCols) {
+        const int64_t cols = std::min(kTileCols, c - j0);
+        if (rows == kTileRows && cols == kTileCols) {
+          scatter_tile(x, c, img0, img1, i0, j0, a);
+        } else {
+          scatter_edge_tile(x, c, img0, img1, i0, rows, j0, cols, a);
+        }
       }
     }
   }
