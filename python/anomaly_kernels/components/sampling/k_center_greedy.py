@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import torch
@@ -12,16 +13,19 @@ from anomaly_kernels.components.dimensionality_reduction import SparseRandomProj
 from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
 from anomaly_kernels._validation import all_finite
 
+# Target duration of one native call between progress-bar updates.
+CHUNK_SECONDS = 0.25
+
 
 class KCenterGreedy:
     """Greedy k-center coreset: repeatedly add the point farthest from the points chosen so far.
 
     The result approximately minimises the largest distance from any embedding row to its
-    nearest coreset row (a 2-approximation of the k-center problem). Each iteration is one call
-    of the native step :func:`anomaly_kernels.ops.kcenter_step_`, a single pass over the features
-    that fuses the distance to the newest center, the running-minimum update and the argmax,
-    without (N, D) temporaries; the whole selection loop runs natively
-    (:func:`anomaly_kernels.ops.kcenter_greedy_`), in chunks between progress-bar updates.
+    nearest coreset row (a 2-approximation of the k-center problem). The whole selection loop
+    runs natively (:func:`anomaly_kernels.ops.kcenter_greedy_`), in chunks of about a quarter
+    second between progress-bar updates; each iteration is one pass over the features that fuses
+    the distance to the newest center, the running-minimum update and the argmax, without
+    (N, D) temporaries.
 
     Args:
         embedding: (N, D) features. 2-D embeddings are first reduced with
@@ -31,8 +35,9 @@ class KCenterGreedy:
         sampling_ratio: fraction of rows to keep, in (0, 1]; ``coreset_size = int(N * ratio)``
             must be at least 1.
         progress: show a progress bar over the iterations (``None``: only on a terminal).
-        prune: skip rows that the triangle inequality proves unaffected by a new center (exact:
-            the selection is the same either way; it saves reads on clustered data).
+        prune: skip rows, and on the CPU whole groups of rows sharing a nearest center, that
+            the triangle inequality proves unaffected by a new center (exact: the selection is
+            the same either way; it saves reads on clustered data).
         feature_dtype: storage of the (projected) features during the selection. float32 (the
             default) is exact; bfloat16 halves the memory and the bytes read per iteration, and
             the selection is then that of the bfloat16-rounded features: approximate (a
@@ -210,7 +215,9 @@ def run_greedy_passes(
         ops.kcenter_greedy_(features, min_distances, nearest, centers, begin, end, pick, prune)
 
     passes(0, given - 1, pick=False)
-    # Chunks of about 0.5 GB of reads each keep the progress bar live at little cost.
+    # The first chunk reads about 0.5 GB; later ones are sized to take about CHUNK_SECONDS:
+    # pruned passes read far less than the whole bank, and the CPU kernel's group pruning pays
+    # off over runs of passes within one call. The selection does not depend on the chunking.
     chunk = max(1, int(5e8 // (n * dims * features.element_size())))
     last = centers.shape[0] - 1
     with tqdm(
@@ -218,10 +225,15 @@ def run_greedy_passes(
         disable=(None if progress is None else not progress),
     ) as bar:
         bar.update(coreset_size - (last - (given - 1)))
-        for begin in range(given - 1, last, chunk):
+        begin = given - 1
+        while begin < last:
             end = min(begin + chunk, last)
+            started = time.perf_counter()
             passes(begin, end, pick=True)
+            elapsed = time.perf_counter() - started
             bar.update(end - begin)
+            begin = end
+            chunk = max(1, min(4 * chunk, int(chunk * CHUNK_SECONDS / max(elapsed, 1e-6))))
     passes(last, last + 1, pick=False)  # the last pick covers itself: the distances are final
     return min_distances
 
