@@ -40,7 +40,7 @@ class CenterGroups {
   // Groups rows by nearest (positions < capacity; -1: no center yet) with their farthest
   // members from min_distances. Rebuilt at every call of the operator: O(n).
   CenterGroups(const int32_t* nearest, const float* min_distances, int64_t n, int64_t capacity)
-      : n_(n), members_(capacity), farthest_(capacity) {
+      : members_(capacity), farthest_(capacity) {
     for (int64_t i = 0; i < n; ++i) {
       const int32_t p = nearest[i];
       STD_TORCH_CHECK(p < capacity, "nearest[", i, "] must be a coreset position below ", capacity,
@@ -158,7 +158,6 @@ class CenterGroups {
     farthest_[t] = farthest_in(members_[t], min_distances);
   }
 
-  int64_t n_;
   std::vector<std::vector<uint32_t>> members_;  // [position] rows whose nearest center it is
   std::vector<RowDistance> farthest_;           // [position] the group's farthest member
   std::vector<uint32_t> unassigned_;            // rows with no center yet
