@@ -135,10 +135,10 @@ AK_SIMD_CLONES void invert_lower(const double* l, int64_t c, double* inv) {
   }
 }
 
-// precision = M^T M for lower-triangular M = L^-1: precision[i][j] = sum_k M_ki M_kj (j <= i).
-// Four rows k per sweep; M_ki is zero for i > k, so those terms add nothing.
-template <typename T>
-AK_SIMD_CLONES void gram_of_lower(const double* m, int64_t c, double* acc, T* out) {
+// Lower triangle of M^T M for lower-triangular M = L^-1 into acc (c, c):
+// acc[i][j] = sum_k M_ki M_kj (j <= i). Four rows k per sweep; M_ki is zero for i > k, so
+// those terms add nothing.
+AK_SIMD_CLONES void gram_of_lower(const double* m, int64_t c, double* acc) {
   std::fill(acc, acc + c * c, 0.0);
   int64_t k = 0;
   for (; k + 4 <= c; k += 4) {
@@ -159,8 +159,6 @@ AK_SIMD_CLONES void gram_of_lower(const double* m, int64_t c, double* acc, T* ou
       for (int64_t j = 0; j <= i; ++j) acc_i[j] += f * m_k[j];
     }
   }
-  for (int64_t i = 0; i < c; ++i)
-    for (int64_t j = 0; j <= i; ++j) out[i * c + j] = out[j * c + i] = static_cast<T>(acc[i * c + j]);
 }
 
 // Lower triangle of the (b, b) matrix ridge * I + scale * x x^T for x (b, c) row-major: the
@@ -197,20 +195,19 @@ AK_SIMD_CLONES void forward_substitute_rows(const double* l, int64_t b, int64_t 
   }
 }
 
-// out (c, c) = (I - a) / ridge from the lower triangle of a, mirrored. Written row by row
-// (the upper part of a row is a column of a's lower triangle): contiguous stores into the
-// large output, strided loads from the cached buffer.
+// out (c, c) = scale * (S + shift * I) for the symmetric S whose lower triangle is `lower`.
+// Written row by row (the upper part of a row is a column of the lower triangle): contiguous
+// stores into the large output, strided loads from the cached buffer.
 template <typename T>
-AK_SIMD_CLONES void write_identity_minus(const double* a, int64_t c, double ridge, T* out) {
-  const double inv_ridge = 1.0 / ridge;
+AK_SIMD_CLONES void write_mirrored(const double* lower, int64_t c, double scale, double shift, T* out) {
   for (int64_t i = 0; i < c; ++i) {
-    const double* lower = a + i * c;
+    const double* lower_i = lower + i * c;
     T* row = out + i * c;
 #pragma omp simd
-    for (int64_t j = 0; j < i; ++j) row[j] = static_cast<T>(-lower[j] * inv_ridge);
-    row[i] = static_cast<T>((1.0 - lower[i]) * inv_ridge);
+    for (int64_t j = 0; j < i; ++j) row[j] = static_cast<T>(scale * lower_i[j]);
+    row[i] = static_cast<T>(scale * (lower_i[i] + shift));
 #pragma omp simd
-    for (int64_t j = i + 1; j < c; ++j) row[j] = static_cast<T>(-a[j * c + i] * inv_ridge);
+    for (int64_t j = i + 1; j < c; ++j) row[j] = static_cast<T>(scale * lower[j * c + i]);
   }
 }
 
@@ -227,7 +224,11 @@ inline bool prefer_image_space(int64_t b, int64_t c, double ridge) { return ridg
 struct Workspace {
   std::vector<double> mean, a, small, inv, gram;
   Workspace(int64_t b, int64_t c, bool image_space)
-      : mean(c), a(c * c), small(image_space ? b * b : 0), inv(image_space ? 0 : c * c), gram(image_space ? 0 : c * c) {}
+      : mean(c),
+        a(c * c),
+        small(image_space ? b * b : 0),
+        inv(image_space ? 0 : c * c),
+        gram(image_space ? 0 : c * c) {}
 };
 
 // precision = (ridge I + x^T x / (b - 1))^-1 for centred x (b, c) through the c x c Cholesky
@@ -243,7 +244,8 @@ bool invert_in_feature_space(const double* x, int64_t b, int64_t c, double ridge
   }
   if (!cholesky_lower(a, c)) return false;
   invert_lower(a, c, work.inv.data());
-  gram_of_lower(work.inv.data(), c, work.gram.data(), out);
+  gram_of_lower(work.inv.data(), c, work.gram.data());
+  write_mirrored(work.gram.data(), c, 1.0, 0.0, out);
   return true;
 }
 
@@ -255,7 +257,7 @@ bool invert_in_image_space(double* x, int64_t b, int64_t c, double ridge, Worksp
   if (!cholesky_lower(work.small.data(), b)) return false;
   forward_substitute_rows(work.small.data(), b, c, std::sqrt(norm), x);
   scatter_lower(x, b, c, work.a.data());
-  write_identity_minus(work.a.data(), c, ridge, out);
+  write_mirrored(work.a.data(), c, -1.0 / ridge, -1.0, out);  // (I - W^T W) / ridge
   return true;
 }
 
