@@ -6,9 +6,9 @@
 // farthest row overall is the farthest of the groups' farthest members.
 //
 // Exactness: a group's radius r (its farthest member's distance) bounds every member's m, so
-// center_distance >= 2 * Pruning<float>::kMargin * r implies the row test center_distance >= 2 * Pruning<float>::kMargin * m of
-// cpu/kcenter_pass.h for each member: a skipped group holds only rows that the row test skips,
-// and the row-pruned pass selects what the brute-force pass selects.
+// Pruning::out_of_reach(center_distance, r) implies the row test out_of_reach(center_distance,
+// m) of cpu/kcenter_pass.h for each member: a skipped group holds only rows that the row test
+// skips, and the row-pruned pass selects what the brute-force pass selects.
 //
 // While most rows still need reading (iid data, the first centers) the sequential row-pruned
 // pass is faster (rows in memory order); kcenter_greedy.cpp switches between the two.
@@ -65,8 +65,8 @@ class CenterGroups {
     add_items(-1, unassigned_.size());
     for (int32_t p = 0; p < t; ++p) {
       if (members_[p].empty()) continue;
-      const double bound = 2.0 * Pruning<float>::kMargin * static_cast<double>(farthest_[p].distance);
-      if (!(static_cast<double>(center_distance[p]) >= bound)) add_items(p, members_[p].size());
+      if (!Pruning<float>::out_of_reach(center_distance[p], farthest_[p].distance))
+        add_items(p, members_[p].size());
     }
     int64_t rows = 0;
     for (const Item& item : items_) rows += static_cast<int64_t>(item.end - item.begin);
@@ -114,11 +114,11 @@ class CenterGroups {
   void scan(Item& item, const S* features, int64_t d, float* min_distances, int32_t* nearest,
             const float* center_row, const float* center_distance, int32_t t) {
     std::vector<uint32_t>& rows = group(item.group);
-    const double reach = item.group >= 0 ? static_cast<double>(center_distance[item.group]) : 0.0;
     for (size_t k = item.begin; k < item.end; ++k) {
       const uint32_t i = rows[k];
       float m = min_distances[i];
-      const bool skip = item.group >= 0 && reach >= 2.0 * Pruning<float>::kMargin * static_cast<double>(m);
+      const bool skip =
+          item.group >= 0 && Pruning<float>::out_of_reach(center_distance[item.group], m);
       if (!skip) {
         const float dist = std::sqrt(squared_distance(features + i * d, center_row, d));
         if (dist < m) {

@@ -50,6 +50,12 @@ struct Pruning {
   const T* center_distance = nullptr;      // (t,) distance of the new center to each earlier one
   int32_t new_position = 0;                // position of the new center in the coreset
   static constexpr double kMargin = 1.0 + 1e-5;
+
+  // Whether rows at distance <= m from a center that lies center_distance from the new one
+  // are proven unaffected by the new center.
+  static bool out_of_reach(double center_distance, double m) {
+    return center_distance >= 2.0 * kMargin * m;
+  }
 };
 
 struct Farthest {
@@ -79,8 +85,7 @@ Farthest update_and_find_farthest(const S* features, int64_t n, int64_t d, T* mi
         T m = min_distances[i];
         const int32_t p = pruning.nearest ? pruning.nearest[i] : -1;
         const bool skip = p >= 0 && pruning.center_distance &&
-                          static_cast<double>(pruning.center_distance[p]) >=
-                              2.0 * Pruning<T>::kMargin * static_cast<double>(m);
+                          Pruning<T>::out_of_reach(pruning.center_distance[p], m);
         if (!skip) {
           ++local.rows_read;
           const T dist = std::sqrt(squared_distance(features + i * d, center_row, d));
