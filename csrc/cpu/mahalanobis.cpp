@@ -144,14 +144,16 @@ class UpperTrianglePrefetch {
 };
 
 // Calls body(std::integral_constant<int64_t, K>{}, first_image) for `count` images in groups
-// of K = 8, 4, 2 and 1.
+// of K = kLargestImageGroup (8), 4, 2 and 1.
+constexpr int64_t kLargestImageGroup = 8;
+
 template <typename Body>
 void for_image_groups(int64_t count, Body&& body) {
   int64_t img = 0;
   auto run = [&](auto group) {
     for (; img + decltype(group)::value <= count; img += decltype(group)::value) body(group, img);
   };
-  run(std::integral_constant<int64_t, 8>{});
+  run(std::integral_constant<int64_t, kLargestImageGroup>{});
   run(std::integral_constant<int64_t, 4>{});
   run(std::integral_constant<int64_t, 2>{});
   run(std::integral_constant<int64_t, 1>{});
@@ -173,8 +175,8 @@ void position_forms(const T* matrix, const T* next_matrix, const T* delta, int64
   std::fill(h, h + count * full, T(0));
   const int64_t panels = full / L;
   UpperTrianglePrefetch<T> prefetch(next_matrix, c, panels * (panels + 1) / 2 + 1);
-  const T* d[8];
-  T* acc[8];
+  const T* d[kLargestImageGroup];
+  T* acc[kLargestImageGroup];
   for (int64_t r0 = 0; r0 < full; r0 += L) {
     for (int64_t j0 = r0; j0 < full; j0 += L) {
       const T* rows = matrix + r0 * c + j0;
@@ -216,14 +218,15 @@ void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision,
       for (int64_t q = 0; q < np; ++q) {
         const int64_t position = p0 + q;
         const T* next = position + 1 < p ? precision + (position + 1) * c * c : nullptr;
-        position_forms(precision + position * c * c, next, delta.data() + q * b * c, b, c, half_z.data(),
-                       forms.data());
+        position_forms(precision + position * c * c, next, delta.data() + q * b * c, b, c,
+                       half_z.data(), forms.data());
         for (int64_t img = 0; img < b; ++img)
           out[img * p + position] = static_cast<T>(std::sqrt(std::max(forms[img], 0.0)));
       }
     }
   });
 }
+
 Tensor mahalanobis_cpu(Tensor embedding, Tensor mean, Tensor precision) {
   check_mahalanobis_args(embedding, mean, precision);
   const Tensor e = torch::stable::contiguous(embedding);
