@@ -76,7 +76,7 @@ __global__ void merge_kernel(const T* __restrict__ partial, int64_t m, int64_t s
   }
   T sum = 0;
   for (int64_t s = 0; s < splits; ++s)
-    if (p[2 * s] != -INFINITY && p[2 * s] == p[2 * s]) sum += p[2 * s + 1] * exp(p[2 * s] - best);
+    if (p[2 * s] != -INFINITY) sum += p[2 * s + 1] * exp(p[2 * s] - best);
   out[i] = saw_nan ? T(NAN) : best + log(sum);  // no finite term at all: log(0) = -inf
 }
 
