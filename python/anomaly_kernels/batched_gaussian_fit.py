@@ -62,10 +62,10 @@ def batched_gaussian_fit(
     # the (C, C) result, all float64.
     per_position = 8 * (b * c + (b * b + b * c + c * c if image_space else 2 * c * c))
     chunk = max(1, max_temporary_bytes // per_position)
+    invert = _invert_in_image_space if image_space else _invert_in_feature_space
     for start in range(0, p, chunk):
         stop = min(p, start + chunk)
         centred = (samples[:, :, start:stop].to(torch.float64) - mean[:, start:stop]).permute(2, 0, 1)  # (p, B, C)
-        invert = _invert_in_image_space if image_space else _invert_in_feature_space
         precision[start:stop] = invert(centred, ridge, start)
     return mean.to(embedding.dtype), precision
 

@@ -267,33 +267,11 @@ class OnePassAnomalyModule(AnomalyModule):
                     keep_reduced_metric_states(statistics.cpu(), cpu_group)
                     statistics.to(device)
                 if self.adaptive_threshold:
-                    self._compute_adaptive_threshold_over_ranks(outputs, pixel_outputs)
+                    self._compute_adaptive_threshold(outputs, pixel_data=pixel_outputs)
                 self._compute_metrics(outputs)
             else:
                 self._compute_metrics(outputs, normalized=self.normalization is not None)
-            if pixel_outputs and len(self.pixel_metrics) > 0:
-                self.log_dict(self.pixel_metrics.compute(), prog_bar=True)
-                self.log_dict(self.image_metrics.compute(), prog_bar=False)
-            else:
-                self.log_dict(self.image_metrics.compute(), prog_bar=True)
-
-    def _compute_adaptive_threshold_over_ranks(self, outputs: List[Dict[str, Any]], pixel_outputs: bool) -> None:
-        """``_compute_adaptive_threshold`` with the pixel decision agreed by all ranks.
-
-        Args:
-            outputs: this rank's step outputs (possibly empty).
-            pixel_outputs: whether any rank has outputs with maps and masks; if not, the pixel
-                threshold takes the image threshold, as for one process.
-        """
-        self.image_threshold.reset()
-        self.pixel_threshold.reset()
-        self._collect_outputs(self.image_threshold, self.pixel_threshold, outputs)
-        self.image_threshold.compute()
-        if pixel_outputs:
-            self.pixel_threshold.compute()
-        else:
-            self.pixel_threshold.value = self.image_threshold.value.detach().clone()
-        self._set_metric_thresholds()
+            self._log_metrics(pixel_data=pixel_outputs)
 
     def _epoch_end_metrics(self) -> List[Metric]:
         """Every metric the epoch end synchronises: thresholds, statistics and both collections."""

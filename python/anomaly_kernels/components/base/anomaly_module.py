@@ -348,19 +348,23 @@ class AnomalyModule(pl.LightningModule, ABC):
         self._compute_metrics(outputs, normalized=self.normalization is not None)
         self._log_metrics()
 
-    def _compute_adaptive_threshold(self, outputs: List[Dict[str, Any]]) -> None:
+    def _compute_adaptive_threshold(self, outputs: List[Dict[str, Any]], pixel_data: Optional[bool] = None) -> None:
         """Set ``image_threshold`` / ``pixel_threshold`` to the F1-optimal thresholds of ``outputs``.
 
         Args:
             outputs: step outputs with ``pred_scores`` (B,) and ``label`` (B,), optionally
                 ``anomaly_maps`` (B, 1, H, W) and ``mask``. Without pixel data the pixel
                 threshold takes the image threshold.
+            pixel_data: whether there is pixel data; ``None``: whether ``outputs`` fed the
+                pixel threshold (several processes pass the answer agreed by all ranks).
         """
         self.image_threshold.reset()
         self.pixel_threshold.reset()
         self._collect_outputs(self.image_threshold, self.pixel_threshold, outputs)
         self.image_threshold.compute()
-        if self.pixel_threshold.update_called:
+        if pixel_data is None:
+            pixel_data = self.pixel_threshold.update_called
+        if pixel_data:
             self.pixel_threshold.compute()
         else:
             self.pixel_threshold.value = self.image_threshold.value.detach().clone()
@@ -513,9 +517,16 @@ class AnomalyModule(pl.LightningModule, ABC):
                 output[key] = value.detach().cpu()
         return output
 
-    def _log_metrics(self) -> None:
-        """Log computed performance metrics: image metrics, and pixel metrics when they were updated."""
-        if _updated(self.pixel_metrics):
+    def _log_metrics(self, pixel_data: Optional[bool] = None) -> None:
+        """Log computed performance metrics: image metrics, and pixel metrics when there is pixel data.
+
+        Args:
+            pixel_data: ``None``: whether the pixel metrics were updated (several processes pass
+                the answer agreed by all ranks).
+        """
+        if pixel_data is None:
+            pixel_data = _updated(self.pixel_metrics)
+        if pixel_data and len(self.pixel_metrics) > 0:
             self.log_dict(self.pixel_metrics.compute(), prog_bar=True)
             self.log_dict(self.image_metrics.compute(), prog_bar=False)
         else:
