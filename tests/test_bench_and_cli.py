@@ -109,3 +109,33 @@ def test_every_operator_is_registered_on_cpu_and_wrapped():
     }
     assert set(names) == expected
     assert all(callable(getattr(ops, name)) for name in names)
+
+
+def test_gpu_bench_without_gpu_is_refused(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the refusal only applies without one")
+    assert main(["bench-gpu", "--quick"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_gpu_comparison_check_catches_differences_and_lost_nans():
+    from anomaly_kernels.bench.gpu_compare import _relative_check
+
+    check = _relative_check(1e-5)
+    ref = torch.tensor([1.0, 2.0, float("nan")])
+    assert check(ref.clone(), ref)[0]
+    assert not check(torch.tensor([1.0, 2.001, float("nan")]), ref)[0]
+    assert not check(torch.tensor([1.0, 2.0, 0.0]), ref)[0]  # a NaN turned into a number
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_gpu_comparison_on_cuda_times_every_form_and_agrees(tmp_path):
+    from anomaly_kernels.bench.gpu_compare import run_gpu_comparison
+
+    out = tmp_path / "gpu.json"
+    record = run_gpu_comparison(str(out), quick=True, only=["upsample_blur"])
+    assert json.loads(out.read_text())["results"] == json.loads(json.dumps(record["results"]))
+    assert [r["name"] for r in record["results"]] == ["upsample_blur", "upsample_blur"]
+    for row in record["results"]:
+        assert row["agree"], row["check"]
+        assert all(form["min_ms"] > 0 for form in row["forms"].values())

@@ -1,4 +1,4 @@
-"""The ``anomaly-kernels`` command: ``bench``, ``fit``, ``predict`` and ``info``."""
+"""The ``anomaly-kernels`` command: ``bench``, ``bench-gpu``, ``fit``, ``predict`` and ``info``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--output", default="anomaly_kernels_bench.json", help="JSON file to write ('' for none)")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    gpu = sub.add_parser("bench-gpu", help="CUDA kernels against cuDNN / cuBLAS / eager forms, CUDA-event timed")
+    gpu.add_argument("--quick", action="store_true", help="blur, upsample+blur, scoring and projection only (~1 min)")
+    gpu.add_argument("--only", nargs="+", default=None, metavar="OP",
+                     help="operations to run, e.g. gaussian_blur mahalanobis kcenter_greedy")
+    gpu.add_argument("--output", default="anomaly_kernels_bench_gpu.json", help="JSON file to write ('' for none)")
 
     sharded = sub.add_parser("bench-distributed", help="sharded coreset selection on 1..P local gloo processes")
     sharded.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
@@ -108,6 +114,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print(json.dumps(build_info(), indent=2))
         return 0
+    if args.command == "bench-gpu":
+        if not torch.cuda.is_available():
+            print("error: bench-gpu needs a CUDA device, and none is available", file=sys.stderr)
+            return 2
+        from anomaly_kernels.bench.gpu_compare import run_gpu_comparison
+
+        record = run_gpu_comparison(args.output or None, quick=args.quick, only=args.only)
+        return 0 if all(r.get("agree", True) for r in record["results"]) else 1
     if args.command == "bench-distributed":
         from anomaly_kernels.bench.distributed import format_records, run_distributed_benchmark
 
