@@ -142,3 +142,19 @@ def test_distributed_benchmark_reports_times_and_identity():
     assert all(0 <= r["communication_share"] <= 1 for r in records)
     table = format_records(records).splitlines()
     assert len(table) == 4 and table[2].split()[0] == "1" and table[3].split()[-1] == "yes"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(), reason="no CUDA device with NCCL")
+def test_distributed_coreset_on_nccl_cuda_equals_seeded_coreset(tmp_path):
+    # World size 1 on NCCL: the collective path of the GPU backend (all-reduce of packed keys,
+    # broadcast of center rows) must give the one-process selection on the same device.
+    from anomaly_kernels.distributed.coreset import seeded_coreset
+
+    embedding = torch.randn(20_000, 256, generator=torch.Generator().manual_seed(3)).cuda()
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1,
+                            device_id=torch.device("cuda", 0))
+    try:
+        sharded = distributed_coreset(embedding, 0.05, seed=7, progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert sharded == seeded_coreset(embedding, 0.05, seed=7, progress=False)
