@@ -98,3 +98,18 @@ def test_bad_input_is_named():
         blur(torch.rand(3, 8, 8))
     with pytest.raises(TypeError, match="floating"):
         blur(torch.ones(1, 3, 8, 8, dtype=torch.int64))
+
+
+def test_loaded_kernel_is_the_kernel_applied(device):
+    x = torch.rand(2, 1, 40, 48, device=device)
+    wide = GaussianBlur2d(kernel_size=7, sigma=3.0, channels=1).to(device)
+    narrow = GaussianBlur2d(kernel_size=7, sigma=0.8, channels=1).to(device)
+    narrow.load_state_dict(wide.state_dict())
+    assert torch.allclose(narrow(x), wide(x), atol=1e-6)
+
+    # A kernel with no 1-D factors is applied as the 2-D correlation it is.
+    other = torch.rand(1, 1, 7, 7, device=device)
+    narrow.load_state_dict({"kernel": other})
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect"), other)
+    assert torch.allclose(narrow(x), expected, atol=1e-6)
+    assert not torch.allclose(narrow(x), wide(x), atol=1e-3)

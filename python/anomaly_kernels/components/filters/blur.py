@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anomaly_kernels import ops
@@ -105,6 +106,28 @@ class GaussianBlur2d(nn.Module):
         self.register_buffer("kernel", kernel_2d.expand(channels, 1, ky, kx).contiguous())
         self.register_buffer("kernel_y", kernel_y, persistent=False)
         self.register_buffer("kernel_x", kernel_x, persistent=False)
+        # The saved 2-D kernel is what the module applies: a loaded state dict may hold another
+        # one, whose 1-D factors (or, if it has none, the 2-D kernel itself) then take over.
+        self.separable = True
+        self.register_load_state_dict_post_hook(lambda module, _: module._factor_kernel())
+
+    def _factor_kernel(self) -> None:
+        """Derive ``kernel_y`` and ``kernel_x`` from ``kernel`` when it is one separable kernel.
+
+        A rank-1 kernel ``K = outer(u, v)`` has row sums ``u * sum(v)`` and column sums
+        ``v * sum(u)``, so ``outer(row sums, column sums / sum(K))`` rebuilds it exactly.
+        """
+        kernel = self.kernel.detach().double()
+        first = kernel[0, 0]
+        total = first.sum()
+        self.separable = False
+        if bool((kernel == first).all()) and total != 0:
+            kernel_y, kernel_x = first.sum(dim=1), first.sum(dim=0) / total
+            scale = first.abs().max().clamp(min=1e-300)
+            if bool(((torch.outer(kernel_y, kernel_x) - first).abs() <= 1e-6 * scale).all()):
+                self.kernel_y = kernel_y.to(self.kernel_y.dtype)
+                self.kernel_x = kernel_x.to(self.kernel_x.dtype)
+                self.separable = True
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         """Blur the input with the Gaussian.
@@ -126,7 +149,15 @@ class GaussianBlur2d(nn.Module):
             raise TypeError(f"input_tensor must be a floating tensor, got {input_tensor.dtype}")
         compute_dtype = input_tensor.dtype if input_tensor.dtype == torch.float64 else torch.float32
         x = input_tensor.to(compute_dtype)
+        if not self.separable:  # a loaded kernel with no 1-D factors: the depthwise 2-D correlation
+            return self._blur_2d(x).to(input_tensor.dtype)
         kernel_y = self.kernel_y.to(device=x.device, dtype=compute_dtype)
         kernel_x = self.kernel_x.to(device=x.device, dtype=compute_dtype)
         out = ops.separable_blur2d(x, kernel_y, kernel_x, self.border_type, self.padding)
         return out.to(input_tensor.dtype)
+
+    def _blur_2d(self, x: torch.Tensor) -> torch.Tensor:
+        ky, kx = self.kernel_size
+        if self.padding == "same":
+            x = F.pad(x, ((kx - 1) // 2, kx // 2, (ky - 1) // 2, ky // 2), mode=self.border_type)
+        return F.conv2d(x, self.kernel.to(device=x.device, dtype=x.dtype), groups=self.channels)
