@@ -1,20 +1,88 @@
-// CUDA kernels of the k-center-greedy passes. One warp per row computes the distance to the
-// center row, lowers the row's running minimum and offers (distance, index) as one packed 64-bit
-// key; each block merges its warps' keys and issues a single atomicMax. The key orders by
-// distance first (non-negative float bits compare like the floats) and then by the complemented
-// index, so the largest key is the farthest row with the smallest index.
+// CUDA kernels of the k-center-greedy passes.
+//
+// A pass applies one center: every row's distance to it lowers the row's running minimum, and
+// the farthest row (largest minimum, ties to the smallest index) becomes the next center. Rows
+// are read by subgroups of kLanes lanes with 16-byte loads; the farthest row is found as the
+// largest packed 64-bit key (distance bits above the complemented row index).
+//
+// kcenter_greedy runs all of a call's passes in ONE cooperative kernel: each block owns a fixed
+// contiguous range of rows for the whole selection, merges its rows' keys into one atomicMax
+// per pass, and a grid barrier later every block reads the same winner, so the next center is
+// known on the device without a host round trip. The keys rotate through three slots: block 0
+// clears the slot of pass t + 1 during pass t, after the barrier that ends every read of it
+// (pass t - 2's), and before the barrier that opens pass t + 1's atomics.
+//
+// Pruning (exact): a row whose nearest center p lies at center_distance[p] >= 2 m from the new
+// center (m: the row's distance to p) cannot get closer, by the triangle inequality, and is not
+// read. A pruned pass first computes center_distance for every earlier center (one more grid
+// barrier), then each block tests its rows thread by thread, compacts the rows that must be
+// read into shared memory and reads only those. When a pruned pass still reads most rows (iid
+// data), pruning is switched off for a run of passes that doubles each time it fails again.
+//
+// Bad state (a center outside [0, n), a nearest entry outside [-1, end)) never causes a read
+// outside the buffers: the kernels record the first such error in device memory, which the
+// host reads once at the end of the call.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <cstddef>
+
 #include "cuda/kcenter.cuh"
+
+namespace cg = cooperative_groups;
 
 namespace anomaly_kernels::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
-constexpr int kMaxBlocks = 4096;
+constexpr int kThreads = 512;                 // threads per block
+constexpr int kWarps = kThreads / 32;
+constexpr int kLanes = 8;                     // lanes that read one row together
+constexpr int kRowsPerWarp = 32 / kLanes;
 // Rows are skipped only when center_distance >= 2 * kMargin * min_distance: the margin absorbs
 // the rounding of both computed distances, so pruning never changes the selection.
 constexpr float kMargin = 1.0f + 1e-5f;
+// A pruned pass pays for itself when it skips at least 1/kWorthSkipping of the rows; otherwise
+// pruning pauses for kFirstPause passes, doubling up to kLongestPause while it keeps failing.
+constexpr int64_t kWorthSkipping = 8;
+constexpr int kFirstPause = 4;
+constexpr int kLongestPause = 256;
+constexpr float kDefaultL2Share = 0.5f;
+
+struct State {
+  unsigned long long best[3];       // the farthest row's key of passes t % 3
+  unsigned long long rows_read[3];  // rows read by pruned passes t % 3
+  unsigned long long done;          // blocks finished (per-pass launches)
+  unsigned long long error_kind;    // KCenterError, in this order
+  long long error_where;
+  long long error_value;
+};
+static_assert(offsetof(State, error_where) == offsetof(State, error_kind) + 8 &&
+                  offsetof(State, error_value) == offsetof(State, error_kind) + 16,
+              "the error fields are copied to KCenterError as one block");
+constexpr int64_t kStateBytes = 256;
+static_assert(sizeof(State) <= kStateBytes, "State must fit in its scratch slot");
+
+template <typename S>
+struct Pass {
+  const S* x;             // (n, d) rows
+  int64_t n, d;
+  float* min_distances;   // (n,)
+  int32_t* nearest;       // (n,) or nullptr (kcenter_step)
+  int64_t* centers;       // coreset positions (kcenter_step: the one center index)
+  int64_t end;            // passes end before this position: nearest must be < end
+  float* center_distance; // (end,) distances of the current center to the earlier ones
+  State* state;
+  int64_t keep_rows;      // per block: rows read with the default L2 priority, then streamed
+};
+
+struct Shared {
+  unsigned long long keys[kWarps];
+  uint32_t rows[kThreads];  // rows of the current tile that must be read
+  float m[kThreads];        // and their running minima
+  int count[2];             // tiles alternate between the two counters
+  int last;                 // this block finished a per-pass launch last
+};
 
 // The bits of a non-negative float order as unsigned integers do; negative, -0 and NaN
 // distances (only from an invalid caller state) count as 0, as the CPU kernel never prefers them.
@@ -23,153 +91,447 @@ __device__ __forceinline__ unsigned long long pack_key(float distance, int64_t i
   return (static_cast<unsigned long long>(__float_as_uint(ordered)) << 32) |
          (0xFFFFFFFFull - static_cast<unsigned long long>(index));
 }
+__device__ __forceinline__ int64_t key_index(unsigned long long key) {
+  return static_cast<int64_t>(0xFFFFFFFFull - (key & 0xFFFFFFFFull));
+}
+__device__ __forceinline__ unsigned long long max_key(unsigned long long a, unsigned long long b) {
+  return a > b ? a : b;
+}
 
 __device__ __forceinline__ unsigned long long warp_max(unsigned long long key) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const unsigned long long other = __shfl_xor_sync(0xFFFFFFFFu, key, offset);
-    key = other > key ? other : key;
-  }
+  for (int offset = 16; offset > 0; offset >>= 1)
+    key = max_key(key, __shfl_xor_sync(0xFFFFFFFFu, key, offset));
   return key;
 }
 
-__device__ __forceinline__ float warp_sum(float value) {
-  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xFFFFFFFFu, value, offset);
+// Sum over the kLanes lanes of a subgroup (every lane of the warp must take part).
+__device__ __forceinline__ float subgroup_sum(float value) {
+  for (int offset = kLanes / 2; offset > 0; offset >>= 1)
+    value += __shfl_xor_sync(0xFFFFFFFFu, value, offset);
   return value;
+}
+
+__device__ void report(State* state, long long kind, long long where, long long value) {
+  if (atomicCAS(&state->error_kind, 0ull, static_cast<unsigned long long>(kind)) == 0ull) {
+    state->error_where = where;
+    state->error_value = value;
+  }
 }
 
 __device__ __forceinline__ float widen(float value) { return value; }
 __device__ __forceinline__ float widen(__nv_bfloat16 value) { return __bfloat162float(value); }
 
-// Euclidean distance between two rows (stored as S: float or bfloat16), computed by a whole
-// warp in float; every lane gets the result.
-template <typename S>
-__device__ __forceinline__ float warp_distance(const S* __restrict__ a, const S* __restrict__ b,
-                                               int64_t d, int lane) {
-  float sum = 0.f;
-  for (int64_t j = lane; j < d; j += 32) {
-    const float diff = widen(a[j]) - widen(b[j]);
-    sum = fmaf(diff, diff, sum);
-  }
-  return sqrtf(warp_sum(sum));
+__device__ __forceinline__ float squares(const uint4& a, const uint4& b, float sum, float) {
+  const float d0 = __uint_as_float(a.x) - __uint_as_float(b.x);
+  const float d1 = __uint_as_float(a.y) - __uint_as_float(b.y);
+  const float d2 = __uint_as_float(a.z) - __uint_as_float(b.z);
+  const float d3 = __uint_as_float(a.w) - __uint_as_float(b.w);
+  return fmaf(d3, d3, fmaf(d2, d2, fmaf(d1, d1, fmaf(d0, d0, sum))));
+}
+// A 32-bit word holds two bfloat16: the low one in bits 0-15, each the top half of a float.
+__device__ __forceinline__ float bf16_pair(uint32_t a, uint32_t b, float sum) {
+  const float lo = __uint_as_float(a << 16) - __uint_as_float(b << 16);
+  const float hi = __uint_as_float(a & 0xFFFF0000u) - __uint_as_float(b & 0xFFFF0000u);
+  return fmaf(hi, hi, fmaf(lo, lo, sum));
+}
+__device__ __forceinline__ float squares(const uint4& a, const uint4& b, float sum,
+                                        __nv_bfloat16) {
+  return bf16_pair(a.w, b.w, bf16_pair(a.z, b.z, bf16_pair(a.y, b.y, bf16_pair(a.x, b.x, sum))));
 }
 
-// The center is center_row when given, else features[*center]. nearest == nullptr: plain pass.
-// center_distance == nullptr: no pruning.
-template <typename S>
-__global__ void update_kernel(const S* __restrict__ features, int64_t n, int64_t d,
-                              float* __restrict__ min_distances, const int64_t* __restrict__ center,
-                              const S* __restrict__ center_row_given,
-                              int32_t* __restrict__ nearest,
-                              const float* __restrict__ center_distance, int32_t position,
-                              unsigned long long* __restrict__ best_key) {
-  __shared__ unsigned long long warp_keys[kWarpsPerBlock];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // An out-of-range center index cannot be reported without a host synchronisation; the pass
-  // is then a no-op (no read outside the features, no update) and the picked key stays 0.
-  if (!center_row_given && (*center < 0 || *center >= n)) return;
-  const S* center_row = center_row_given ? center_row_given : features + (*center) * d;
-  unsigned long long key = 0;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; row < n;
-       row += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    float m = min_distances[row];
-    const int32_t p = nearest ? nearest[row] : -1;
-    const bool skip = p >= 0 && center_distance && center_distance[p] >= 2.f * kMargin * m;
-    if (!skip) {
-      const float dist = warp_distance(features + row * d, center_row, d, lane);
-      if (dist < m) {
-        m = dist;
-        if (lane == 0) {
-          min_distances[row] = m;
-          if (nearest) nearest[row] = position;
-        }
+// This lane's share of ||row - center||^2 (lanes `sub` = 0..kLanes-1 of a subgroup). kVec:
+// both rows start 16-byte aligned and d * sizeof(S) is a multiple of 16. `stream`: the row is
+// loaded with evict-first priority (it will not be reused before it is evicted anyway).
+template <typename S, bool kVec>
+__device__ __forceinline__ float partial_squares(const S* __restrict__ row,
+                                                 const S* __restrict__ center, int64_t d, int sub,
+                                                 bool stream) {
+  float sum = 0.f;
+  if constexpr (kVec) {
+    const int64_t vectors = d * static_cast<int64_t>(sizeof(S)) / 16;
+    const uint4* a = reinterpret_cast<const uint4*>(row);
+    const uint4* b = reinterpret_cast<const uint4*>(center);
+    if (stream) {
+#pragma unroll 4
+      for (int64_t k = sub; k < vectors; k += kLanes) sum = squares(__ldcs(a + k), __ldg(b + k), sum, S());
+    } else {
+#pragma unroll 4
+      for (int64_t k = sub; k < vectors; k += kLanes) sum = squares(__ldg(a + k), __ldg(b + k), sum, S());
+    }
+  } else {
+    for (int64_t j = sub; j < d; j += kLanes) {
+      const float diff = widen(row[j]) - widen(center[j]);
+      sum = fmaf(diff, diff, sum);
+    }
+  }
+  return sum;
+}
+
+// Lowers the running minimum of `row` (m: its current value) by `dist`, recording position t.
+__device__ __forceinline__ float apply(float* min_distances, int32_t* nearest, int64_t row, float m,
+                                       float dist, int64_t t, bool writer) {
+  if (dist < m) {
+    if (writer) {
+      min_distances[row] = dist;
+      if (nearest) nearest[row] = static_cast<int32_t>(t);
+    }
+    return dist;
+  }
+  return m;
+}
+
+// Applies the center row to rows [rb, re) (this block's range) and folds every row's key into
+// *key; *reads counts the rows read (thread 0 only, pruned passes). The block's threads must
+// all call it; pruned passes use shared memory and __syncthreads.
+template <typename S, bool kVec>
+__device__ void update_rows(const Pass<S>& p, int64_t t, const S* center, bool pruned, int64_t rb,
+                            int64_t re, Shared& sh, uint32_t& tile, unsigned long long& key,
+                            unsigned long long& reads) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int sub = lane % kLanes, group = lane / kLanes;
+  const int64_t d = p.d;
+  if (!pruned) {
+    for (int64_t base = rb + warp * kRowsPerWarp; base < re; base += kWarps * kRowsPerWarp) {
+      const int64_t row = base + group;
+      const bool active = row < re;
+      const float m = active ? __ldcg(p.min_distances + row) : 0.f;
+      float sq = active ? partial_squares<S, kVec>(p.x + row * d, center, d, sub,
+                                                   row - rb >= p.keep_rows)
+                        : 0.f;
+      sq = subgroup_sum(sq);
+      if (active) {
+        const float m_new = apply(p.min_distances, p.nearest, row, m, sqrtf(sq), t, sub == 0);
+        key = max_key(key, pack_key(m_new, row));
       }
     }
-    const unsigned long long k = pack_key(m, row);
-    key = k > key ? k : key;
+    return;
   }
+  const float* center_distance = p.center_distance;
+  for (int64_t base = rb; base < re; base += kThreads, ++tile) {
+    const int slot = tile & 1;
+    const int64_t row = base + tid;
+    bool need = false;
+    float m = 0.f;
+    if (row < re) {
+      m = __ldcg(p.min_distances + row);
+      const int32_t q = __ldcg(p.nearest + row);
+      bool skip = false;
+      if (q < -1 || q >= p.end) report(p.state, kNearestOutOfRange, row, q);
+      else if (q >= 0 && q < t) skip = __ldcg(center_distance + q) >= 2.f * kMargin * m;
+      if (skip) key = max_key(key, pack_key(m, row));
+      need = !skip;
+    }
+    const unsigned ballot = __ballot_sync(0xFFFFFFFFu, need);
+    int first = 0;
+    if (lane == 0 && ballot) first = atomicAdd(&sh.count[slot], __popc(ballot));
+    first = __shfl_sync(0xFFFFFFFFu, first, 0);
+    if (need) {
+      const int at = first + __popc(ballot & ((1u << lane) - 1u));
+      sh.rows[at] = static_cast<uint32_t>(row);
+      sh.m[at] = m;
+    }
+    __syncthreads();
+    const int count = sh.count[slot];
+    if (tid == 0) {
+      sh.count[slot ^ 1] = 0;  // the next tile's counter: its last readers are done
+      reads += static_cast<unsigned long long>(count);
+    }
+    for (int i0 = warp * kRowsPerWarp; i0 < count; i0 += kWarps * kRowsPerWarp) {
+      const int i = i0 + group;
+      const bool active = i < count;
+      const int64_t r = active ? static_cast<int64_t>(sh.rows[i]) : 0;
+      const float mr = active ? sh.m[i] : 0.f;
+      float sq = active ? partial_squares<S, kVec>(p.x + r * d, center, d, sub, r - rb >= p.keep_rows)
+                        : 0.f;
+      sq = subgroup_sum(sq);
+      if (active) {
+        const float m_new = apply(p.min_distances, p.nearest, r, mr, sqrtf(sq), t, sub == 0);
+        key = max_key(key, pack_key(m_new, r));
+      }
+    }
+    __syncthreads();  // the list is rewritten by the next tile
+  }
+}
+
+// Merges the block's keys (and thread 0's read count) into the pass's slot. The caller must
+// synchronise the block before sh.keys is written again.
+__device__ void merge_block(Shared& sh, unsigned long long key, unsigned long long reads,
+                            unsigned long long* best, unsigned long long* rows_read) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   key = warp_max(key);
-  if (lane == 0) warp_keys[warp] = key;
+  if (lane == 0) sh.keys[warp] = key;
   __syncthreads();
   if (warp == 0) {
-    key = lane < kWarpsPerBlock ? warp_keys[lane] : 0ull;
+    key = lane < kWarps ? sh.keys[lane] : 0ull;
     key = warp_max(key);
-    if (lane == 0) atomicMax(best_key, key);
+    if (lane == 0) {
+      if (key) atomicMax(best, key);
+      if (rows_read && reads) atomicAdd(rows_read, reads);
+    }
   }
 }
 
-// center_distance[j] = ||features[centers[t]] - features[centers[j]]|| for j < t, a warp each.
-template <typename S>
-__global__ void center_distance_kernel(const S* __restrict__ features, int64_t n, int64_t d,
-                                       const int64_t* __restrict__ centers, int64_t t,
-                                       float* __restrict__ center_distance) {
-  const int lane = threadIdx.x & 31;
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (j >= t) return;
-  // Out-of-range indices: skipped, as in update_kernel.
-  if (centers[j] < 0 || centers[j] >= n || centers[t] < 0 || centers[t] >= n) return;
-  const float dist = warp_distance(features + centers[j] * d, features + centers[t] * d, d, lane);
-  if (lane == 0) center_distance[j] = dist;
+// center_distance[j] = ||features[centers[j]] - center|| for j < t, a subgroup per center,
+// spread over the whole grid.
+template <typename S, bool kVec>
+__device__ void center_distances(const Pass<S>& p, int64_t t, const S* center) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane % kLanes, group = lane / kLanes;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps * kRowsPerWarp;
+  for (int64_t base = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kRowsPerWarp; base < t;
+       base += stride) {
+    const int64_t j = base + group;
+    const bool active = j < t;
+    const long long cj = active ? __ldcg(reinterpret_cast<const long long*>(p.centers) + j) : 0;
+    const bool valid = cj >= 0 && cj < p.n;
+    if (active && !valid && sub == 0) report(p.state, kCenterOutOfRange, j, cj);
+    float sq = active && valid ? partial_squares<S, kVec>(p.x + cj * p.d, center, p.d, sub, false)
+                               : 0.f;
+    sq = subgroup_sum(sq);
+    // An invalid center gets distance 0, which proves nothing about any row that could change.
+    if (active && sub == 0) p.center_distance[j] = valid ? sqrtf(sq) : 0.f;
+  }
 }
 
-__global__ void unpack_index_kernel(unsigned long long* key, int64_t* index, bool reset_key) {
-  *index = static_cast<int64_t>(0xFFFFFFFFull - (*key & 0xFFFFFFFFull));
-  if (reset_key) *key = 0ull;
+__device__ __forceinline__ void block_range(int64_t n, int64_t& rb, int64_t& re) {
+  const int64_t per = (n + gridDim.x - 1) / gridDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * per;
+  rb = first < n ? first : n;
+  re = rb + per < n ? rb + per : n;
 }
 
-int update_blocks(int64_t n) {
-  const int64_t wanted = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  return static_cast<int>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
-}
-
-}  // namespace
-
-cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances,
-                         const int64_t* center, const float* center_row, int64_t* argmax,
-                         cudaStream_t stream) {
-  // argmax doubles as the atomicMax target: zero it, merge keys into it, then decode in place.
-  auto* key = reinterpret_cast<unsigned long long*>(argmax);
-  cudaError_t err = cudaMemsetAsync(key, 0, sizeof(*key), stream);
-  if (err != cudaSuccess) return err;
-  update_kernel<float><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
-      features, n, d, min_distances, center, center_row, nullptr, nullptr, 0, key);
-  unpack_index_kernel<<<1, 1, 0, stream>>>(key, argmax, false);
-  return cudaGetLastError();
-}
-
-template <typename S>
-cudaError_t kcenter_greedy(const S* features, int64_t n, int64_t d, float* min_distances,
-                           int32_t* nearest, int64_t* centers, int64_t begin, int64_t end,
-                           bool pick, bool prune, float* center_distance,
-                           unsigned long long* key_scratch, cudaStream_t stream) {
-  cudaError_t err = cudaMemsetAsync(key_scratch, 0, sizeof(*key_scratch), stream);
-  if (err != cudaSuccess) return err;
+// All passes [begin, end) in one launch; must be launched cooperatively.
+template <typename S, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    greedy_cooperative(Pass<S> p, int64_t begin, int64_t end, bool pick, bool prune) {
+  __shared__ Shared sh;
+  if (threadIdx.x < 2) sh.count[threadIdx.x] = 0;
+  __syncthreads();
+  cg::grid_group grid = cg::this_grid();
+  const bool leader = blockIdx.x == 0 && threadIdx.x == 0;
+  int64_t rb, re;
+  block_range(p.n, rb, re);
+  State* st = p.state;
+  uint32_t tile = 0;
+  int pause_left = 0, pause = kFirstPause / 2;
+  long long winner = -1;
   for (int64_t t = begin; t < end; ++t) {
-    const bool use_pruning = prune && t > 0;
-    if (use_pruning) {
-      const int blocks = static_cast<int>((t + kWarpsPerBlock - 1) / kWarpsPerBlock);
-      center_distance_kernel<S><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-          features, n, d, centers, t, center_distance);
+    // Uniform over the grid: every block reads the same entry or the same winner.
+    const long long c = (t == begin || !pick)
+                            ? __ldcg(reinterpret_cast<const long long*>(p.centers) + t)
+                            : winner;
+    if (c < 0 || c >= p.n) {
+      if (leader) report(st, kCenterOutOfRange, t, c);
+      break;
     }
-    update_kernel<S><<<update_blocks(n), kWarpsPerBlock * 32, 0, stream>>>(
-        features, n, d, min_distances, centers + t, nullptr, nearest,
-        use_pruning ? center_distance : nullptr, static_cast<int32_t>(t), key_scratch);
-    if (pick) unpack_index_kernel<<<1, 1, 0, stream>>>(key_scratch, centers + t + 1, true);
-    else {
-      err = cudaMemsetAsync(key_scratch, 0, sizeof(*key_scratch), stream);
-      if (err != cudaSuccess) return err;
+    const S* center = p.x + c * p.d;
+    const int slot = static_cast<int>(t % 3), next = static_cast<int>((t + 1) % 3);
+    const bool pruned = prune && t > 0 && pause_left == 0;
+    if (pruned) {
+      center_distances<S, kVec>(p, t, center);
+      grid.sync();
     }
+    if (leader) {
+      st->best[next] = 0ull;
+      st->rows_read[next] = 0ull;
+    }
+    unsigned long long key = 0, reads = 0;
+    update_rows<S, kVec>(p, t, center, pruned, rb, re, sh, tile, key, reads);
+    merge_block(sh, key, reads, &st->best[slot], pruned ? &st->rows_read[slot] : nullptr);
+    grid.sync();
+    winner = key_index(__ldcg(&st->best[slot]));
+    if (pick && leader) p.centers[t + 1] = winner;
+    if (pruned) {
+      const long long read = static_cast<long long>(__ldcg(&st->rows_read[slot]));
+      if ((p.n - read) * kWorthSkipping < p.n) {
+        pause = 2 * pause < kLongestPause ? 2 * pause : kLongestPause;
+        pause_left = pause;
+      } else {
+        pause = kFirstPause / 2;
+      }
+    } else if (pause_left > 0) {
+      --pause_left;
+    }
+  }
+}
+
+// Per-pass launches (no cooperative launch): the distances of center centers[t] to the earlier
+// ones.
+template <typename S, bool kVec>
+__global__ void __launch_bounds__(kThreads) center_distance_pass(Pass<S> p, int64_t t) {
+  const long long c = __ldcg(reinterpret_cast<const long long*>(p.centers) + t);
+  if (c < 0 || c >= p.n) return;  // update_pass reports it
+  center_distances<S, kVec>(p, t, p.x + c * p.d);
+}
+
+// Per-pass launches: pass t with center centers[t] (or center_row); the last block to finish
+// writes the winner to centers[t + 1] (pick) and/or *argmax (-1 for an invalid center) and
+// clears the key for the next launch.
+template <typename S, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    update_pass(Pass<S> p, int64_t t, const S* center_row, int64_t* argmax, bool pick, bool pruned) {
+  __shared__ Shared sh;
+  if (threadIdx.x < 2) sh.count[threadIdx.x] = 0;
+  __syncthreads();
+  State* st = p.state;
+  const long long c =
+      center_row ? 0 : __ldcg(reinterpret_cast<const long long*>(p.centers) + t);
+  const bool valid = center_row || (c >= 0 && c < p.n);
+  if (!valid && blockIdx.x == 0 && threadIdx.x == 0) report(st, kCenterOutOfRange, t, c);
+  unsigned long long key = 0, reads = 0;
+  if (valid) {
+    int64_t rb, re;
+    block_range(p.n, rb, re);
+    uint32_t tile = 0;
+    update_rows<S, kVec>(p, t, center_row ? center_row : p.x + c * p.d, pruned, rb, re, sh, tile,
+                         key, reads);
+  }
+  merge_block(sh, key, reads, &st->best[0], nullptr);
+  if (threadIdx.x == 0) {
+    __threadfence();  // this block's key before its count
+    sh.last = atomicAdd(&st->done, 1ull) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (sh.last && threadIdx.x == 0) {
+    __threadfence();
+    const unsigned long long best = atomicExch(&st->best[0], 0ull);
+    st->done = 0ull;
+    const long long winner = valid ? key_index(best) : -1;
+    if (argmax) *argmax = winner;
+    if (pick && valid) p.centers[t + 1] = winner;
+  }
+}
+
+bool vectorizable(const void* a, const void* b, int64_t row_bytes) {
+  return row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
+         (b == nullptr || reinterpret_cast<uintptr_t>(b) % 16 == 0);
+}
+
+struct Device {
+  int sms = 1, cooperative = 0, l2_bytes = 0;
+};
+cudaError_t query_device(Device& dev) {
+  int id = 0;
+  cudaError_t err = cudaGetDevice(&id);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&dev.sms, cudaDevAttrMultiProcessorCount, id);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&dev.cooperative, cudaDevAttrCooperativeLaunch, id);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&dev.l2_bytes, cudaDevAttrL2CacheSize, id);
+  return err;
+}
+
+// Rows per block read with the default L2 priority: all of them when the rows fit in L2 with
+// room to spare, else the block's share of `share` of the L2.
+int64_t keep_rows(int64_t n, int64_t row_bytes, int blocks, const Device& dev, float share) {
+  const double total = static_cast<double>(n) * static_cast<double>(row_bytes);
+  if (total <= 0.75 * dev.l2_bytes) return n;
+  const double rows = share * dev.l2_bytes / static_cast<double>(row_bytes);
+  return static_cast<int64_t>(rows / blocks);
+}
+
+int fallback_blocks(int64_t n, const Device& dev) {
+  const int64_t wanted = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 8LL * dev.sms)));
+}
+
+template <typename S, bool kVec>
+cudaError_t run_greedy(Pass<S> p, int64_t begin, int64_t end, bool pick, bool prune,
+                       const KCenterLaunch& launch, cudaStream_t stream) {
+  Device dev;
+  cudaError_t err = query_device(dev);
+  if (err != cudaSuccess) return err;
+  const int64_t row_bytes = p.d * static_cast<int64_t>(sizeof(S));
+  const float share = launch.l2_share >= 0.f ? launch.l2_share : kDefaultL2Share;
+  int per_sm = 0;
+  if (launch.allow_cooperative && dev.cooperative) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, greedy_cooperative<S, kVec>,
+                                                        kThreads, 0);
+    if (err != cudaSuccess) return err;
+    if (launch.max_blocks_per_sm > 0) per_sm = std::min(per_sm, launch.max_blocks_per_sm);
+  }
+  if (per_sm > 0) {
+    const int blocks = per_sm * dev.sms;
+    p.keep_rows = keep_rows(p.n, row_bytes, blocks, dev, share);
+    void* args[] = {&p, &begin, &end, &pick, &prune};
+    err = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(greedy_cooperative<S, kVec>),
+                                      dim3(blocks), dim3(kThreads), args, 0, stream);
+    if (err != cudaErrorCooperativeLaunchTooLarge) return err;
+    (void)cudaGetLastError();  // clear it and run the passes one launch at a time
+  }
+  const int blocks = fallback_blocks(p.n, dev);
+  p.keep_rows = keep_rows(p.n, row_bytes, blocks, dev, share);
+  for (int64_t t = begin; t < end; ++t) {
+    const bool pruned = prune && t > 0;
+    if (pruned) {
+      const int64_t per_block = kWarps * kRowsPerWarp;
+      const int cd_blocks = static_cast<int>(std::min<int64_t>((t + per_block - 1) / per_block, 8LL * dev.sms));
+      center_distance_pass<S, kVec><<<cd_blocks, kThreads, 0, stream>>>(p, t);
+    }
+    update_pass<S, kVec><<<blocks, kThreads, 0, stream>>>(p, t, nullptr, nullptr, pick, pruned);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }
 
+}  // namespace
+
+int64_t kcenter_step_scratch_bytes() { return kStateBytes; }
+
+int64_t kcenter_greedy_scratch_bytes(int64_t end, bool prune) {
+  return kStateBytes + (prune ? end : 0) * static_cast<int64_t>(sizeof(float));
+}
+
+cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances,
+                         const int64_t* center, const float* center_row, int64_t* argmax,
+                         void* scratch, cudaStream_t stream) {
+  auto* state = static_cast<State*>(scratch);
+  cudaError_t err = cudaMemsetAsync(state, 0, sizeof(State), stream);
+  if (err != cudaSuccess) return err;
+  Device dev;
+  err = query_device(dev);
+  if (err != cudaSuccess) return err;
+  const int blocks = fallback_blocks(n, dev);
+  Pass<float> p{features, n, d, min_distances, nullptr, const_cast<int64_t*>(center), 0,
+                nullptr, state, 0};
+  p.keep_rows = keep_rows(n, d * 4, blocks, dev, kDefaultL2Share);
+  if (vectorizable(features, center_row, d * 4))
+    update_pass<float, true><<<blocks, kThreads, 0, stream>>>(p, 0, center_row, argmax, false, false);
+  else
+    update_pass<float, false><<<blocks, kThreads, 0, stream>>>(p, 0, center_row, argmax, false, false);
+  return cudaGetLastError();
+}
+
+template <typename S>
+cudaError_t kcenter_greedy(const S* features, int64_t n, int64_t d, float* min_distances,
+                           int32_t* nearest, int64_t* centers, int64_t begin, int64_t end,
+                           bool pick, bool prune, void* scratch, const KCenterLaunch& launch,
+                           KCenterError* host_error, cudaStream_t stream) {
+  *host_error = KCenterError{};
+  if (begin >= end) return cudaSuccess;
+  auto* state = static_cast<State*>(scratch);
+  cudaError_t err = cudaMemsetAsync(state, 0, sizeof(State), stream);
+  if (err != cudaSuccess) return err;
+  float* center_distance = prune ? reinterpret_cast<float*>(static_cast<char*>(scratch) + kStateBytes)
+                                 : nullptr;
+  const Pass<S> p{features, n, d, min_distances, nearest, centers, end, center_distance, state, 0};
+  err = vectorizable(features, nullptr, d * static_cast<int64_t>(sizeof(S)))
+            ? run_greedy<S, true>(p, begin, end, pick, prune, launch, stream)
+            : run_greedy<S, false>(p, begin, end, pick, prune, launch, stream);
+  if (err != cudaSuccess) return err;
+  static_assert(sizeof(KCenterError) == 24, "KCenterError mirrors State's error fields");
+  err = cudaMemcpyAsync(host_error, &state->error_kind, sizeof(KCenterError),
+                        cudaMemcpyDeviceToHost, stream);
+  if (err != cudaSuccess) return err;
+  return cudaStreamSynchronize(stream);
+}
+
 template cudaError_t kcenter_greedy<float>(const float*, int64_t, int64_t, float*, int32_t*,
-                                           int64_t*, int64_t, int64_t, bool, bool, float*,
-                                           unsigned long long*, cudaStream_t);
+                                           int64_t*, int64_t, int64_t, bool, bool, void*,
+                                           const KCenterLaunch&, KCenterError*, cudaStream_t);
 template cudaError_t kcenter_greedy<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float*,
                                                    int32_t*, int64_t*, int64_t, int64_t, bool,
-                                                   bool, float*, unsigned long long*,
-                                                   cudaStream_t);
+                                                   bool, void*, const KCenterLaunch&,
+                                                   KCenterError*, cudaStream_t);
 
 }  // namespace anomaly_kernels::cuda

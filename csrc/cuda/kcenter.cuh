@@ -1,6 +1,5 @@
 // Launchers of the CUDA k-center-greedy passes (torch-free; implemented in kcenter.cu).
-// All pointers are device pointers; features is row-major (n, d) float32. Work is enqueued on
-// `stream` and never synchronises the host. Each returns the first launch error, if any.
+// All pointers are device pointers unless named host_*; features is row-major (n, d).
 #pragma once
 #include <cstdint>
 
@@ -10,20 +9,53 @@ namespace anomaly_kernels::cuda {
 
 // One pass: lowers min_distances[i] to ||features[i] - c|| for the center c = features[*center]
 // (center_row == nullptr) or c = center_row (d values; center == nullptr), and writes the
-// farthest row index (ties: smallest) to *argmax.
+// farthest row index (ties: smallest) to *argmax. An out-of-range *center leaves min_distances
+// unchanged and writes -1 to *argmax. Never synchronises the host. scratch: device memory of
+// kcenter_step_scratch_bytes(), 16-byte aligned.
+int64_t kcenter_step_scratch_bytes();
 cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances,
                          const int64_t* center, const float* center_row, int64_t* argmax,
-                         cudaStream_t stream);
+                         void* scratch, cudaStream_t stream);
+
+// How kcenter_greedy runs the passes.
+struct KCenterLaunch {
+  // Run all passes in one cooperative kernel with a grid barrier per pass when the device
+  // supports it and the grid can be co-resident; otherwise one or two launches per pass.
+  bool allow_cooperative = true;
+  // Upper bound on the blocks per SM of the cooperative grid (0: what occupancy allows). Fewer
+  // blocks make each grid barrier and the per-pass atomics cheaper.
+  int max_blocks_per_sm = 0;
+  // Share of the L2 cache given to rows read with the default eviction priority; all other
+  // rows are streamed with evict-first loads, so that part of the rows stays cached across
+  // passes when the features do not fit in L2. Negative: the built-in default.
+  float l2_share = -1.0f;
+};
+
+// What the device reported; kind 0: no error.
+struct KCenterError {
+  int64_t kind = 0;   // KCenterErrorKind
+  int64_t where = 0;  // the position in centers, or the row of nearest
+  int64_t value = 0;  // the offending index
+};
+enum KCenterErrorKind : int64_t {
+  kCenterOutOfRange = 1,   // centers[where] = value is not in [0, n)
+  kNearestOutOfRange = 2,  // nearest[where] = value is not in [-1, end)
+};
+
+// Bytes of device scratch that kcenter_greedy needs for `end` passes with or without pruning
+// (256-byte aligned pointer expected).
+int64_t kcenter_greedy_scratch_bytes(int64_t end, bool prune);
 
 // Passes begin .. end-1 of a greedy selection over features stored as S (float or
 // __nv_bfloat16; distances in float). Pass t applies centers[t] (recording position t in
 // nearest[] for the rows it brings closer) and, when `pick`, writes the farthest row to
-// centers[t + 1]. With `prune`, rows that the triangle inequality proves unaffected are not read;
-// center_distance needs room for `end` floats and key_scratch for one 64-bit key.
+// centers[t + 1]. With `prune`, rows that the triangle inequality proves unaffected are not read.
+// Enqueues the passes, then waits for them (one host synchronisation per call) and stores in
+// *host_error what the kernels found wrong with centers[] or nearest[].
 template <typename S>
 cudaError_t kcenter_greedy(const S* features, int64_t n, int64_t d, float* min_distances,
                            int32_t* nearest, int64_t* centers, int64_t begin, int64_t end,
-                           bool pick, bool prune, float* center_distance,
-                           unsigned long long* key_scratch, cudaStream_t stream);
+                           bool pick, bool prune, void* scratch, const KCenterLaunch& launch,
+                           KCenterError* host_error, cudaStream_t stream);
 
 }  // namespace anomaly_kernels::cuda

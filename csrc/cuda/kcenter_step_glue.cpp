@@ -1,5 +1,7 @@
 // CUDA entry points of anomaly_kernels::kcenter_step_ and kcenter_step_to_: checks, device
-// guard, current stream, launch. The kernels live in kcenter.cu.
+// guard, current stream, launch. The kernels live in kcenter.cu. A tensor center outside [0, N)
+// cannot be reported without a host synchronisation: the kernel then leaves min_distances
+// unchanged and returns -1.
 #include <torch/csrc/stable/ops.h>
 
 #include "common/kcenter_step_args.h"
@@ -19,11 +21,14 @@ Tensor step_cuda(const Tensor& features, Tensor& min_distances, const Tensor* ce
   const Tensor center = torch::stable::contiguous(center_index ? *center_index : *center_row);
   std::vector<int64_t> scalar_shape;
   Tensor out = torch::stable::new_empty(min_distances, scalar_shape, ScalarType::Long);
+  std::vector<int64_t> scratch_shape{(cuda::kcenter_step_scratch_bytes() + 7) / 8};
+  Tensor scratch = torch::stable::new_empty(min_distances, scratch_shape, ScalarType::Long);
   check_launch(cuda::kcenter_step(rows.const_data_ptr<float>(), rows.size(0), rows.size(1),
                                   min_distances.mutable_data_ptr<float>(),
                                   center_index ? center.const_data_ptr<int64_t>() : nullptr,
                                   center_row ? center.const_data_ptr<float>() : nullptr,
-                                  out.mutable_data_ptr<int64_t>(), current_stream(features)),
+                                  out.mutable_data_ptr<int64_t>(), scratch.mutable_data_ptr(),
+                                  current_stream(features)),
                op);
   return out;
 }

@@ -64,12 +64,12 @@ def kcenter_step_(
         center: row index of the newest center, an int or a one-element int64 tensor on the
             features' device (a tensor avoids a host synchronisation on CUDA). An int is
             range-checked here and the CPU kernel checks a tensor; the CUDA kernel cannot
-            report an out-of-range tensor index without synchronising, so it then leaves
-            ``min_distances`` unchanged (never reading outside ``features``).
+            raise on an out-of-range tensor index without synchronising, so it then leaves
+            ``min_distances`` unchanged (never reading outside ``features``) and returns -1.
 
     Returns:
         0-dim int64 tensor on the features' device: the index of the largest updated distance
-        (ties resolve to the smallest index).
+        (ties resolve to the smallest index); -1 for an out-of-range tensor center on CUDA.
 
     Example:
         >>> x = torch.tensor([[0.0], [1.0], [5.0]])
@@ -142,7 +142,9 @@ def kcenter_greedy_(
     new center's reach, rows are also kept in groups by nearest center and a whole group is
     skipped when the test holds for its farthest member, so late passes touch a few groups
     instead of testing every row. The selection is the same either way.
-    On CUDA the passes are enqueued back to back with no host synchronisation.
+    On CUDA all passes of a call run in one cooperative kernel (one launch per pass where the
+    device cannot co-schedule the grid); the call then waits for the device once, to raise on
+    bad ``centers`` or ``nearest`` entries the kernel met.
 
     Args:
         features: (N, D) float32, or bfloat16 to halve the bytes read per pass (the distances
@@ -151,11 +153,18 @@ def kcenter_greedy_(
             initially).
         nearest: (N,) int32, contiguous; position of each row's nearest center (-1 initially).
         centers: (K,) int64, contiguous; ``centers[begin .. end-1]`` must be set, and with
-            ``pick`` the entries ``begin+1 .. end`` are written. The CPU kernel raises on an
-            index outside ``[0, N)``; the CUDA kernel, which never synchronises, turns a pass
-            with such a center into a no-op instead of reading outside ``features``.
+            ``pick`` the entries ``begin+1 .. end`` are written.
         begin, end: the passes to run, ``0 <= begin <= end <= K`` (``end < K`` with ``pick``).
+
+    Raises:
+        RuntimeError: a center index outside ``[0, N)``, or (with ``prune``) a ``nearest``
+            entry outside ``[-1, end)``. On CUDA the passes stop at a bad center without
+            reading outside the tensors and the error is raised when the call ends; the state
+            is then unspecified.
     """
+    for name, value in (("begin", begin), ("end", end)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     _check_floating("features", features, (torch.float32, torch.bfloat16))
     if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] == 0:
         raise ValueError(f"features must be a non-empty 2-D (N, D) tensor, got shape {tuple(features.shape)}")

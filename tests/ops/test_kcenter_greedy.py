@@ -142,3 +142,102 @@ def test_bfloat16_features_equal_the_reference_on_the_rounded_rows(device, prune
     expected = _run(reference.kcenter_greedy_, features, 50, 5, False)
     assert torch.equal(native[0], expected[0])
     torch.testing.assert_close(native[1], expected[1], rtol=1e-5, atol=1e-5)
+
+
+def test_begin_and_end_must_be_ints():
+    features = torch.randn(10, 3)
+    min_distances, nearest, centers = _state(10, 4, 0, "cpu")
+    with pytest.raises(TypeError, match="begin must be an int"):
+        ops.kcenter_greedy_(features, min_distances, nearest, centers, 0.0, 2)
+    with pytest.raises(TypeError, match="end must be an int"):
+        ops.kcenter_greedy_(features, min_distances, nearest, centers, 0, True)
+
+
+# CUDA paths. Integer-valued rows make every distance exact in float32 and bfloat16 (squared
+# sums below 2^24), so CUDA and CPU must agree bit for bit, ties included.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+PATHS = ["cooperative", "per-pass"]
+
+
+@pytest.fixture
+def cuda_path(request, monkeypatch):
+    if request.param == "per-pass":
+        monkeypatch.setenv("ANOMALY_KERNELS_KCENTER_NO_COOPERATIVE", "1")
+    else:
+        monkeypatch.delenv("ANOMALY_KERNELS_KCENTER_NO_COOPERATIVE", raising=False)
+    return request.param
+
+
+def _integer_rows(n, d, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-100, 101, (n, d), generator=g).to(dtype)
+
+
+@requires_cuda
+@pytest.mark.parametrize("cuda_path", PATHS, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("prune", [False, True])
+@pytest.mark.parametrize(
+    "n,d,k",
+    [
+        (1, 1, 1),        # a single row
+        (5, 3, 5),        # fewer rows than blocks; rows not 16-byte multiples
+        (3000, 7, 64),    # scalar loads (28-byte rows)
+        (20000, 304, 40), # the projected PatchCore width, 16-byte loads
+        (300000, 8, 24),  # more rows than threads in the cooperative grid
+    ],
+)
+def test_cuda_equals_cpu_kernel(cuda_path, dtype, prune, n, d, k):
+    features = _integer_rows(n, d, seed=n + d, dtype=dtype)
+    expected = _run(ops.kcenter_greedy_, features, k, n // 2, prune)
+    native = _run(ops.kcenter_greedy_, features.cuda(), k, n // 2, prune)
+    assert torch.equal(native[0].cpu(), expected[0])
+    assert torch.equal(native[1].cpu(), expected[1])
+
+
+@requires_cuda
+@pytest.mark.parametrize("cuda_path", PATHS, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_clustered_rows_pruned_chunked_equal_one_unpruned_call(cuda_path, dtype):
+    # Many tight clusters: after the first centers most rows are pruned, and pruning pauses
+    # and resumes; chunk bounds must not change anything.
+    features = _clustered(40000, 48, clusters=300, seed=3, device="cuda").to(dtype)
+    plain = _run(ops.kcenter_greedy_, features, 600, 11, prune=False)
+    pruned = _run(ops.kcenter_greedy_, features, 600, 11, prune=True)
+    chunked = _run(ops.kcenter_greedy_, features, 600, 11, prune=True, chunks=(1, 2, 90, 91, 400))
+    for run in (pruned, chunked):
+        assert torch.equal(plain[0], run[0]) and torch.equal(plain[1], run[1])
+    expected = _run(reference.kcenter_greedy_, features, 600, 11, prune=False)
+    assert torch.equal(plain[0], expected[0])
+
+
+@requires_cuda
+@pytest.mark.parametrize("cuda_path", PATHS, indirect=True)
+@pytest.mark.parametrize("pick", [False, True])
+def test_cuda_out_of_range_center_raises(cuda_path, pick):
+    features = torch.randn(1000, 16, device="cuda")
+    min_distances, nearest, centers = _state(1000, 6, 0, "cuda")
+    centers[2] = 1000 if pick else -1
+    ops.kcenter_greedy_(features, min_distances, nearest, centers, 0, 2, pick=False)
+    with pytest.raises(RuntimeError, match=r"centers\[2\] must index a row of features"):
+        ops.kcenter_greedy_(features, min_distances, nearest, centers, 2, 4, pick=pick)
+
+
+@requires_cuda
+@pytest.mark.parametrize("cuda_path", PATHS, indirect=True)
+def test_cuda_out_of_range_nearest_raises(cuda_path):
+    features = torch.randn(1000, 16, device="cuda")
+    min_distances, nearest, centers = _state(1000, 6, 0, "cuda")
+    ops.kcenter_greedy_(features, min_distances, nearest, centers, 0, 2, pick=True)
+    nearest[123] = 7
+    with pytest.raises(RuntimeError, match=r"nearest\[123\] must be -1 or a coreset position"):
+        ops.kcenter_greedy_(features, min_distances, nearest, centers, 2, 4, pick=True, prune=True)
+
+
+@requires_cuda
+def test_cuda_cooperative_and_per_pass_agree_on_random_rows(monkeypatch):
+    features = torch.randn(50000, 96, generator=torch.Generator().manual_seed(4)).cuda()
+    cooperative = _run(ops.kcenter_greedy_, features, 200, 0, True)
+    monkeypatch.setenv("ANOMALY_KERNELS_KCENTER_NO_COOPERATIVE", "1")
+    per_pass = _run(ops.kcenter_greedy_, features, 200, 0, True)
+    assert torch.equal(cooperative[0], per_pass[0]) and torch.equal(cooperative[1], per_pass[1])

@@ -154,3 +154,30 @@ def test_step_to_opcheck(device):
         torch.ops.anomaly_kernels.kcenter_step_to_.default,
         (torch.randn(30, 7, device=device), torch.rand(30, device=device) * 4, torch.randn(7, device=device)),
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_out_of_range_tensor_center_returns_minus_one_and_changes_nothing():
+    features = torch.randn(100, 8, device="cuda")
+    min_distances = torch.rand(100, device="cuda")
+    before = min_distances.clone()
+    for center in (100, -1):
+        index = ops.kcenter_step_(features, min_distances, torch.tensor(center, device="cuda"))
+        assert int(index) == -1
+        assert torch.equal(min_distances, before)
+    # A valid center afterwards works as usual (the scratch state was not left dirty).
+    index = ops.kcenter_step_(features, min_distances, torch.tensor(3, device="cuda"))
+    assert int(index) == int(torch.argmax(min_distances)) and min_distances[3] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("n,d", [(300000, 8), (70001, 5), (4096, 304)])
+def test_cuda_step_at_grid_and_load_edges(n, d):
+    g = torch.Generator().manual_seed(n + d)
+    features = torch.randint(-100, 101, (n, d), generator=g).float()
+    min_distances = torch.full((n,), float("inf"))
+    expected = min_distances.clone()
+    ref_index = ops.kcenter_step_(features, expected, 17)
+    on_gpu = min_distances.cuda()
+    index = ops.kcenter_step_(features.cuda(), on_gpu, 17)
+    assert torch.equal(on_gpu.cpu(), expected) and int(index) == int(ref_index)
