@@ -175,3 +175,15 @@ def test_mid_epoch_validation_is_followed_by_a_fit_on_the_whole_epoch(train_set,
 def test_validating_an_unfitted_model_raises(test_set):
     with pytest.raises(RuntimeError, match="not fitted"):
         make_trainer().validate(build("padim"), loader(test_set), verbose=False)
+
+
+def test_a_default_trainer_writes_a_checkpoint_of_the_fitted_model(train_set, tmp_path):
+    module = build("dfkde")
+    trainer = make_trainer(enable_checkpointing=True, default_root_dir=tmp_path)
+    trainer.fit(module, loader(train_set))
+    assert trainer.global_step == len(train_set) // BATCH_SIZE
+    written = list(tmp_path.rglob("*.ckpt"))
+    assert len(written) == 1, written
+    restored = build("dfkde")
+    restored.load_state_dict(torch.load(written[0], weights_only=True)["state_dict"])
+    assert restored.model.is_fitted

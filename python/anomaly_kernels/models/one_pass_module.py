@@ -133,7 +133,19 @@ class OnePassAnomalyModule(AnomalyModule):
             ``None``: there is no loss.
         """
         self._training_features.append(self.model.embed(batch_images(batch)))
+        self._count_training_step()
         return None
+
+    def _count_training_step(self) -> None:
+        # Lightning's global_step counts optimiser steps, and a one-pass fit makes none: with
+        # global_step stuck at 0, ModelCheckpoint takes every epoch for already saved and writes
+        # nothing. One counted step per collected batch makes global_step (and max_steps,
+        # every_n_train_steps) count training batches, as for a gradient-trained model.
+        if self._trainer is None:
+            return
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
 
     def setup(self, stage: str) -> None:
         """Prepare a multi-process run: no gradient wrapper, no skipped hooks, a group for CPU states.
