@@ -25,6 +25,8 @@ and changing the number of images of one folder leaves the images of the others 
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import zlib
 from dataclasses import dataclass
@@ -265,7 +267,12 @@ def generate_synthetic_dataset(
         defect_types: defect folders to write (subset of ``DEFECT_TYPES`` = scratch, hole, stain,
             color_spot).
         overwrite: replace the ``train``, ``test`` and ``ground_truth`` folders of a category
-            that already exists; without it an existing non-empty category folder is an error.
+            that already exists (its other files are kept); without it an existing non-empty
+            category folder is an error.
+
+    Each category is written into a hidden sibling folder (``.<name>.partial-*``) and renamed
+    into place once complete, so an interrupted run never leaves a category folder holding part
+    of the images (a run killed outright may leave the hidden folder, which can be deleted).
 
     Returns:
         ``{category name: category folder}`` in the order given.
@@ -303,16 +310,52 @@ def generate_synthetic_dataset(
             raise FileExistsError(f"{category_dir} exists and is not a directory")
         if category_dir.is_dir() and any(category_dir.iterdir()) and not overwrite:
             raise FileExistsError(f"{category_dir} is not empty; pass overwrite=True to replace its images")
+    root.mkdir(parents=True, exist_ok=True)
     for category in resolved:
         category_dir = root / category.name
-        for part in ("train", "test", "ground_truth"):
-            if (category_dir / part).is_dir():
-                shutil.rmtree(category_dir / part)
-        _write_folder(category, category_dir, "train/good", category.n_train, None, int(seed))
-        _write_folder(category, category_dir, "test/good", category.n_test_good, None, int(seed))
-        for defect_type in category.defect_types:
-            _write_folder(
-                category, category_dir, f"test/{defect_type}", category.n_test_defect_per_type, defect_type, int(seed)
-            )
+        # Written into a hidden folder and renamed when complete: an interrupted run never
+        # leaves a category folder that looks finished but holds only part of the images.
+        staging = _fresh_sibling(category_dir, "partial")
+        staging.mkdir()
+        try:
+            _write_folder(category, staging, "train/good", category.n_train, None, int(seed))
+            _write_folder(category, staging, "test/good", category.n_test_good, None, int(seed))
+            for defect_type in category.defect_types:
+                _write_folder(
+                    category, staging, f"test/{defect_type}", category.n_test_defect_per_type, defect_type, int(seed)
+                )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _replace_category(staging, category_dir)
         written[category.name] = category_dir
     return written
+
+
+_GENERATED_PARTS = ("train", "test", "ground_truth")
+
+
+def _replace_category(staging: Path, category_dir: Path) -> None:
+    """Put the complete ``staging`` folder in place of ``category_dir``.
+
+    Files of an existing category folder other than the generated parts are kept (moved into
+    the new folder); the old generated parts are deleted only after the new folder is in place.
+    """
+    if not category_dir.exists():
+        os.rename(staging, category_dir)
+        return
+    retired = _fresh_sibling(category_dir, "old")
+    os.rename(category_dir, retired)
+    for entry in retired.iterdir():
+        if entry.name not in _GENERATED_PARTS:
+            os.rename(entry, staging / entry.name)
+    os.rename(staging, category_dir)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _fresh_sibling(folder: Path, tag: str) -> Path:
+    """An unused hidden name beside ``folder`` (not created)."""
+    while True:
+        candidate = folder.with_name(f".{folder.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+        if not candidate.exists():
+            return candidate
