@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from anomaly_kernels.components.filters.blur import same_padding
+
 
 def kcenter_step_(features: torch.Tensor, min_distances: torch.Tensor, center) -> torch.Tensor:
     """Reference of :func:`anomaly_kernels.ops.kcenter_step_` (allocates an (N, D) temporary)."""
@@ -113,12 +115,6 @@ def banded_resample2d(input, start_y, weights_y, start_x, weights_x) -> torch.Te
     a_y = band_to_dense(start_y, weights_y, input.shape[2])
     a_x = band_to_dense(start_x, weights_x, input.shape[3])
     return torch.einsum("yh,bchw,xw->bcyx", a_y, input, a_x)
-
-
-def same_padding(taps: int) -> tuple[int, int]:
-    """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size."""
-    before = (taps - 1) // 2
-    return before, taps - 1 - before
 
 
 def separable_blur2d(

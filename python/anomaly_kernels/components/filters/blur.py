@@ -31,6 +31,17 @@ def gaussian_kernel1d(kernel_size: int, sigma: float, dtype: torch.dtype = torch
     return (taps / taps.sum()).to(dtype)
 
 
+def same_padding(taps: int) -> Tuple[int, int]:
+    """Samples padded (before, after) one axis so a ``taps``-long correlation keeps its size.
+
+    Example:
+        >>> same_padding(33), same_padding(4)
+        ((16, 16), (1, 2))
+    """
+    before = (taps - 1) // 2
+    return before, taps - 1 - before
+
+
 def _pair(name: str, value, kind: type) -> Tuple:
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -157,7 +168,6 @@ class GaussianBlur2d(nn.Module):
         return out.to(input_tensor.dtype)
 
     def _blur_2d(self, x: torch.Tensor) -> torch.Tensor:
-        ky, kx = self.kernel_size
         if self.padding == "same":
-            x = F.pad(x, ((kx - 1) // 2, kx // 2, (ky - 1) // 2, ky // 2), mode=self.border_type)
+            x = F.pad(x, same_padding(self.kernel_size[1]) + same_padding(self.kernel_size[0]), mode=self.border_type)
         return F.conv2d(x, self.kernel.to(device=x.device, dtype=x.dtype), groups=self.channels)

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from anomaly_kernels import ops
-from anomaly_kernels.components.filters.blur import gaussian_kernel1d
-from anomaly_kernels.reference import same_padding
+from anomaly_kernels.components.filters.blur import gaussian_kernel1d, same_padding
 
 MODES = ("nearest", "bilinear")
 
