@@ -39,6 +39,9 @@ constexpr int kThreads = 512;                 // threads per block
 constexpr int kWarps = kThreads / 32;
 constexpr int kLanes = 8;                     // lanes that read one row together
 constexpr int kRowsPerWarp = 32 / kLanes;
+// A pruned pass tests kTileRows rows of its block at a time, kTestsPerThread per thread.
+constexpr int kTestsPerThread = 4;
+constexpr int kTileRows = kTestsPerThread * kThreads;
 // Rows are skipped only when center_distance >= 2 * kMargin * min_distance: the margin absorbs
 // the rounding of both computed distances, so pruning never changes the selection.
 constexpr float kMargin = 1.0f + 1e-5f;
@@ -78,8 +81,8 @@ struct Pass {
 
 struct Shared {
   unsigned long long keys[kWarps];
-  uint32_t rows[kThreads];  // rows of the current tile that must be read
-  float m[kThreads];        // and their running minima
+  uint32_t rows[kTileRows];  // rows of the current tile that must be read
+  float m[kTileRows];        // and their running minima
   int count[2];             // tiles alternate between the two counters
   int last;                 // this block finished a per-pass launch last
 };
@@ -207,28 +210,45 @@ __device__ void update_rows(const Pass<S>& p, int64_t t, const S* center, bool p
     return;
   }
   const float* center_distance = p.center_distance;
-  for (int64_t base = rb; base < re; base += kThreads, ++tile) {
+  for (int64_t base = rb; base < re; base += kTileRows, ++tile) {
     const int slot = tile & 1;
-    const int64_t row = base + tid;
-    bool need = false;
-    float m = 0.f;
-    if (row < re) {
-      m = __ldcg(p.min_distances + row);
-      const int32_t q = __ldcg(p.nearest + row);
-      bool skip = false;
-      if (q < -1 || q >= p.end) report(p.state, kNearestOutOfRange, row, q);
-      else if (q >= 0 && q < t) skip = __ldcg(center_distance + q) >= 2.f * kMargin * m;
-      if (skip) key = max_key(key, pack_key(m, row));
-      need = !skip;
+    // Each thread tests kTestsPerThread rows, all loads issued before any is used.
+    float m[kTestsPerThread];
+    int32_t q[kTestsPerThread];
+#pragma unroll
+    for (int i = 0; i < kTestsPerThread; ++i) {
+      const int64_t row = base + i * kThreads + tid;
+      m[i] = row < re ? __ldcg(p.min_distances + row) : 0.f;
+      q[i] = row < re ? __ldcg(p.nearest + row) : -1;
     }
-    const unsigned ballot = __ballot_sync(0xFFFFFFFFu, need);
-    int first = 0;
-    if (lane == 0 && ballot) first = atomicAdd(&sh.count[slot], __popc(ballot));
-    first = __shfl_sync(0xFFFFFFFFu, first, 0);
-    if (need) {
-      const int at = first + __popc(ballot & ((1u << lane) - 1u));
-      sh.rows[at] = static_cast<uint32_t>(row);
-      sh.m[at] = m;
+    // The distance from the row's nearest center to the new one; -1 (never skipped) where
+    // the row has no center yet or one this pass has no distance for.
+    float reach[kTestsPerThread];
+#pragma unroll
+    for (int i = 0; i < kTestsPerThread; ++i) {
+      const int64_t row = base + i * kThreads + tid;
+      const bool known = row < re && q[i] >= 0 && q[i] < t;
+      reach[i] = known ? __ldcg(center_distance + q[i]) : -1.f;
+      if (row < re && (q[i] < -1 || q[i] >= p.end)) report(p.state, kNearestOutOfRange, row, q[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kTestsPerThread; ++i) {
+      const int64_t row = base + i * kThreads + tid;
+      bool need = false;
+      if (row < re) {
+        const bool skip = reach[i] >= 2.f * kMargin * m[i];
+        if (skip) key = max_key(key, pack_key(m[i], row));
+        need = !skip;
+      }
+      const unsigned ballot = __ballot_sync(0xFFFFFFFFu, need);
+      int first = 0;
+      if (lane == 0 && ballot) first = atomicAdd(&sh.count[slot], __popc(ballot));
+      first = __shfl_sync(0xFFFFFFFFu, first, 0);
+      if (need) {
+        const int at = first + __popc(ballot & ((1u << lane) - 1u));
+        sh.rows[at] = static_cast<uint32_t>(row);
+        sh.m[at] = m[i];
+      }
     }
     __syncthreads();
     const int count = sh.count[slot];
