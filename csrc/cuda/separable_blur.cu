@@ -1,68 +1,362 @@
-// CUDA kernels of the separable blur: a horizontal pass over every input row into scratch, then
-// a vertical pass whose taps pick scratch rows through the border mapping. One thread per
-// output sample; consecutive threads read consecutive addresses.
+// CUDA separable blur in one launch. Each block owns an output tile of one plane, kTileW = 32
+// columns (one warp across) by tile_h rows, and:
+//   1. maps the tile's input window (tile_h + ky - 1 rows, 32 + kx - 1 columns) through the
+//      border once per row and once per column into two small tables, then loads the window into
+//      shared memory (one global read per window sample, coalesced along rows);
+//   2. horizontal pass: every window row -> 32 columns of a second shared buffer;
+//   3. vertical pass: 32 columns x tile_h rows -> registers -> coalesced row writes.
+// Both passes run "strips": a thread computes kStrip = 8 consecutive outputs along the pass axis
+// and slides a register window of 2 x 8 samples over the taps, so each shared-memory read feeds
+// 8 multiply-adds. The summation order (horizontal, then vertical, taps ascending) is that of the
+// CPU kernel. Very long kernels whose window would not fit in shared memory even with 8-row tiles
+// take a two-pass path through a scratch image instead.
+#include <atomic>
+
 #include "cuda/separable_blur.cuh"
 
 namespace anomaly_kernels::cuda {
 namespace {
 
+constexpr int kTileW = 32;                  // output columns per tile: one warp, lane = column
+constexpr int kStrip = 8;                   // outputs per thread and pass (register window)
+constexpr int kGroups = kTileW / kStrip;    // horizontal strips per tile row
 constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMidLd = kTileW + 1;          // odd stride: strips of 8 rows hit distinct banks
+constexpr int kMaxTileH = 128;              // taller tiles: less vertical halo, more shared memory
+constexpr int kTargetBlocksPerSM = 4;       // shorter tiles until the grid has about this many
+constexpr int64_t kMaxTiledDim = int64_t(1) << 30;  // keeps in-plane index math in 32 bits
+constexpr int64_t kMaxTiledTaps = int64_t(1) << 16;
+constexpr int kMaxDevices = 64;
+
+// Byte offsets of the block's shared-memory arrays; computed identically on host and device.
+struct TileLayout {
+  int tile_h;  // output rows per tile, a multiple of kStrip
+  int rows;    // window rows held: tile_h + ky (the last one zero, read only as a prefetch)
+  int cols;    // window columns held: kTileW + kx (the last one zero, likewise)
+  int ld_in;   // window row stride, odd so strips of consecutive rows hit distinct banks
+  size_t taps_off, in_off, mid_off, rowoff_off, colmap_off, bytes;
+};
+
+__host__ __device__ inline size_t align16(size_t v) { return (v + 15) / 16 * 16; }
 
 template <typename T>
-__global__ void horizontal_kernel(const T* __restrict__ in, T* __restrict__ rows, int64_t total,
-                                  int64_t w, int64_t wo, const T* __restrict__ kx, int64_t nkx,
-                                  int64_t pad_left, Border border) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t row = i / wo, x = i % wo;
-  const T* src = in + row * w;
-  T acc = 0;
-  for (int64_t k = 0; k < nkx; ++k) {
-    const int64_t s = map_border(x + k - pad_left, w, border);
-    if (s >= 0) acc += kx[k] * src[s];
+__host__ __device__ inline TileLayout tile_layout(int tile_h, int nky, int nkx) {
+  TileLayout l;
+  l.tile_h = tile_h;
+  l.rows = tile_h + nky;
+  l.cols = kTileW + nkx;
+  l.ld_in = l.cols | 1;
+  size_t off = 0;
+  l.taps_off = off;
+  off = align16(off + sizeof(T) * (size_t(nky) + size_t(nkx)));
+  l.in_off = off;
+  off = align16(off + sizeof(T) * size_t(l.rows) * size_t(l.ld_in));
+  l.mid_off = off;
+  off = align16(off + sizeof(T) * size_t(l.rows) * kMidLd);
+  l.rowoff_off = off;
+  off = align16(off + sizeof(int64_t) * size_t(l.rows));
+  l.colmap_off = off;
+  off = align16(off + sizeof(int) * size_t(l.cols));
+  l.bytes = off;
+  return l;
+}
+
+// acc[i] = sum_k taps[k] * src[(i + k) * stride] for i < kStrip. Reads src up to index
+// ntaps + kStrip - 1 (one past the last used sample when ntaps is a multiple of kStrip).
+template <typename T>
+__device__ __forceinline__ void correlate_strip(const T* __restrict__ src, int stride,
+                                                const T* __restrict__ taps, int ntaps,
+                                                T (&acc)[kStrip]) {
+  T cur[kStrip];
+#pragma unroll
+  for (int i = 0; i < kStrip; ++i) {
+    acc[i] = T(0);
+    cur[i] = src[i * stride];
   }
-  rows[i] = acc;
+  const int full = ntaps - ntaps % kStrip;
+  for (int a = 0; a < full; a += kStrip) {
+    T nxt[kStrip];
+#pragma unroll
+    for (int i = 0; i < kStrip; ++i) nxt[i] = src[(a + kStrip + i) * stride];
+#pragma unroll
+    for (int j = 0; j < kStrip; ++j) {
+      const T wj = taps[a + j];
+#pragma unroll
+      for (int i = 0; i < kStrip; ++i) acc[i] += wj * (i + j < kStrip ? cur[i + j] : nxt[i + j - kStrip]);
+    }
+#pragma unroll
+    for (int i = 0; i < kStrip; ++i) cur[i] = nxt[i];
+  }
+  // Up to kStrip - 1 remaining taps: cur holds samples full .. full + kStrip - 1.
+#pragma unroll
+  for (int m = 0; m < kStrip - 1; ++m) {
+    if (full + m < ntaps) {
+      const T wm = taps[full + m];
+#pragma unroll
+      for (int i = 0; i < kStrip; ++i)
+        acc[i] += wm * (m + i < kStrip ? cur[m + i] : src[(full + m + i) * stride]);
+    }
+  }
 }
 
 template <typename T>
-__global__ void vertical_kernel(const T* __restrict__ rows, T* __restrict__ out, int64_t total,
-                                int64_t h, int64_t ho, int64_t wo, const T* __restrict__ ky,
-                                int64_t nky, int64_t pad_top, Border border) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t x = i % wo, y = (i / wo) % ho, plane = i / (wo * ho);
-  const T* src = rows + plane * h * wo + x;
-  T acc = 0;
-  for (int64_t k = 0; k < nky; ++k) {
-    const int64_t s = map_border(y + k - pad_top, h, border);
-    if (s >= 0) acc += ky[k] * src[s * wo];
+__global__ void __launch_bounds__(kThreads)
+    blur_tiles(const T* __restrict__ in, T* __restrict__ out, int h, int w, int out_h, int out_w,
+               const T* __restrict__ ky, int nky, const T* __restrict__ kx, int nkx, int pad_top,
+               int pad_left, Border border, TileLayout lay, int tiles_x, int tiles_y,
+               int64_t tiles) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* s_ky = reinterpret_cast<T*>(smem + lay.taps_off);
+  T* s_kx = s_ky + nky;
+  T* s_in = reinterpret_cast<T*>(smem + lay.in_off);
+  T* s_mid = reinterpret_cast<T*>(smem + lay.mid_off);
+  int64_t* s_rowoff = reinterpret_cast<int64_t*>(smem + lay.rowoff_off);
+  int* s_colmap = reinterpret_cast<int*>(smem + lay.colmap_off);
+
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  for (int i = t; i < nky; i += kThreads) s_ky[i] = ky[i];
+  for (int i = t; i < nkx; i += kThreads) s_kx[i] = kx[i];
+
+  const int tile_h = lay.tile_h, rows = lay.rows, cols = lay.cols, ld = lay.ld_in;
+  const int used_rows = tile_h + nky - 1, used_cols = kTileW + nkx - 1;
+  const int64_t per_plane = int64_t(tiles_x) * tiles_y;
+  // Loops only when the grid was capped; every step below is separated from the one of the next
+  // tile that overwrites its inputs by at least one barrier.
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t plane = tile / per_plane;
+    const int rest = static_cast<int>(tile - plane * per_plane);
+    const int y0 = (rest / tiles_x) * tile_h, x0 = (rest % tiles_x) * kTileW;
+    const T* src = in + plane * h * w;
+    T* dst = out + plane * out_h * out_w;
+
+    // Border mapping once per window row and column; -1 marks zero (constant border or spare).
+    for (int r = t; r < rows; r += kThreads) {
+      int64_t off = -1;
+      if (r < used_rows) {
+        const int64_t m = map_border(int64_t(y0) - pad_top + r, h, border);
+        if (m >= 0) off = m * w;
+      }
+      s_rowoff[r] = off;
+    }
+    for (int c = t; c < cols; c += kThreads)
+      s_colmap[c] =
+          c < used_cols ? static_cast<int>(map_border(int64_t(x0) - pad_left + c, w, border)) : -1;
+    __syncthreads();
+
+    for (int r = warp; r < rows; r += kWarps) {
+      const int64_t off = s_rowoff[r];
+      const T* row = src + (off < 0 ? 0 : off);
+      for (int c = lane; c < cols; c += 32) {
+        const int m = s_colmap[c];
+        s_in[r * ld + c] = (off >= 0 && m >= 0) ? row[m] : T(0);
+      }
+    }
+    __syncthreads();
+
+    // Horizontal pass over every window row; a warp covers 8 rows x 4 strips.
+    for (int s = t; s < rows * kGroups; s += kThreads) {
+      const int r = s / kGroups, c0 = (s % kGroups) * kStrip;
+      T acc[kStrip];
+      correlate_strip(s_in + r * ld + c0, 1, s_kx, nkx, acc);
+#pragma unroll
+      for (int i = 0; i < kStrip; ++i) s_mid[r * kMidLd + c0 + i] = acc[i];
+    }
+    __syncthreads();
+
+    // Vertical pass; a warp covers one strip of 8 rows across the 32 columns.
+    const int strips = (tile_h / kStrip) * kTileW;
+    for (int s = t; s < strips; s += kThreads) {
+      const int c = s % kTileW, r0 = (s / kTileW) * kStrip;
+      const int y = y0 + r0, x = x0 + c;
+      if (y >= out_h) continue;  // whole warp: past the last output row
+      T acc[kStrip];
+      correlate_strip(s_mid + r0 * kMidLd + c, kMidLd, s_ky, nky, acc);
+      if (x < out_w) {
+#pragma unroll
+        for (int i = 0; i < kStrip; ++i)
+          if (y + i < out_h) dst[int64_t(y + i) * out_w + x] = acc[i];
+      }
+    }
   }
-  out[i] = acc;
 }
 
-int blocks_for(int64_t total) { return static_cast<int>((total + kThreads - 1) / kThreads); }
+// Two-pass path for kernels too long for the tiled one: rows into scratch, then columns.
+template <typename T>
+__global__ void horizontal_pass(const T* __restrict__ in, T* __restrict__ rows, int64_t total,
+                                int64_t w, int64_t wo, const T* __restrict__ kx, int64_t nkx,
+                                int64_t pad_left, Border border) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / wo, x = i % wo;
+    const T* src = in + row * w;
+    T acc = 0;
+    for (int64_t k = 0; k < nkx; ++k) {
+      const int64_t s = map_border(x + k - pad_left, w, border);
+      if (s >= 0) acc += kx[k] * src[s];
+    }
+    rows[i] = acc;
+  }
+}
+
+template <typename T>
+__global__ void vertical_pass(const T* __restrict__ rows, T* __restrict__ out, int64_t total,
+                              int64_t h, int64_t ho, int64_t wo, const T* __restrict__ ky,
+                              int64_t nky, int64_t pad_top, Border border) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t x = i % wo, y = (i / wo) % ho, plane = i / (wo * ho);
+    const T* src = rows + plane * h * wo + x;
+    T acc = 0;
+    for (int64_t k = 0; k < nky; ++k) {
+      const int64_t s = map_border(y + k - pad_top, h, border);
+      if (s >= 0) acc += ky[k] * src[s * wo];
+    }
+    out[i] = acc;
+  }
+}
+
+int grid_for(int64_t total, int threads) {
+  const int64_t blocks = (total + threads - 1) / threads;
+  return static_cast<int>(blocks < (int64_t(1) << 30) ? blocks : (int64_t(1) << 30));
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Limits {
+  int sms, smem_optin;
+};
+
+// Multiprocessor count and opt-in shared memory per block of the current device (cached).
+cudaError_t device_limits(int* device, Limits* lim) {
+  static std::atomic<int> sms_cache[kMaxDevices], smem_cache[kMaxDevices];
+  cudaError_t err = cudaGetDevice(device);
+  if (err != cudaSuccess) return err;
+  const int dev = *device;
+  if (dev >= 0 && dev < kMaxDevices && sms_cache[dev].load() > 0) {
+    *lim = {sms_cache[dev].load(), smem_cache[dev].load()};
+    return cudaSuccess;
+  }
+  err = cudaDeviceGetAttribute(&lim->sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&lim->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (err != cudaSuccess) return err;
+  if (dev >= 0 && dev < kMaxDevices) {
+    smem_cache[dev].store(lim->smem_optin);
+    sms_cache[dev].store(lim->sms);
+  }
+  return cudaSuccess;
+}
+
+struct BlurPlan {
+  bool tiled = false;
+  TileLayout lay{};
+  int tiles_x = 0, tiles_y = 0;
+  int64_t tiles = 0;
+  int device = 0;
+  int smem_optin = 0;
+};
+
+// Tile height: at most kMaxTileH, shorter while the grid would give fewer than
+// kTargetBlocksPerSM blocks per multiprocessor, shorter again until shared memory fits.
+template <typename T>
+cudaError_t plan_blur(int64_t planes, int64_t h, int64_t w, int64_t nky, int64_t nkx,
+                      const BlurGeometry& g, BlurPlan* p) {
+  *p = BlurPlan{};
+  if (h > kMaxTiledDim || w > kMaxTiledDim || g.out_h > kMaxTiledDim || g.out_w > kMaxTiledDim ||
+      nky > kMaxTiledTaps || nkx > kMaxTiledTaps || planes <= 0 || g.out_h <= 0 || g.out_w <= 0)
+    return cudaSuccess;
+  Limits lim;
+  const cudaError_t err = device_limits(&p->device, &lim);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles_x = ceil_div(g.out_w, kTileW);
+  const int64_t across = planes * tiles_x;
+  const int64_t wanted = ceil_div(int64_t(kTargetBlocksPerSM) * lim.sms, across);
+  const int64_t fewest = ceil_div(g.out_h, kMaxTileH), most = ceil_div(g.out_h, kStrip);
+  const int64_t bands = wanted < fewest ? fewest : (wanted > most ? most : wanted);
+  int tile_h = static_cast<int>(ceil_div(ceil_div(g.out_h, bands), kStrip) * kStrip);
+  TileLayout lay = tile_layout<T>(tile_h, static_cast<int>(nky), static_cast<int>(nkx));
+  while (lay.bytes > size_t(lim.smem_optin) && tile_h > kStrip) {
+    tile_h = static_cast<int>(ceil_div(tile_h / 2, kStrip) * kStrip);
+    lay = tile_layout<T>(tile_h, static_cast<int>(nky), static_cast<int>(nkx));
+  }
+  if (lay.bytes > size_t(lim.smem_optin)) return cudaSuccess;
+  p->tiled = true;
+  p->lay = lay;
+  p->tiles_x = static_cast<int>(tiles_x);
+  p->tiles_y = static_cast<int>(ceil_div(g.out_h, tile_h));
+  p->tiles = across * p->tiles_y;
+  p->smem_optin = lim.smem_optin;
+  return cudaSuccess;
+}
+
+// Lets blur_tiles<T> use the device's whole opt-in shared memory (once per device).
+template <typename T>
+cudaError_t allow_large_smem(int device, int bytes) {
+  static std::atomic<bool> done[kMaxDevices];
+  if (device >= 0 && device < kMaxDevices && done[device].load()) return cudaSuccess;
+  cudaError_t err =
+      cudaFuncSetAttribute(blur_tiles<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err != cudaSuccess) return err;
+  // A hint: prefer shared memory over L1 so more tiles stay resident per multiprocessor.
+  err = cudaFuncSetAttribute(blur_tiles<T>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared);
+  if (err != cudaSuccess) return err;
+  if (device >= 0 && device < kMaxDevices) done[device].store(true);
+  return cudaSuccess;
+}
 
 }  // namespace
+
+template <typename T>
+cudaError_t separable_blur2d_scratch_size(int64_t planes, int64_t h, int64_t w, int64_t nky,
+                                          int64_t nkx, BlurGeometry g, int64_t* elements) {
+  *elements = 0;
+  if (planes <= 0 || g.out_h <= 0 || g.out_w <= 0) return cudaSuccess;
+  BlurPlan plan;
+  const cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, &plan);
+  if (err != cudaSuccess) return err;
+  if (!plan.tiled) *elements = planes * h * g.out_w;
+  return cudaSuccess;
+}
 
 template <typename T>
 cudaError_t separable_blur2d(const T* input, T* output, T* scratch, int64_t planes, int64_t h,
                              int64_t w, const T* kernel_y, int64_t nky, const T* kernel_x,
                              int64_t nkx, BlurGeometry g, Border border, cudaStream_t stream) {
+  if (planes <= 0 || g.out_h <= 0 || g.out_w <= 0) return cudaSuccess;
+  BlurPlan plan;
+  cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, &plan);
+  if (err != cudaSuccess) return err;
+  if (plan.tiled) {
+    err = allow_large_smem<T>(plan.device, plan.smem_optin);
+    if (err != cudaSuccess) return err;
+    const int64_t grid = plan.tiles < INT32_MAX ? plan.tiles : INT32_MAX;
+    blur_tiles<T><<<static_cast<unsigned>(grid), kThreads, plan.lay.bytes, stream>>>(
+        input, output, static_cast<int>(h), static_cast<int>(w), static_cast<int>(g.out_h),
+        static_cast<int>(g.out_w), kernel_y, static_cast<int>(nky), kernel_x,
+        static_cast<int>(nkx), static_cast<int>(g.pad_top), static_cast<int>(g.pad_left), border,
+        plan.lay, plan.tiles_x, plan.tiles_y, plan.tiles);
+    return cudaGetLastError();
+  }
+  if (scratch == nullptr) return cudaErrorInvalidValue;
   const int64_t scratch_total = planes * h * g.out_w;
   const int64_t out_total = planes * g.out_h * g.out_w;
-  if (scratch_total == 0 || out_total == 0) return cudaSuccess;
-  horizontal_kernel<T><<<blocks_for(scratch_total), kThreads, 0, stream>>>(
+  horizontal_pass<T><<<grid_for(scratch_total, kThreads), kThreads, 0, stream>>>(
       input, scratch, scratch_total, w, g.out_w, kernel_x, nkx, g.pad_left, border);
-  vertical_kernel<T><<<blocks_for(out_total), kThreads, 0, stream>>>(
+  vertical_pass<T><<<grid_for(out_total, kThreads), kThreads, 0, stream>>>(
       scratch, output, out_total, h, g.out_h, g.out_w, kernel_y, nky, g.pad_top, border);
   return cudaGetLastError();
 }
 
-template cudaError_t separable_blur2d<float>(const float*, float*, float*, int64_t, int64_t,
-                                             int64_t, const float*, int64_t, const float*,
-                                             int64_t, BlurGeometry, Border, cudaStream_t);
-template cudaError_t separable_blur2d<double>(const double*, double*, double*, int64_t, int64_t,
-                                              int64_t, const double*, int64_t, const double*,
-                                              int64_t, BlurGeometry, Border, cudaStream_t);
+#define AK_INSTANTIATE(T)                                                                      \
+  template cudaError_t separable_blur2d_scratch_size<T>(int64_t, int64_t, int64_t, int64_t,    \
+                                                        int64_t, BlurGeometry, int64_t*);      \
+  template cudaError_t separable_blur2d<T>(const T*, T*, T*, int64_t, int64_t, int64_t,        \
+                                           const T*, int64_t, const T*, int64_t, BlurGeometry, \
+                                           Border, cudaStream_t);
+AK_INSTANTIATE(float)
+AK_INSTANTIATE(double)
+#undef AK_INSTANTIATE
 
 }  // namespace anomaly_kernels::cuda

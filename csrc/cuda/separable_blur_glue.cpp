@@ -1,5 +1,9 @@
-// CUDA entry point of anomaly_kernels::separable_blur2d: checks, device guard, scratch buffer,
-// current stream, launch. The kernels live in separable_blur.cu.
+// CUDA entry point of anomaly_kernels::separable_blur2d: checks, device guard, current stream,
+// launch. The kernels live in separable_blur.cu; a scratch image is allocated only for kernels
+// too long for the one-launch tiled path.
+#include <optional>
+#include <vector>
+
 #include <torch/csrc/stable/ops.h>
 
 #include "common/separable_blur_args.h"
@@ -10,13 +14,25 @@ namespace anomaly_kernels {
 namespace {
 
 template <typename T>
-void launch(const Tensor& x, Tensor& out, Tensor& scratch, const Tensor& ky, const Tensor& kx,
+void launch(const Tensor& x, Tensor& out, const Tensor& ky, const Tensor& kx,
             const BlurGeometry& g, Border border) {
-  check_launch(cuda::separable_blur2d<T>(
-                   x.const_data_ptr<T>(), out.mutable_data_ptr<T>(),
-                   scratch.mutable_data_ptr<T>(), x.size(0) * x.size(1), x.size(2), x.size(3),
-                   ky.const_data_ptr<T>(), ky.size(0), kx.const_data_ptr<T>(), kx.size(0), g,
-                   border, current_stream(x)),
+  const int64_t planes = x.size(0) * x.size(1);
+  int64_t scratch_elements = 0;
+  check_launch(cuda::separable_blur2d_scratch_size<T>(planes, x.size(2), x.size(3), ky.size(0),
+                                                      kx.size(0), g, &scratch_elements),
+               "separable_blur2d");
+  std::optional<Tensor> scratch;  // kept alive until the launch is enqueued
+  T* scratch_ptr = nullptr;
+  if (scratch_elements > 0) {
+    std::vector<int64_t> scratch_shape{scratch_elements};
+    scratch = torch::stable::new_empty(x, scratch_shape);
+    scratch_ptr = scratch->mutable_data_ptr<T>();
+  }
+  check_launch(cuda::separable_blur2d<T>(x.const_data_ptr<T>(), out.mutable_data_ptr<T>(),
+                                         scratch_ptr, planes, x.size(2), x.size(3),
+                                         ky.const_data_ptr<T>(), ky.size(0),
+                                         kx.const_data_ptr<T>(), kx.size(0), g, border,
+                                         current_stream(x)),
                "separable_blur2d");
 }
 
@@ -30,14 +46,12 @@ Tensor separable_blur2d_cuda(Tensor input, Tensor kernel_y, Tensor kernel_x,
   const Tensor ky = torch::stable::contiguous(kernel_y);
   const Tensor kx = torch::stable::contiguous(kernel_x);
   std::vector<int64_t> out_shape{x.size(0), x.size(1), g.out_h, g.out_w};
-  std::vector<int64_t> scratch_shape{x.size(0) * x.size(1) * x.size(2) * g.out_w};
   Tensor out = torch::stable::new_empty(x, out_shape);
   if (out.numel() == 0 || x.numel() == 0) return torch::stable::zero_(out);
-  Tensor scratch = torch::stable::new_empty(x, scratch_shape);
   if (x.scalar_type() == ScalarType::Float) {
-    launch<float>(x, out, scratch, ky, kx, g, border);
+    launch<float>(x, out, ky, kx, g, border);
   } else {
-    launch<double>(x, out, scratch, ky, kx, g, border);
+    launch<double>(x, out, ky, kx, g, border);
   }
   return out;
 }

@@ -87,3 +87,61 @@ def test_opcheck(device):
         torch.ops.anomaly_kernels.banded_resample2d.default,
         (torch.randn(2, 3, 5, 4, device=device), start_y, weights_y, start_x, weights_x),
     )
+
+
+def _cuda_only(device):
+    if device != "cuda":
+        pytest.skip("checks the tiling of the CUDA kernel")
+
+
+@pytest.mark.parametrize(
+    "shape,out,taps",
+    [
+        ((1, 1, 5, 3), (7, 33), (2, 3)),  # one column past a tile
+        ((2, 3, 28, 28), (224, 224), (6, 6)),
+        ((1, 1, 300, 300), (70, 66), (4, 5)),  # scattered starts: windows too large to stage
+        ((1, 1, 600, 5), (130, 7), (600, 2)),  # a band as long as the input
+        ((3, 1, 224, 224), (224, 224), (33, 33)),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_tiles_match_cpu(device, shape, out, taps, dtype):
+    _cuda_only(device)
+    x = torch.randn(*shape, dtype=dtype)
+    start_y, weights_y = _band(out[0], shape[2], taps[0], 5, dtype, "cpu")
+    start_x, weights_x = _band(out[1], shape[3], taps[1], 6, dtype, "cpu")
+    expected = ops.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    result = ops.banded_resample2d(*(t.to(device) for t in (x, start_y, weights_y, start_x, weights_x)))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(result.cpu(), expected, rtol=tol, atol=tol)
+
+
+def test_cuda_upsample_blur_anomaly_map_size(device):
+    _cuda_only(device)
+    maps = torch.rand(32, 1, 28, 28, dtype=torch.float64)
+    expected = upsample_blur2d(maps, (224, 224))
+    torch.testing.assert_close(upsample_blur2d(maps.float().to(device), (224, 224)).cpu().double(), expected, rtol=0, atol=2e-6)
+
+
+def test_cuda_out_of_range_starts_are_clamped(device):
+    # The CUDA operator reads its starts only on the device: a start outside the input reads the
+    # nearest band inside it instead of memory outside the input.
+    _cuda_only(device)
+    x = torch.randn(2, 1, 6, 5, device=device)
+    weights_y, weights_x = torch.randn(4, 3, device=device), torch.randn(3, 2, device=device)
+    start_y = torch.tensor([-5, 100, 2, 4], device=device)
+    start_x = torch.tensor([7, -1, 1], device=device)
+    out = torch.ops.anomaly_kernels.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    expected = reference.banded_resample2d(x, start_y.clamp(0, 3), weights_y, start_x.clamp(0, 3), weights_x)
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 1, 0, 4), "start_y"), ((2, 1, 4, 0), "start_x"), ((1, 1, 2, 4), "start_y")])
+def test_native_rejects_bands_longer_than_the_input(device, shape, axis):
+    # An empty input (or fewer samples than taps) leaves no valid start: raise, as on the CPU.
+    weights_y = torch.ones(3, 3, device=device)
+    with pytest.raises(RuntimeError, match=f"{axis}.*reads outside"):
+        torch.ops.anomaly_kernels.banded_resample2d(
+            torch.randn(*shape, device=device), torch.zeros(3, dtype=torch.int64, device=device), weights_y,
+            torch.zeros(2, dtype=torch.int64, device=device), torch.ones(2, 1 if axis == "start_y" else 3, device=device),
+        )

@@ -138,3 +138,72 @@ def test_gradient_with_padding_wider_than_input(device, border):
     x = torch.randn(1, 1, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
     k = _kernel(9, torch.float64, device, 8)
     assert torch.autograd.gradcheck(lambda t: ops.separable_blur2d(t, k, k, border, "same"), (x,), fast_mode=True)
+
+
+def _cuda_only(device):
+    if device != "cuda":
+        pytest.skip("checks the tiling of the CUDA kernel")
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize(
+    "b,c,h,w,ky,kx",
+    [
+        (1, 1, 1, 1, 1, 1),
+        (2, 1, 7, 31, 8, 16),  # narrower than a tile, even taps
+        (1, 2, 8, 32, 33, 33),  # one tile exactly; reflect wider than the input
+        (2, 1, 9, 33, 3, 3),  # one row and one column past a tile
+        (1, 1, 129, 65, 33, 33),  # past the tallest tile
+        (2, 3, 130, 97, 16, 17),  # taps a multiple of the register strip, and one past it
+        (1, 1, 300, 5, 1, 2),
+        (5, 1, 33, 34, 24, 25),
+    ],
+)
+def test_cuda_tiles_match_cpu(device, border, padding, b, c, h, w, ky, kx):
+    # The CPU kernel is an independent implementation with the same border semantics (reflect
+    # and circular keep going past the input, where F.pad would refuse).
+    _cuda_only(device)
+    if padding == "valid" and (ky > h or kx > w):
+        pytest.skip("'valid' needs the kernel to fit")
+    x = torch.randn(b, c, h, w, dtype=torch.float64)
+    k_y, k_x = _kernel(ky, torch.float64, "cpu", h), _kernel(kx, torch.float64, "cpu", w)
+    expected = ops.separable_blur2d(x, k_y, k_x, border, padding)
+    out = ops.separable_blur2d(x.to(device), k_y.to(device), k_x.to(device), border, padding)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12)
+    out32 = ops.separable_blur2d(x.float().to(device), k_y.float().to(device), k_x.float().to(device), border, padding)
+    torch.testing.assert_close(out32.cpu(), expected.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("taps,shape", [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))])
+@pytest.mark.parametrize("border", ["reflect", "constant"])
+def test_cuda_long_kernels(device, taps, shape, border):
+    # 161 taps shrink the tile to fit shared memory; 301 taps exceed it even for the smallest
+    # tile and take the two-pass path.
+    _cuda_only(device)
+    x = torch.randn(*shape, dtype=torch.float64)
+    k_y, k_x = _kernel(taps, torch.float64, "cpu", 1), _kernel(taps - 2, torch.float64, "cpu", 2)
+    expected = ops.separable_blur2d(x, k_y, k_x, border, "same")
+    out = ops.separable_blur2d(x.float().to(device), k_y.float().to(device), k_x.float().to(device), border, "same")
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_cuda_anomaly_map_sizes_and_many_planes(device):
+    _cuda_only(device)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        for shape in [(32, 1, 224, 224), (3, 2, 256, 256), (40000, 2, 3, 5)]:
+            x = torch.randn(*shape, device=device)
+            k = _kernel(33 if shape[-1] > 100 else 3, torch.float32, device, 9)
+            out = ops.separable_blur2d(x, k, k, "reflect", "same")
+            expected = reference.separable_blur2d(x.double(), k.double(), k.double(), "reflect", "same")
+            torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_gradient_across_tiles(device):
+    _cuda_only(device)
+    x = torch.randn(2, 1, 70, 45, dtype=torch.float64, device=device, requires_grad=True)
+    k_y, k_x = _kernel(9, torch.float64, device, 10), _kernel(12, torch.float64, device, 11)
+    grad_out = torch.randn(2, 1, 70, 45, dtype=torch.float64, device=device)
+    (native,) = torch.autograd.grad(ops.separable_blur2d(x, k_y, k_x, "reflect", "same"), x, grad_out)
+    (expected,) = torch.autograd.grad(reference.separable_blur2d(x, k_y, k_x, "reflect", "same"), x, grad_out)
+    torch.testing.assert_close(native, expected)
