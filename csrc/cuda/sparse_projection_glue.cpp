@@ -1,7 +1,8 @@
 // CUDA entry point of anomaly_kernels::sparse_sign_projection: checks, device guard, stream,
 // launch. The CSR pattern is not validated here (that would need a host synchronisation): the
-// kernel clamps it so that a malformed one cannot read outside the tensors, and
-// SparseRandomProjection only builds well-formed ones. The CPU kernel validates and raises.
+// kernel clamps it so that a malformed one cannot read outside the tensors (see
+// sparse_projection.cuh for what it then computes), and SparseRandomProjection only builds
+// well-formed ones. The CPU kernel validates and raises.
 #include <torch/csrc/stable/ops.h>
 
 #include "common/sparse_projection_args.h"
@@ -22,18 +23,31 @@ Tensor sparse_sign_projection_cuda(Tensor input, Tensor crow_indices, Tensor col
   const int64_t n = x.size(0), d = x.size(1), k = crow.size(0) - 1;
   std::vector<int64_t> out_shape{n, k};
   Tensor out = torch::stable::new_empty(x, out_shape);
+  if (n == 0 || k == 0) return out;
+  const int64_t nnz = col.size(0);
+  // The kernel addresses a row with int32 byte offsets.
+  STD_TORCH_CHECK((d + 2) * x.element_size() < (int64_t{1} << 31), "input may have at most ",
+                  (int64_t{1} << 31) / x.element_size() - 3, " columns on CUDA, got ", d);
+  const int64_t words = cuda::sparse_sign_projection_workspace_words(nnz, k);
+  STD_TORCH_CHECK(words > 0, "the pattern (", k, " rows, ", nnz,
+                  " entries) is too large for the CUDA kernel's int32 offsets");
+  // Re-packed pattern (int32 column indices grouped by sign), rebuilt on the device each call.
+  std::vector<int64_t> workspace_shape{words};
+  Tensor workspace = torch::stable::new_empty(x, workspace_shape, ScalarType::Int);
   const cudaStream_t stream = current_stream(x);
   if (x.scalar_type() == ScalarType::Float) {
     check_launch(cuda::sparse_sign_projection<float>(
                      x.const_data_ptr<float>(), n, d, crow.const_data_ptr<int64_t>(),
-                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), col.size(0), k,
-                     static_cast<float>(scale), out.mutable_data_ptr<float>(), stream),
+                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), nnz, k,
+                     static_cast<float>(scale), out.mutable_data_ptr<float>(),
+                     workspace.mutable_data_ptr<int32_t>(), stream),
                  "sparse_sign_projection");
   } else {
     check_launch(cuda::sparse_sign_projection<double>(
                      x.const_data_ptr<double>(), n, d, crow.const_data_ptr<int64_t>(),
-                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), col.size(0), k,
-                     scale, out.mutable_data_ptr<double>(), stream),
+                     col.const_data_ptr<int64_t>(), sgn.const_data_ptr<int8_t>(), nnz, k,
+                     scale, out.mutable_data_ptr<double>(), workspace.mutable_data_ptr<int32_t>(),
+                     stream),
                  "sparse_sign_projection");
   }
   return out;

@@ -28,6 +28,47 @@ def test_matches_dense_reference(device, n, d, k, density, dtype):
     torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
 
 
+# Sizes where the CUDA kernel's paths change: 32-row (float32) / 16-row (float64) tiles with a
+# partial last tile (31, 33, 1000 rows), widths of 1 and 7 columns, 1536 (the shared tile fits,
+# results written in two output chunks for k = 284), 3000 (too wide for a shared tile: the
+# global-gather path), one output or many.
+@pytest.mark.parametrize("n", [1, 31, 33, 1000])
+@pytest.mark.parametrize("d", [1, 7, 1536, 3000])
+@pytest.mark.parametrize("k", [1, 284])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tile_edges_match_dense_reference(device, n, d, k, dtype):
+    crow, col, signs = _pattern(k, d, min(1.0, d**-0.5), seed=n + d + k, device=device)
+    x = torch.randn(n, d, dtype=dtype, device=device)
+    out = ops.sparse_sign_projection(x, crow, col, signs, 0.37)
+    expected = reference.sparse_sign_projection(x, crow, col, signs, 0.37)
+    tol = 2e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_long_rows_many_outputs_and_empty_rows(device, dtype):
+    """Pattern rows of ~770 entries (several index slices per output), 3000 outputs (several
+    result chunks) and empty pattern rows, against the dense reference."""
+    for n, d, k, density in [(45, 1536, 20, 0.5), (70, 48, 3000, 0.1), (40, 64, 9, 0.0)]:
+        crow, col, signs = _pattern(k, d, density, seed=k, device=device)
+        x = torch.randn(n, d, dtype=dtype, device=device)
+        tol = 2e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(
+            ops.sparse_sign_projection(x, crow, col, signs, 0.5),
+            reference.sparse_sign_projection(x, crow, col, signs, 0.5), rtol=tol, atol=tol,
+        )
+
+
+def test_non_contiguous_wide_input(device):
+    crow, col, signs = _pattern(284, 1536, 1536**-0.5, seed=5, device=device)
+    x = torch.randn(1536, 70, device=device).T  # (70, 1536) strided
+    assert not x.is_contiguous()
+    torch.testing.assert_close(
+        ops.sparse_sign_projection(x, crow, col, signs, 0.1),
+        reference.sparse_sign_projection(x, crow, col, signs, 0.1), rtol=2e-5, atol=2e-5,
+    )
+
+
 def test_non_contiguous_input_and_empty_batch(device):
     crow, col, signs = _pattern(10, 32, 0.3, seed=1, device=device)
     x = torch.randn(32, 40, device=device).T[:, :32]  # (40, 32) strided
@@ -91,6 +132,20 @@ def test_malformed_pattern_never_reads_outside_on_cuda():
     out = torch.ops.anomaly_kernels.sparse_sign_projection(x, crow, col, signs, 1.0)
     torch.testing.assert_close(out[:, 0], x[:, 3])
     assert torch.equal(out[:, 1], torch.zeros(4, device="cuda"))  # column 8 is outside D = 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_decreasing_offsets_and_odd_signs_never_read_outside_on_cuda():
+    """Row offsets are clamped to [0, nnz] and made non-decreasing (row j sums the entries from
+    max(crow[:j + 1]) to max(crow[:j + 2])), zero signs add nothing and other signs count by
+    their sign bit."""
+    x = torch.randn(37, 6, device="cuda", dtype=torch.float64)
+    crow = torch.tensor([-3, 5, 2, 6, 100], device="cuda")
+    col = torch.tensor([0, 1, -2, 3, 4, 5], device="cuda")
+    signs = torch.tensor([1, -1, 1, 0, 7, -5], dtype=torch.int8, device="cuda")
+    out = torch.ops.anomaly_kernels.sparse_sign_projection(x, crow, col, signs, 2.0)
+    expected = torch.stack([2 * (x[:, 0] - x[:, 1] + x[:, 4]), torch.zeros_like(x[:, 0]), -2 * x[:, 5], torch.zeros_like(x[:, 0])], 1)
+    torch.testing.assert_close(out, expected)
 
 
 def test_opcheck(device):
