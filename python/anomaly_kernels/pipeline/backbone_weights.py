@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
+
+from anomaly_kernels.pipeline.inputs import load_torch_file
 
 PRETRAINED_MODES = ("auto", "download", "none")
 
@@ -46,7 +48,7 @@ def resolve_pretrained(backbone: str, mode: str, weights: Optional[str]) -> tupl
     if mode not in PRETRAINED_MODES:
         raise ValueError(f"pretrained must be one of {PRETRAINED_MODES}, got {mode!r}")
     if weights is not None:
-        if not Path(weights).is_file():
+        if not Path(weights).exists():
             raise FileNotFoundError(f"weights file not found: {weights}")
         return False, f"backbone weights: loaded from {weights}"
     if mode == "download":
@@ -60,16 +62,44 @@ def resolve_pretrained(backbone: str, mode: str, weights: Optional[str]) -> tupl
     )
 
 
-def load_backbone_weights(feature_extractor: torch.nn.Module, path: str) -> None:
-    """Load a timm / torchvision state dict file into a features-only backbone.
+def read_weights_file(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """The state dict of a timm / torchvision weights file (``{"state_dict": ...}`` unwrapped).
 
-    Classifier weights in the file are ignored; any missing backbone weight is an error.
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file torch cannot read safely, or one that holds no tensors by name.
     """
-    state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    state = load_torch_file(path, "weights file")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise ValueError(f"weights file {path} is not a state dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def load_backbone_weights(feature_extractor: torch.nn.Module, weights: str | os.PathLike | Dict[str, torch.Tensor]) -> None:
+    """Load a timm / torchvision state dict (or the file holding one) into a features-only backbone.
+
+    Classifier weights in the file are ignored; any missing backbone weight, or a weight of
+    another shape, is a ``ValueError``.
+    """
+    state = weights if isinstance(weights, dict) else read_weights_file(weights)
+    source = "the weights" if isinstance(weights, dict) else str(weights)
+    expected = feature_extractor.state_dict()
+    wrong_shape = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    if wrong_shape:
+        key = wrong_shape[0]
+        raise ValueError(
+            f"{source} do not fit this backbone: {key} has shape {tuple(state[key].shape)}, "
+            f"expected {tuple(expected[key].shape)} (weights of another architecture?)"
+        )
     result = feature_extractor.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise ValueError(f"{path} lacks {len(result.missing_keys)} backbone weights, e.g. {result.missing_keys[:3]}")
+        raise ValueError(
+            f"{source} lack {len(result.missing_keys)} backbone weights, e.g. {result.missing_keys[:3]} "
+            "(weights of another architecture?)"
+        )
     if result.unexpected_keys:
-        warnings.warn(f"ignored {len(result.unexpected_keys)} weights of {path} outside the feature layers", stacklevel=2)
+        warnings.warn(f"ignored {len(result.unexpected_keys)} weights of {source} outside the feature layers", stacklevel=2)
