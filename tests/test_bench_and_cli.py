@@ -76,7 +76,7 @@ def test_run_writes_record_and_table(tmp_path, capsys, monkeypatch):
 
 
 def test_info_command_prints_build_info(capsys):
-    assert main(["info"]) == 0
+    assert main(["info", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["torch_running"] == torch.__version__
     assert printed["cuda_compiled"] == build_info()["cuda_compiled"]

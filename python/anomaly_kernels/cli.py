@@ -1,75 +1,183 @@
-"""The ``anomaly-kernels`` command: ``bench``, ``bench-gpu``, ``fit``, ``predict`` and ``info``."""
+"""The ``anomaly-kernels`` command: ``bench``, ``bench-gpu``, ``bench-distributed``, ``fit``, ``predict`` and ``info``.
+
+A bad argument, file or folder ends the command with one line on stderr, ``error: <flag>: <why>``,
+and exit code 2, before any expensive work starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import List, Optional
+import textwrap
+from pathlib import Path
+from typing import Callable, Dict, List, NoReturn, Optional
 
 import torch
 
+DESCRIPTION = "Native CPU / CUDA kernels for anomaly detection: benchmarks, and training and scoring of PatchCore, PaDiM and DFKDE."
+IMAGE_SIZE_RANGE = (32, 1024)  # the same bounds as anomaly_kernels.pipeline.fit.IMAGE_SIZE_RANGE
+MAX_PROCESSES = 64
+
+# The command-line flag of each parameter of the Python functions behind the commands.
+FLAGS: Dict[str, str] = {
+    "model": "--model", "output_dir": "--output", "data_root": "--data", "category": "--category",
+    "image_size": "--image-size", "backbone": "--backbone", "pretrained": "--pretrained", "weights": "--weights",
+    "accelerator": "--accelerator", "batch_size": "--batch-size", "seed": "--seed",
+    "checkpoint": "--checkpoint", "input_path": "--input",
+}
+
+
+class UsageError(Exception):
+    """A bad command-line input, already phrased with its flag."""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option's help; descriptions keep their line breaks."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an int from ``low`` to ``high`` (inclusive; no upper bound if None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anomaly-kernels", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from anomaly_kernels import __version__
 
-    bench = sub.add_parser("bench", help="time the native operators against their references")
+    parser = _Parser(prog="anomaly-kernels", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (torch {torch.__version__})",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+        description = summary[0].upper() + summary[1:] + "." + (f"\n\n{textwrap.dedent(details).strip()}" if details else "")
+        return sub.add_parser(name, help=summary, description=description, formatter_class=_Formatter)
+
+    bench = command("bench", "time the native operators against their plain PyTorch references", """
+        Prints, per operator and device, native and reference times, the speed-up, the throughput
+        and whether the outputs agree; exit code 1 when an output disagrees.""")
     bench.add_argument("--full", action="store_true", help="anomalib-scale sizes (minutes) instead of the quick preset")
-    bench.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto",
-        help="auto: the CPU, and CUDA when a GPU is available (default)",
-    )
-    bench.add_argument("--output", default="anomaly_kernels_bench.json", help="JSON file to write ('' for none)")
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                       help="auto: the CPU, and CUDA when a GPU is available")
+    bench.add_argument("--output", default="anomaly_kernels_bench.json",
+                       help="JSON file to write, in an existing folder ('' for none)")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    gpu = sub.add_parser("bench-gpu", help="CUDA kernels against cuDNN / cuBLAS / eager forms, CUDA-event timed")
+    gpu = command("bench-gpu", "time the CUDA kernels against cuDNN / cuBLAS / eager forms with CUDA events", """
+        Needs a CUDA device. Exit code 1 when a native output disagrees with its reference.""")
     gpu.add_argument("--quick", action="store_true", help="blur, upsample+blur, scoring and projection only (~1 min)")
     gpu.add_argument("--only", nargs="+", default=None, metavar="OP",
-                     help="operations to run, e.g. gaussian_blur mahalanobis kcenter_greedy")
-    gpu.add_argument("--output", default="anomaly_kernels_bench_gpu.json", help="JSON file to write ('' for none)")
+                     help="operations to run, e.g. gaussian_blur mahalanobis kcenter_greedy (default: all)")
+    gpu.add_argument("--output", default="anomaly_kernels_bench_gpu.json",
+                     help="JSON file to write, in an existing folder ('' for none)")
 
-    sharded = sub.add_parser("bench-distributed", help="sharded coreset selection on 1..P local gloo processes")
-    sharded.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
-    sharded.add_argument("--rows", type=int, default=100_000)
-    sharded.add_argument("--dims", type=int, default=256)
-    sharded.add_argument("--coreset", type=int, default=200)
-    sharded.add_argument("--output", default="", help="JSON file to write ('' for none)")
+    sharded = command("bench-distributed", "time the sharded coreset selection on 1..P local gloo processes", """
+        Each process count selects a coreset from the same random memory bank; the result must be
+        identical to one process's (exit code 1 otherwise).""")
+    sharded.add_argument("--processes", type=_int_in(1, MAX_PROCESSES), nargs="+", default=[1, 2, 4], metavar="P",
+                         help=f"process counts to time, each from 1 to {MAX_PROCESSES}")
+    sharded.add_argument("--rows", type=_int_in(1), default=100_000, help="rows of the memory bank")
+    sharded.add_argument("--dims", type=_int_in(1), default=256, help="feature dimension of the memory bank")
+    sharded.add_argument("--coreset", type=_int_in(1), default=200, help="rows to select (at most --rows)")
+    sharded.add_argument("--output", default="", help="JSON file to write, in an existing folder ('' for none)")
 
-    fit = sub.add_parser("fit", help="train, validate and test a model; save it and its heat maps")
-    fit.add_argument("--model", choices=["patchcore", "padim", "dfkde"], default="patchcore")
+    low, high = IMAGE_SIZE_RANGE
+    fit = command("fit", "train, validate and test a model; save it, its scores and heat maps", """
+        Writes model.ckpt, scores.csv and heatmaps/ into --output. Without --data a synthetic
+        dataset in MVTec AD layout is generated in <output>/synthetic (and reused by later runs).""")
+    fit.add_argument("--model", choices=["patchcore", "padim", "dfkde"], default="patchcore", help="the model to train")
     fit.add_argument("--data", default=None, help="root of a dataset in MVTec AD layout (default: generate a synthetic one)")
-    fit.add_argument("--category", default=None, help="category folder under --data (synthetic default: carpet_like)")
-    fit.add_argument("--image-size", type=int, default=128, help="side of the square input images (default 128)")
-    fit.add_argument("--backbone", default=None, help="timm backbone (default: the model's own)")
+    fit.add_argument("--category", default=None,
+                     help="category folder under --data; without --data one of carpet_like, grid_like, wood_like, "
+                          "leather_like (default: carpet_like)")
+    fit.add_argument("--image-size", type=_int_in(low, high), default=128, metavar="PIXELS",
+                     help=f"side of the square input images, from {low} to {high}")
+    fit.add_argument("--backbone", default=None, help="timm backbone name (default: the model's own)")
     fit.add_argument("--pretrained", choices=["auto", "download", "none"], default="auto",
                      help="auto: cached ImageNet weights if present, else random init (no network); "
                           "download: let timm fetch them; none: random init")
-    fit.add_argument("--weights", default=None, help="local backbone weights file (timm/torchvision state dict)")
-    fit.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
-    fit.add_argument("--batch-size", type=int, default=16)
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--output", default="anomaly_kernels_run", help="output folder (checkpoint, scores, heat maps)")
-    fit.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    fit.add_argument("--weights", default=None, metavar="FILE",
+                     help="local backbone weights file (timm / torchvision state dict); overrides --pretrained")
+    fit.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="where to train")
+    fit.add_argument("--batch-size", type=_int_in(1), default=16, help="images per batch")
+    fit.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the synthetic data, splits and sampling")
+    fit.add_argument("--output", default="anomaly_kernels_run", metavar="FOLDER",
+                     help="output folder (checkpoint, scores, heat maps)")
+    _add_progress(fit)
 
-    predict = sub.add_parser("predict", help="anomaly maps (PNG overlays) and scores (CSV) of a folder of images")
-    predict.add_argument("--checkpoint", required=True, help="model.ckpt written by 'anomaly-kernels fit'")
-    predict.add_argument("--input", required=True, help="a folder of images, or one image")
-    predict.add_argument("--output", default="anomaly_kernels_predictions", help="output folder")
-    predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
-    predict.add_argument("--batch-size", type=int, default=16)
-    predict.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    predict = command("predict", "anomaly maps (PNG overlays) and scores (CSV) of a folder of images", """
+        Rebuilds the model from a checkpoint written by 'anomaly-kernels fit' and writes
+        scores.csv and, for models with anomaly maps, heatmaps/<image>.png into --output.""")
+    predict.add_argument("--checkpoint", required=True, metavar="FILE", help="model.ckpt written by 'anomaly-kernels fit'")
+    predict.add_argument("--input", required=True, metavar="PATH", help="a folder of images, or one image")
+    predict.add_argument("--output", default="anomaly_kernels_predictions", metavar="FOLDER", help="output folder")
+    predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="where to score")
+    predict.add_argument("--batch-size", type=_int_in(1), default=16, help="images per batch")
+    _add_progress(predict)
 
-    sub.add_parser("info", help="print what the native extension was built with")
+    info = command("info", "print what the native extension was built with and what this process can run")
+    info.add_argument("--json", action="store_true", help="print the description as JSON (for scripts)")
     return parser
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageError(" ".join(message.split()))
+
+
+def _check_output_file(path: str, flag: str = "--output") -> None:
+    """A JSON file the command writes at its end: its folder must exist and be writable now."""
+    if not path:
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        _fail(f"{flag}: {path} is a folder; name a file")
+    if not folder.is_dir():
+        _fail(f"{flag}: the folder {folder} of {path} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        _fail(f"{flag}: {path} is not writable")
+
+
+def _require_cuda(flag: str, value: str) -> None:
+    if value in ("gpu", "cuda") and not torch.cuda.is_available():
+        _fail(f"{flag} {value} was asked for, but no CUDA device is available")
+
+
+def _input_error(error: BaseException) -> str:
+    from anomaly_kernels.pipeline.inputs import one_line, parameter_of
+
+    flag = FLAGS.get(parameter_of(error) or "")
+    return f"{flag}: {one_line(error)}" if flag else one_line(error)
 
 
 def _run_fit(args: argparse.Namespace) -> int:
     from anomaly_kernels.pipeline import fit_and_test
 
-    if args.accelerator == "gpu" and not torch.cuda.is_available():
-        print("error: --accelerator gpu was asked for, but no CUDA device is available", file=sys.stderr)
-        return 2
+    _require_cuda("--accelerator", args.accelerator)
     result = fit_and_test(
         model=args.model, output_dir=args.output, data_root=args.data, category=args.category,
         image_size=args.image_size, backbone=args.backbone, pretrained=args.pretrained, weights=args.weights,
@@ -95,9 +203,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     from anomaly_kernels.pipeline import predict_folder
 
-    if args.accelerator == "gpu" and not torch.cuda.is_available():
-        print("error: --accelerator gpu was asked for, but no CUDA device is available", file=sys.stderr)
-        return 2
+    _require_cuda("--accelerator", args.accelerator)
     result = predict_folder(args.checkpoint, args.input, args.output, accelerator=args.accelerator,
                             batch_size=args.batch_size, progress=not args.no_progress)
     print(f"scored {result['images']} images")
@@ -107,22 +213,56 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "info":
-        from anomaly_kernels import build_info
+def _info_table(info: dict) -> str:
+    def text(value) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value)) or "-"
+        return str(value) if value not in (None, "") else "-"
 
-        print(json.dumps(build_info(), indent=2))
+    labels = [
+        ("torch_running", "torch (running)"), ("torch_built_against", "torch (built against)"),
+        ("stable_abi_target", "stable ABI target"), ("cuda_compiled", "CUDA kernels compiled"),
+        ("cuda_registered", "CUDA kernels registered"), ("cuda_archs", "CUDA architectures"),
+        ("nvcc", "nvcc"), ("cuda_available", "CUDA device available"), ("cxx_compiler", "C++ compiler"),
+        ("build_type", "build type"), ("parallel_backend", "CPU parallel backend"), ("cpu_threads", "CPU threads"),
+    ]
+    labels += [(key, key.replace("_", " ")) for key in info if key not in dict(labels) and key != "operators"]
+    width = max(len(label) for _, label in labels + [("", "operators")]) + 2
+    lines = [f"{label:<{width}}{text(info[key])}" for key, label in labels if key in info]
+    operators = info.get("operators", [])
+    wrapped = textwrap.wrap(", ".join(operators), 100 - width) or ["-"]
+    lines.append(f"{f'operators ({len(operators)})':<{width}}{wrapped[0]}")
+    lines += [" " * width + line for line in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "info":
+        from anomaly_kernels import __version__, build_info
+
+        info = build_info()
+        print(json.dumps(info, indent=2) if args.json else f"anomaly_kernels {__version__}\n{_info_table(info)}")
         return 0
     if args.command == "bench-gpu":
+        _check_output_file(args.output)
+        from anomaly_kernels.bench.gpu_compare import all_comparisons
+
+        known = sorted({name for name, _ in all_comparisons(quick=False)})
+        unknown = [name for name in args.only or [] if name not in known]
+        if unknown:
+            _fail(f"--only: unknown operations {unknown}; choose from {known}")
         if not torch.cuda.is_available():
-            print("error: bench-gpu needs a CUDA device, and none is available", file=sys.stderr)
-            return 2
+            _fail("bench-gpu needs a CUDA device, and none is available")
         from anomaly_kernels.bench.gpu_compare import run_gpu_comparison
 
         record = run_gpu_comparison(args.output or None, quick=args.quick, only=args.only)
         return 0 if all(r.get("agree", True) for r in record["results"]) else 1
     if args.command == "bench-distributed":
+        if args.coreset > args.rows:
+            _fail(f"--coreset {args.coreset} is more than the {args.rows} rows of --rows")
+        _check_output_file(args.output)
         from anomaly_kernels.bench.distributed import format_records, run_distributed_benchmark
 
         records = run_distributed_benchmark(args.processes, args.rows, args.dims, args.coreset)
@@ -132,23 +272,36 @@ def main(argv: Optional[List[str]] = None) -> int:
                 json.dump(records, f, indent=2)
         return 0 if all(r["identical_to_single_process"] for r in records) else 1
     if args.command in ("fit", "predict"):
+        from anomaly_kernels.pipeline.inputs import parameter_of
+
         try:
             return _run_fit(args) if args.command == "fit" else _run_predict(args)
         except (FileNotFoundError, ValueError) as error:  # bad paths or options: say so, no traceback
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            raise UsageError(_input_error(error)) from None
+        except (OSError, TypeError, RuntimeError) as error:
+            if parameter_of(error) is None:  # not an input the user gave: a fault, keep its traceback
+                raise
+            raise UsageError(_input_error(error)) from None
 
+    _require_cuda("--device", args.device)
+    _check_output_file(args.output)
     from anomaly_kernels.bench import run_benchmarks
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda was asked for, but no CUDA device is available", file=sys.stderr)
-        return 2
     devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else (
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     )
     record = run_benchmarks(devices, full=args.full, output=args.output or None,
                             progress=False if args.no_progress else None)
     return 0 if all(r["agree"] for r in record["results"]) else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run_command(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

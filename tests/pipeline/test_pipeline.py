@@ -112,6 +112,6 @@ def test_command_line_reports_bad_paths_without_a_traceback(tmp_path, capsys):
     code = main(["fit", "--model", "padim", "--data", str(tmp_path / "missing"), "--category", "x",
                  "--output", str(tmp_path), "--no-progress"])
     assert code == 2
-    assert "error: dataset root not found" in capsys.readouterr().err
+    assert "error: --data: dataset root not found" in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(tmp_path)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
