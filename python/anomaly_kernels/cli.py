@@ -34,7 +34,19 @@ class UsageError(Exception):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after every option's help; descriptions keep their line breaks."""
+    """Defaults after every option's help; descriptions keep their line breaks.
+
+    An option whose help already states its default, an unset one (None) and an on/off switch
+    get no second "(default: ...)".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        if action.default == "":
+            return text + " (default: none)"
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
