@@ -67,6 +67,24 @@ __device__ __forceinline__ int64_t clamp_start(int64_t s, int64_t last) {
   return s < 0 ? 0 : (s > last ? last : s);
 }
 
+// Global -> shared copy of one element that does not wait for the data (cp.async, sm_80+), so a
+// thread keeps every load of the window in flight at once; copy_wait() before the barrier.
+template <typename T>
+__device__ __forceinline__ void copy_async(T* dst, const T* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(sizeof(T)));
+#else
+  *dst = *src;
+#endif
+}
+
+__device__ __forceinline__ void copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     resample_tiles(const T* __restrict__ in, T* __restrict__ out, int h, int w, int out_h,
@@ -98,6 +116,13 @@ __global__ void __launch_bounds__(kThreads)
       s_bounds[2] = INT_MAX;
       s_bounds[3] = INT_MIN;
     }
+    // Weights first: their copies stay in flight while the starts are read and reduced.
+    for (int i = t; i < cols_here * lx; i += kThreads) {
+      const int c = i / lx, k = i - c * lx;  // coalesced reads, transposed writes
+      copy_async(s_wx + k * kTileW + c, weights_x + int64_t(x0) * lx + i);
+    }
+    for (int i = t; i < rows_here * ly; i += kThreads)
+      copy_async(s_wy + i, weights_y + int64_t(y0) * ly + i);
     __syncthreads();
     for (int r = t; r < rows_here; r += kThreads) {
       const int s = static_cast<int>(clamp_start(start_y[y0 + r], h - ly));
@@ -111,12 +136,7 @@ __global__ void __launch_bounds__(kThreads)
       atomicMin(&s_bounds[2], s);
       atomicMax(&s_bounds[3], s);
     }
-    // Column weights: coalesced reads, transposed writes; columns past the edge never read.
-    for (int i = t; i < cols_here * lx; i += kThreads) {
-      const int c = i / lx, k = i - c * lx;
-      s_wx[k * kTileW + c] = weights_x[int64_t(x0) * lx + i];
-    }
-    for (int i = t; i < rows_here * ly; i += kThreads) s_wy[i] = weights_y[int64_t(y0) * ly + i];
+    copy_wait();
     __syncthreads();
 
     const int ry0 = s_bounds[0], ny = s_bounds[1] + ly - ry0;
@@ -126,8 +146,9 @@ __global__ void __launch_bounds__(kThreads)
       T* s_mid = s_window + ny * nx;
       for (int r = warp; r < ny; r += kWarps) {
         const T* row = src + int64_t(ry0 + r) * w + cx0;
-        for (int c = lane; c < nx; c += 32) s_in[r * nx + c] = row[c];
+        for (int c = lane; c < nx; c += 32) copy_async(s_in + r * nx + c, row + c);
       }
+      copy_wait();
       __syncthreads();
       for (int r = warp; r < ny; r += kWarps) {
         T acc = T(0);

@@ -62,6 +62,24 @@ __host__ __device__ inline TileLayout tile_layout(int tile_h, int nky, int nkx) 
   return l;
 }
 
+// Global -> shared copy of one element that does not wait for the data (cp.async, sm_80+), so a
+// thread keeps every load of the window in flight at once; copy_wait() before the barrier.
+template <typename T>
+__device__ __forceinline__ void copy_async(T* dst, const T* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(sizeof(T)));
+#else
+  *dst = *src;
+#endif
+}
+
+__device__ __forceinline__ void copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 // acc[i] = sum_k taps[k] * src[(i + k) * stride] for i < kStrip. Reads src up to index
 // ntaps + kStrip - 1 (one past the last used sample when ntaps is a multiple of kStrip).
 template <typename T>
@@ -149,9 +167,11 @@ __global__ void __launch_bounds__(kThreads)
       const T* row = src + (off < 0 ? 0 : off);
       for (int c = lane; c < cols; c += 32) {
         const int m = s_colmap[c];
-        s_in[r * ld + c] = (off >= 0 && m >= 0) ? row[m] : T(0);
+        if (off >= 0 && m >= 0) copy_async(s_in + r * ld + c, row + m);
+        else s_in[r * ld + c] = T(0);
       }
     }
+    copy_wait();
     __syncthreads();
 
     // Horizontal pass over every window row; a warp covers 8 rows x 4 strips.
