@@ -49,6 +49,12 @@ def _pair(name: str, value, kind: type) -> Tuple:
     return values
 
 
+def _factor_loaded_kernel(module: "GaussianBlur2d", incompatible_keys) -> None:
+    # A module-level function (not a lambda), so that modules holding a blur stay picklable,
+    # as spawned DDP processes need.
+    module._factor_kernel()
+
+
 class GaussianBlur2d(nn.Module):
     """Gaussian blur of (B, C, H, W) tensors, computed as two 1-D passes.
 
@@ -120,7 +126,7 @@ class GaussianBlur2d(nn.Module):
         # The saved 2-D kernel is what the module applies: a loaded state dict may hold another
         # one, whose 1-D factors (or, if it has none, the 2-D kernel itself) then take over.
         self.separable = True
-        self.register_load_state_dict_post_hook(lambda module, _: module._factor_kernel())
+        self.register_load_state_dict_post_hook(_factor_loaded_kernel)
 
     def _factor_kernel(self) -> None:
         """Derive ``kernel_y`` and ``kernel_x`` from ``kernel`` when it is one separable kernel.
