@@ -40,7 +40,7 @@ install 2>&1 | tee "$out/install.log" | tail -3 || failed $?
 # The install ran in a pipeline's subshell: its PYTHONPATH is set here again.
 if [ -d /tmp/ak-site ]; then export PYTHONPATH=/tmp/ak-site${PYTHONPATH:+:$PYTHONPATH}; fi
 
-workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 12" || echo "")
 python3 -m pytest -q -p no:cacheprovider $workers -k cuda tests 2>&1 | tee "$out/pytest-cuda.log" | tail -15 \
   || failed $?
 

@@ -270,7 +270,8 @@ def _run_command(args: argparse.Namespace) -> int:
         from anomaly_kernels.bench.gpu_compare import run_gpu_comparison
 
         record = run_gpu_comparison(args.output or None, quick=args.quick, only=args.only)
-        return 0 if all(r.get("agree", True) for r in record["results"]) else 1
+        agree = all(r.get("agree", True) for r in record["results"])
+        return 0 if agree and not record.get("failures") else 1
     if args.command == "bench-distributed":
         if args.coreset > args.rows:
             _fail(f"--coreset {args.coreset} is more than the {args.rows} rows of --rows")
