@@ -1,89 +1,554 @@
-// CUDA kernel of the Mahalanobis scoring: one block per position. The block stages the centred
-// vectors of a group of images in shared memory; each warp then walks rows of the position's
-// precision matrix (coalesced along the row) and forms the upper-triangle quadratic form
-// d^T M d = sum_i d_i (M_ii d_i + 2 sum_{j>i} M_ij d_j) for every image of the group. A matrix row
-// is re-read per image from L1, so the matrix comes from memory once per group; the group is the
-// whole batch whenever it fits in shared memory.
+// CUDA kernels of the Mahalanobis scoring, d^T P d for every image and position, as a tiled
+// matrix product over the upper triangle of each position's symmetric precision P (C x C).
+//
+// With P cut into square kTile x kTile tiles P_IJ,
+//   d^T P d = sum_{I<=J} w_IJ d_J . h_IJ,   h_IJ = P_IJ^T d_I,   w = 1 on the diagonal, else 2
+// (a whole diagonal tile counted once is exact by symmetry). Each block walks the upper-triangle
+// tiles of one position in row-major order (consecutive tiles are neighbouring pieces of the
+// same rows), copies each tile from memory into shared memory once, and multiplies it with the
+// centred vectors of a group of up to 64 images: a (images x 64) . (64 x 64) product held in
+// registers (each lane a block of MI images x NJ columns of h), with the dot product against
+// d_J fused at the end of the tile; the forms stay in registers until the block's last tile.
+// Each tile of P thus leaves memory once per image group, and the upper triangle only.
+//
+// Three kernels:
+//  1. centre_kernel: d = embedding - mean, transposed to [position][group][channel][image]
+//     (zero-padded to whole tiles), so that a position's vectors are one contiguous block that
+//     the scoring kernel copies with 16-byte loads. (In (B, C, H*W) order a position's vectors
+//     are B*C scattered words.)
+//  2. forms_kernel: one block per (position, image group, split). The tiles of a position are
+//     dealt to `splits` blocks when there are too few positions to fill the GPU; each then
+//     writes its partial forms, and
+//  3. finish_kernel adds them in a fixed order (deterministic: no float atomics).
+// Tiles stream through shared memory in pieces of kStageRows rows, kStages pieces deep, by
+// cp.async (plain loads before sm_80). Accumulation is in T (fp32 FMA for float, no TF32).
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
 #include "cuda/mahalanobis.cuh"
 
 namespace anomaly_kernels::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-
+// ---- tunables --------------------------------------------------------------------------------
+// Square tile size. Larger tiles read more of the lower triangle (the diagonal tiles are read
+// whole: ~C * kTile / 2 extra entries per matrix) and waste more work on the padding of the
+// last tile when C is not a multiple; smaller ones make the per-thread blocks of h narrower.
+// The thread layouts below assume 64.
+constexpr int kTile = 64;
+// A tile streams through shared memory in pieces of kStageRows rows (8 KB in float32), in a
+// pipeline kStages pieces deep (kStages - 1 in flight per block): with 32 images a block needs
+// ~106 KB at C = 550, so two blocks share an SM and keep ~48 KB of loads in flight per SM.
+#ifndef ANOMALY_KERNELS_MAHALANOBIS_STAGE_ROWS
+#define ANOMALY_KERNELS_MAHALANOBIS_STAGE_ROWS 32
+#endif
+#ifndef ANOMALY_KERNELS_MAHALANOBIS_STAGES
+#define ANOMALY_KERNELS_MAHALANOBIS_STAGES 4
+#endif
+constexpr int kStageRows = ANOMALY_KERNELS_MAHALANOBIS_STAGE_ROWS;
+constexpr int kStages = ANOMALY_KERNELS_MAHALANOBIS_STAGES;
+constexpr int kPiecesPerTile = kTile / kStageRows;
+static_assert(kTile % kStageRows == 0, "a tile is a whole number of pieces");
+// float64 pieces are twice the bytes: two stages keep a block within sm_75's 64 KB at C = 2048.
 template <typename T>
-__device__ __forceinline__ T warp_sum(T value) {
-  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xFFFFFFFFu, value, offset);
-  return value;
+constexpr int kStagesOf = sizeof(T) > 4 ? 2 : kStages;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+static_assert(kStages >= 2, "a tile is loaded while the previous one is used");
+
+// Thread layout of one image-group size. A warp covers LI x MI images and COL_LANES x NJ = 64
+// columns (each lane MI images x NJ columns, in NJ / V runs of V consecutive columns spaced
+// COL_LANES * V apart, so that each run's loads are one contiguous 128-byte row piece per
+// warp). WI warps split the images, WK = 8 / WI warps split each tile's rows.
+template <int MI_, int LI_, int WI_, int NJ_>
+struct Layout {
+  static constexpr int MI = MI_, LI = LI_, WI = WI_, NJ = NJ_;
+  static constexpr int WK = kWarps / WI;
+  static constexpr int COL_LANES = 32 / LI;
+  static constexpr int V = NJ < 4 ? NJ : 4;
+  static constexpr int RUNS = NJ / V;
+  static constexpr int IMAGES = MI * LI * WI;
+  static constexpr int ROWS_PER_WARP = kStageRows / WK;
+  // Blocks an SM should hold (caps the registers): small groups are memory-bound and need
+  // several tiles in flight per SM; large ones hold two blocks for the register file.
+  static constexpr int MIN_BLOCKS = IMAGES <= 4 ? 4 : 2;
+  static_assert(COL_LANES * NJ == kTile, "a warp covers the columns of one tile");
+  static_assert(kStageRows % WK == 0, "rows of a piece split evenly over the warps");
+};
+
+// Image-group sizes, smallest first; a batch takes the smallest group that holds it (up to
+// 64 images: more form several groups, each reading P again). From 32 images on, a lane holds
+// 8 x 8 entries of h: four 16-byte shared loads feed 64 FMAs, enough to keep the FMA units
+// rather than shared memory the limit.
+using Layout1 = Layout<1, 1, 1, 2>;
+using Layout4 = Layout<4, 1, 1, 2>;
+using Layout8 = Layout<2, 4, 1, 8>;
+using Layout16 = Layout<4, 4, 1, 8>;
+using Layout32 = Layout<8, 4, 1, 8>;
+using Layout64 = Layout<8, 4, 2, 8>;
+constexpr int kGroupSizes[] = {1, 4, 8, 16, 32, 64};
+constexpr int kGroupWarpsOnRows[] = {Layout1::WK, Layout4::WK, Layout8::WK, Layout16::WK, Layout32::WK, Layout64::WK};
+constexpr int kLayouts = 6;
+
+// ---- small device helpers --------------------------------------------------------------------
+template <typename T, int N>
+struct Vec {
+  T v[N];
+};
+
+// N consecutive T from shared memory, in 16-byte (or 8-byte) loads where N allows.
+template <typename T, int N>
+__device__ __forceinline__ Vec<T, N> load_vec(const T* p) {
+  Vec<T, N> out;
+  if constexpr (std::is_same_v<T, float> && N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const float4 x = reinterpret_cast<const float4*>(p)[i];
+      out.v[4 * i] = x.x, out.v[4 * i + 1] = x.y, out.v[4 * i + 2] = x.z, out.v[4 * i + 3] = x.w;
+    }
+  } else if constexpr (std::is_same_v<T, float> && N == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    out.v[0] = x.x, out.v[1] = x.y;
+  } else if constexpr (std::is_same_v<T, double> && N % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      const double2 x = reinterpret_cast<const double2*>(p)[i];
+      out.v[2 * i] = x.x, out.v[2 * i + 1] = x.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) out.v[i] = p[i];
+  }
+  return out;
 }
 
+// Copies Bytes (4, 8 or 16) from global to shared memory, or zero-fills them when !valid
+// (src must then still be a valid address; it is not read). Asynchronous from sm_80 on.
+template <int Bytes>
+__device__ __forceinline__ void copy_async(void* dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int src_bytes = valid ? Bytes : 0;
+  if constexpr (Bytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(src), "r"(src_bytes));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(address), "l"(src), "n"(Bytes),
+                 "r"(src_bytes));
+  }
+#else
+  if constexpr (Bytes == 16) {
+    *static_cast<uint4*>(dst) = valid ? *static_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+  } else if constexpr (Bytes == 8) {
+    *static_cast<uint2*>(dst) = valid ? *static_cast<const uint2*>(src) : make_uint2(0, 0);
+  } else {
+    *static_cast<unsigned*>(dst) = valid ? *static_cast<const unsigned*>(src) : 0u;
+  }
+#endif
+}
+
+__device__ __forceinline__ void copy_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most Pending of this thread's committed copy groups are still in flight.
+template <int Pending>
+__device__ __forceinline__ void copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+#endif
+}
+
+// The distance from a form: negative forms (rounding, or an indefinite matrix) give 0; NaN stays
+// NaN (a comparison with NaN is false), as on the CPU and in the reference's clamp_min.
 template <typename T>
-__global__ void mahalanobis_kernel(const T* __restrict__ embedding, const T* __restrict__ mean,
-                                   const T* __restrict__ precision, int64_t b, int64_t c,
-                                   int64_t p, int64_t group, T* __restrict__ out) {
-  extern __shared__ unsigned char shared_bytes[];
-  T* delta = reinterpret_cast<T*>(shared_bytes);  // [image in group][channel]
-  T* forms = delta + group * c;                   // [warp][image in group]
-  const int64_t pos = blockIdx.x;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const T* matrix = precision + pos * c * c;
-  for (int64_t first = 0; first < b; first += group) {
-    const int64_t count = min(group, b - first);
-    for (int64_t e = threadIdx.x; e < count * c; e += blockDim.x) {
-      const int64_t img = e / c, ch = e % c;
-      delta[e] = embedding[((first + img) * c + ch) * p + pos] - mean[ch * p + pos];
-    }
-    for (int64_t e = threadIdx.x; e < kWarps * count; e += blockDim.x) forms[e] = T(0);
-    __syncthreads();
-    for (int64_t i = warp; i < c; i += kWarps) {
-      const T* row = matrix + i * c;
-      const T diagonal = row[i];
-      for (int64_t img = 0; img < count; ++img) {
-        const T* d = delta + img * c;
-        T s = 0;
-        for (int64_t j = i + 1 + lane; j < c; j += 32) s += row[j] * d[j];
-        s = warp_sum(s);
-        if (lane == 0) forms[warp * count + img] += d[i] * (diagonal * d[i] + 2 * s);
+__device__ __forceinline__ T distance_of(T q) {
+  return sqrt(q < T(0) ? T(0) : q);
+}
+
+// ---- 1. centring and transposition -----------------------------------------------------------
+// out[position][r], r = (group * c_pad + channel) * images + image_in_group, is
+// embedding[group * images + image_in_group, channel, position] - mean[channel, position], or 0
+// for channels >= c and images >= b. A 32 x 32 tile of (r, position) is read along positions
+// and written along r, both coalesced.
+template <typename T>
+__global__ void centre_kernel(const T* __restrict__ embedding, const T* __restrict__ mean, int64_t b,
+                              int64_t c, int64_t p, int64_t c_pad, int64_t images, int64_t row_len,
+                              T* __restrict__ out) {
+  __shared__ T tile[32][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;  // 32 x 8 threads
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * 32;
+  for (int64_t p0 = static_cast<int64_t>(blockIdx.y) * 32; p0 < p; p0 += static_cast<int64_t>(gridDim.y) * 32) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int rl = ty + 8 * k;
+      const int64_t r = r0 + rl, pos = p0 + tx;
+      T value = T(0);
+      if (r < row_len && pos < p) {
+        const int64_t in_group = r % images, rest = r / images;
+        const int64_t channel = rest % c_pad, image = (rest / c_pad) * images + in_group;
+        if (channel < c && image < b) value = embedding[(image * c + channel) * p + pos] - mean[channel * p + pos];
       }
+      tile[rl][tx] = value;
     }
     __syncthreads();
-    for (int64_t img = threadIdx.x; img < count; img += blockDim.x) {
-      T q = 0;
-      for (int w = 0; w < kWarps; ++w) q += forms[w * count + img];
-      out[(first + img) * p + pos] = sqrt(q > T(0) ? q : T(0));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int pl = ty + 8 * k;
+      const int64_t pos = p0 + pl, r = r0 + tx;
+      if (pos < p && r < row_len) out[pos * row_len + r] = tile[tx][pl];
     }
     __syncthreads();
   }
 }
 
-}  // namespace
+// ---- 2. the forms --------------------------------------------------------------------------
+template <typename T>
+struct FormsArgs {
+  const T* centred;    // [p][groups][c_pad][images]
+  const T* precision;  // [p][c][c]
+  T* out;              // [b][p] distances, when splits == 1
+  T* partial;          // [splits][b][p] partial forms, when splits > 1
+  int64_t b, c, p, c_pad, groups;
+  int splits, tiles_per_side, vec_bytes;
+};
+
+// A block's walk over its share of the upper-triangle tiles (I, J), J >= I, in row-major
+// order: consecutive tiles are neighbouring pieces of the same rows, so the matrix is read
+// nearly front to back.
+struct TileCursor {
+  int i, j, piece, remaining, n;  // remaining: tiles, this one included
+  // Tiles [first, first + count) of the n (n + 1) / 2 in row-major order.
+  __device__ void start(int n_, int first, int count) {
+    n = n_, remaining = count, i = 0, piece = 0;
+    while (first >= n - i) first -= n - i, ++i;
+    j = i + first;
+  }
+  __device__ void advance() {
+    if (++piece < kPiecesPerTile) return;
+    piece = 0;
+    --remaining;
+    if (++j == n) j = ++i;
+  }
+};
+
+// Rows [piece * kStageRows, +kStageRows) of tile (i, j) into a stage buffer
+// [kStageRows][kTile]; entries outside the matrix are zero, so they add nothing.
+template <typename T, int Bytes>
+__device__ __forceinline__ void issue_tile(const T* matrix, int64_t c, const TileCursor& at, T* stage) {
+  if constexpr (Bytes >= static_cast<int>(sizeof(T))) {
+    constexpr int kPerVector = Bytes / static_cast<int>(sizeof(T));
+    constexpr int kPerRow = kTile / kPerVector;
+    const int64_t row0 = static_cast<int64_t>(at.i) * kTile + at.piece * kStageRows;
+    const int64_t col0 = static_cast<int64_t>(at.j) * kTile;
+    const int rows = c - row0 < kStageRows ? static_cast<int>(c - row0) : kStageRows;
+    const int cols = c - col0 < kTile ? static_cast<int>(c - col0) : kTile;
+    const T* corner = matrix + row0 * c + col0;
+    static_assert(kStageRows * kPerRow % kThreads == 0, "whole copies per thread");
+#pragma unroll 2
+    for (int k = 0; k < kStageRows * kPerRow / kThreads; ++k) {
+      const int v = threadIdx.x + k * kThreads;
+      const int r = v / kPerRow, x = (v % kPerRow) * kPerVector;
+      const bool valid = r < rows && x < cols;  // c, hence cols, is a multiple of kPerVector
+      copy_async<Bytes>(stage + r * kTile + x, valid ? corner + r * c + x : matrix, valid);
+    }
+  }
+}
 
 template <typename T>
-cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, int64_t b,
-                        int64_t c, int64_t p, T* out, cudaStream_t stream) {
-  if (b == 0 || p == 0) return cudaSuccess;
-  int device = 0, max_shared = 48 * 1024;
+__device__ __forceinline__ void issue(const T* matrix, int64_t c, int vec_bytes, const TileCursor& at, T* stage) {
+  if (vec_bytes == 16) {
+    issue_tile<T, 16>(matrix, c, at, stage);
+  } else if (vec_bytes == 8) {
+    issue_tile<T, 8>(matrix, c, at, stage);
+  } else {
+    issue_tile<T, 4>(matrix, c, at, stage);
+  }
+}
+
+template <typename T, typename L>
+__global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1 : L::MIN_BLOCKS) forms_kernel(FormsArgs<T> a) {
+  constexpr int MI = L::MI, NJ = L::NJ, V = L::V, IMAGES = L::IMAGES;
+  constexpr int kStageElements = kStageRows * kTile;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  T* ds = reinterpret_cast<T*>(shared_bytes);            // [c_pad][IMAGES] centred vectors
+  constexpr int kDepth = kStagesOf<T>;
+  T* stages = ds + a.c_pad * IMAGES;                     // [kDepth][kStageRows][kTile]
+  T* partial_forms = stages + kDepth * kStageElements;  // [WK][IMAGES]
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warp_images = warp % L::WI, warp_rows = warp / L::WI;
+  const int col_lane = lane % L::COL_LANES;
+  const int img0 = (warp_images * L::LI + lane / L::COL_LANES) * MI;  // this thread's first image
+  const int row0 = warp_rows * L::ROWS_PER_WARP;                       // its first row of a piece
+  const int64_t c = a.c;
+  const int64_t items = a.p * a.groups * a.splits;
+  const int block_elements = static_cast<int>(a.c_pad) * IMAGES;
+  const int n = a.tiles_per_side, tiles = n * (n + 1) / 2;
+
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const int split = static_cast<int>(item % a.splits);
+    const int64_t position_group = item / a.splits;
+    const int64_t group = position_group % a.groups, pos = position_group / a.groups;
+    const T* matrix = a.precision + pos * c * c;
+
+    // Prologue: the centred vectors (part of the first copy group) and kDepth - 1 pieces.
+    {
+      const char* src = reinterpret_cast<const char*>(a.centred + position_group * block_elements);
+      char* dst = reinterpret_cast<char*>(ds);
+      const int vectors = block_elements * static_cast<int>(sizeof(T)) / 16;
+      for (int v = threadIdx.x; v < vectors; v += kThreads) copy_async<16>(dst + 16 * v, src + 16 * v, true);
+    }
+    TileCursor load, use;
+    {
+      const int first = static_cast<int>(static_cast<int64_t>(tiles) * split / a.splits);
+      const int last = static_cast<int>(static_cast<int64_t>(tiles) * (split + 1) / a.splits);
+      load.start(n, first, last - first);
+    }
+    use = load;
+#pragma unroll
+    for (int s = 0; s < kDepth - 1; ++s) {
+      if (load.remaining > 0) {
+        issue(matrix, c, a.vec_bytes, load, stages + s * kStageElements);
+        load.advance();
+      }
+      copy_commit();
+    }
+
+    T forms[MI], acc[MI][NJ];
+#pragma unroll
+    for (int i = 0; i < MI; ++i) forms[i] = T(0);
+
+    for (int t = 0; use.remaining > 0; ++t) {
+      copy_wait<kDepth - 2>();  // piece t (and, at t = 0, the vectors) has landed for this thread
+      __syncthreads();           // ... for every thread, and piece t - 1's buffer is free
+      if (load.remaining > 0) {
+        issue(matrix, c, a.vec_bytes, load, stages + ((t + kDepth - 1) % kDepth) * kStageElements);
+        load.advance();
+      }
+      copy_commit();
+
+      if (use.piece == 0) {
+#pragma unroll
+        for (int i = 0; i < MI; ++i)
+#pragma unroll
+          for (int j = 0; j < NJ; ++j) acc[i][j] = T(0);
+      }
+      const int piece_row = use.i * kTile + use.piece * kStageRows + row0;  // in the matrix
+      if (piece_row < c) {  // warps whose rows all lie below the matrix have nothing to add
+        const T* tile = stages + (t % kDepth) * kStageElements;
+        const T* d_rows = ds + piece_row * IMAGES + img0;
+#pragma unroll 8
+        for (int rr = 0; rr < L::ROWS_PER_WARP; ++rr) {
+          const Vec<T, MI> d = load_vec<T, MI>(d_rows + rr * IMAGES);
+          T m[NJ];
+#pragma unroll
+          for (int run = 0; run < L::RUNS; ++run) {
+            const Vec<T, V> x = load_vec<T, V>(tile + (row0 + rr) * kTile + run * L::COL_LANES * V + col_lane * V);
+#pragma unroll
+            for (int v = 0; v < V; ++v) m[run * V + v] = x.v[v];
+          }
+#pragma unroll
+          for (int i = 0; i < MI; ++i)
+#pragma unroll
+            for (int j = 0; j < NJ; ++j) acc[i][j] = fma(d.v[i], m[j], acc[i][j]);
+        }
+      }
+      // After a tile's last piece: forms += w d_J . h over this thread's columns inside the
+      // matrix, w = 2 off the diagonal. Warps with no row inside the matrix skip it: their h is
+      // zero, and a zero h times an infinite d_J would turn an infinite form into NaN.
+      if (use.piece + 1 == kPiecesPerTile && use.i * kTile + row0 < c) {
+        const int col0 = use.j * kTile;
+        const T weight = use.i == use.j ? T(1) : T(2);
+#pragma unroll
+        for (int run = 0; run < L::RUNS; ++run)
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+            const int col = col0 + run * L::COL_LANES * V + col_lane * V + v;
+            if (col < c) {
+              const Vec<T, MI> d = load_vec<T, MI>(ds + col * IMAGES + img0);
+#pragma unroll
+              for (int i = 0; i < MI; ++i) forms[i] = fma(acc[i][run * V + v], weight * d.v[i], forms[i]);
+            }
+          }
+      }
+      use.advance();
+    }
+    copy_wait<0>();
+
+    // Reduce over the lanes that share images (fixed butterfly), then over the row warps in
+    // order.
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int offset = L::COL_LANES / 2; offset > 0; offset >>= 1)
+        forms[i] += __shfl_xor_sync(0xFFFFFFFFu, forms[i], offset);
+    if (col_lane == 0) {
+#pragma unroll
+      for (int i = 0; i < MI; ++i) partial_forms[warp_rows * IMAGES + img0 + i] = forms[i];
+    }
+    __syncthreads();
+    const int64_t first = group * IMAGES;
+    const int64_t count = a.b - first < IMAGES ? a.b - first : IMAGES;
+    for (int i = threadIdx.x; i < count; i += kThreads) {
+      T q = T(0);
+#pragma unroll
+      for (int w = 0; w < L::WK; ++w) q += partial_forms[w * IMAGES + i];
+      if (a.splits == 1) {
+        a.out[(first + i) * a.p + pos] = distance_of(q);
+      } else {
+        a.partial[(split * a.b + first + i) * a.p + pos] = q;
+      }
+    }
+    __syncthreads();  // the next item's prologue reuses the buffers
+  }
+}
+
+// ---- 3. split positions: partial forms -> distances ---------------------------------------
+template <typename T>
+__global__ void finish_kernel(const T* __restrict__ partial, int64_t n, int splits, T* __restrict__ out) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    T q = T(0);
+    for (int s = 0; s < splits; ++s) q += partial[s * n + i];
+    out[i] = distance_of(q);
+  }
+}
+
+// ---- host side -------------------------------------------------------------------------------
+struct Plan {
+  int layout = -1;  // index into kGroupSizes
+  int64_t images = 0, groups = 0, c_pad = 0;
+  int tiles_per_side = 0, splits = 1;
+  size_t shared = 0;
+  int64_t centred_elements = 0, partial_elements = 0;
+};
+
+template <typename T>
+size_t shared_bytes_for(int layout, int64_t c_pad) {
+  const int64_t images = kGroupSizes[layout];
+  return static_cast<size_t>((c_pad * images + kStagesOf<T> * kStageRows * kTile + kGroupWarpsOnRows[layout] * images) *
+                             static_cast<int64_t>(sizeof(T)));
+}
+
+template <typename T>
+cudaError_t make_plan(int64_t b, int64_t c, int64_t p, Plan* plan) {
+  int device = 0, max_shared = 48 * 1024, sms = 1;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
   err = cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (err != cudaSuccess) return err;
-  // Images per group: as many as fit beside the per-warp partial sums.
-  const int64_t per_image = (c + kWarps) * static_cast<int64_t>(sizeof(T));
-  int64_t group = max_shared / per_image;
-  if (group < 1) return cudaErrorInvalidValue;  // C too large for one centred vector in shared memory
-  if (group > b) group = b;
-  const size_t shared = static_cast<size_t>(group * per_image);
-  err = cudaFuncSetAttribute(mahalanobis_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(shared));
+  err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return err;
-  mahalanobis_kernel<T><<<static_cast<unsigned>(p), kWarps * 32, shared, stream>>>(
-      embedding, mean, precision, b, c, p, group, out);
+  plan->c_pad = (c + kTile - 1) / kTile * kTile;
+  plan->tiles_per_side = static_cast<int>(plan->c_pad / kTile);
+  // The smallest group that holds the batch, or a smaller one where shared memory is short.
+  int wanted = kLayouts - 1;
+  for (int l = 0; l < kLayouts; ++l)
+    if (kGroupSizes[l] >= b) {
+      wanted = l;
+      break;
+    }
+  plan->layout = -1;
+  for (int l = wanted; l >= 0; --l)
+    if (shared_bytes_for<T>(l, plan->c_pad) <= static_cast<size_t>(max_shared)) {
+      plan->layout = l;
+      break;
+    }
+  if (plan->layout < 0) return cudaErrorInvalidValue;  // one centred vector does not fit in shared memory
+  plan->images = kGroupSizes[plan->layout];
+  plan->groups = (b + plan->images - 1) / plan->images;
+  plan->shared = shared_bytes_for<T>(plan->layout, plan->c_pad);
+  // Split a position's tiles over several blocks when positions alone leave SMs idle (at least
+  // two tiles per split: each split stages all of the position's vectors).
+  const int64_t blocks = p * plan->groups, target = 2 * static_cast<int64_t>(sms);
+  const int64_t splits = blocks < target ? (target + blocks - 1) / blocks : 1;
+  const int64_t tiles = static_cast<int64_t>(plan->tiles_per_side) * (plan->tiles_per_side + 1) / 2;
+  const int64_t most = tiles / 2 > 1 ? tiles / 2 : 1;
+  plan->splits = static_cast<int>(splits < most ? splits : most);
+  plan->centred_elements = p * plan->groups * plan->c_pad * plan->images;
+  plan->partial_elements = plan->splits > 1 ? plan->splits * b * p : 0;
+  return cudaSuccess;
+}
+
+template <typename T, typename L>
+cudaError_t launch_forms(const FormsArgs<T>& args, size_t shared, cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(forms_kernel<T, L>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(shared));
+  if (err != cudaSuccess) return err;
+  const int64_t items = args.p * args.groups * args.splits;
+  const unsigned grid = static_cast<unsigned>(items < INT_MAX ? items : INT_MAX);
+  forms_kernel<T, L><<<grid, kThreads, shared, stream>>>(args);
   return cudaGetLastError();
 }
 
-template cudaError_t mahalanobis<float>(const float*, const float*, const float*, int64_t, int64_t,
-                                        int64_t, float*, cudaStream_t);
-template cudaError_t mahalanobis<double>(const double*, const double*, const double*, int64_t,
-                                         int64_t, int64_t, double*, cudaStream_t);
+}  // namespace
+
+template <typename T>
+cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int64_t* elements) {
+  *elements = 0;
+  if (b == 0 || c == 0 || p == 0) return cudaSuccess;
+  Plan plan;
+  const cudaError_t err = make_plan<T>(b, c, p, &plan);
+  if (err != cudaSuccess) return err;
+  *elements = plan.centred_elements + plan.partial_elements;
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, int64_t b, int64_t c,
+                        int64_t p, T* workspace, T* out, cudaStream_t stream) {
+  if (b == 0 || c == 0 || p == 0) return cudaSuccess;
+  Plan plan;
+  cudaError_t err = make_plan<T>(b, c, p, &plan);
+  if (err != cudaSuccess) return err;
+
+  const int64_t row_len = plan.groups * plan.c_pad * plan.images;
+  {
+    const dim3 block(32, 8);
+    const int64_t tiles_y = (p + 31) / 32;
+    const dim3 grid(static_cast<unsigned>((row_len + 31) / 32), static_cast<unsigned>(tiles_y < 65535 ? tiles_y : 65535));
+    centre_kernel<T><<<grid, block, 0, stream>>>(embedding, mean, b, c, p, plan.c_pad, plan.images, row_len, workspace);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+
+  FormsArgs<T> args;
+  args.centred = workspace;
+  args.precision = precision;
+  args.out = out;
+  args.partial = workspace + plan.centred_elements;
+  args.b = b, args.c = c, args.p = p, args.c_pad = plan.c_pad, args.groups = plan.groups;
+  args.splits = plan.splits, args.tiles_per_side = plan.tiles_per_side;
+  // Widest copy the rows allow: every row of every matrix must start on the vector's alignment.
+  const uintptr_t address = reinterpret_cast<uintptr_t>(precision);
+  const int64_t row_bytes = c * static_cast<int64_t>(sizeof(T));
+  args.vec_bytes = (row_bytes % 16 == 0 && address % 16 == 0)  ? 16
+                   : (row_bytes % 8 == 0 && address % 8 == 0) ? 8
+                                                                : 4;
+  switch (plan.layout) {
+    case 0: err = launch_forms<T, Layout1>(args, plan.shared, stream); break;
+    case 1: err = launch_forms<T, Layout4>(args, plan.shared, stream); break;
+    case 2: err = launch_forms<T, Layout8>(args, plan.shared, stream); break;
+    case 3: err = launch_forms<T, Layout16>(args, plan.shared, stream); break;
+    case 4: err = launch_forms<T, Layout32>(args, plan.shared, stream); break;
+    default: err = launch_forms<T, Layout64>(args, plan.shared, stream); break;
+  }
+  if (err != cudaSuccess || plan.splits == 1) return err;
+  const int64_t n = b * p;
+  const int64_t blocks = (n + 255) / 256;
+  finish_kernel<T><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
+      args.partial, n, plan.splits, out);
+  return cudaGetLastError();
+}
+
+template cudaError_t mahalanobis_workspace_elements<float>(int64_t, int64_t, int64_t, int64_t*);
+template cudaError_t mahalanobis_workspace_elements<double>(int64_t, int64_t, int64_t, int64_t*);
+template cudaError_t mahalanobis<float>(const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                        float*, float*, cudaStream_t);
+template cudaError_t mahalanobis<double>(const double*, const double*, const double*, int64_t, int64_t,
+                                         int64_t, double*, double*, cudaStream_t);
 
 }  // namespace anomaly_kernels::cuda

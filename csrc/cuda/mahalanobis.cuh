@@ -6,10 +6,18 @@
 
 namespace anomaly_kernels::cuda {
 
-// out (b, p) = sqrt(max(d^T precision[p] d, 0)), d = embedding[img, :, p] - mean[:, p], for an
-// embedding (b, c, p), mean (c, p) and symmetric precision (p, c, c). Device pointers.
+// Elements of type T of the scratch buffer that mahalanobis<T> needs for these sizes on the
+// current device (the centred vectors in the kernel's shared-memory layout, plus partial forms
+// when a position's work is split over several blocks). Never zero when b, c, p > 0.
+template <typename T>
+cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int64_t* elements);
+
+// out (b, p) = sqrt(q) with q = d^T precision[p] d clamped below at 0 (NaN stays NaN),
+// d = embedding[img, :, p] - mean[:, p], for an embedding (b, c, p), mean (c, p) and symmetric
+// precision (p, c, c), of which only the upper-triangle tiles are read. `workspace` holds
+// mahalanobis_workspace_elements<T>(b, c, p) elements. Device pointers, c >= 1.
 template <typename T>
 cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, int64_t b,
-                        int64_t c, int64_t p, T* out, cudaStream_t stream);
+                        int64_t c, int64_t p, T* workspace, T* out, cudaStream_t stream);
 
 }  // namespace anomaly_kernels::cuda

@@ -1,4 +1,5 @@
-// CUDA entry point of anomaly_kernels::mahalanobis: checks, device guard, stream, launch.
+// CUDA entry point of anomaly_kernels::mahalanobis: checks, device guard, stream, scratch
+// buffer, launch.
 #include <torch/csrc/stable/ops.h>
 
 #include "common/mahalanobis_args.h"
@@ -11,8 +12,13 @@ namespace {
 template <typename T>
 void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
-  check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(),
-                                    m.const_data_ptr<T>(), b, c, p, out.mutable_data_ptr<T>(),
+  int64_t elements = 0;
+  check_launch(cuda::mahalanobis_workspace_elements<T>(b, c, p, &elements), "mahalanobis");
+  // The centred vectors in the kernel's layout (about the embedding's size) and partial forms.
+  std::vector<int64_t> workspace_shape{elements};
+  Tensor workspace = torch::stable::new_empty(e, workspace_shape);
+  check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(), m.const_data_ptr<T>(), b, c,
+                                    p, workspace.mutable_data_ptr<T>(), out.mutable_data_ptr<T>(),
                                     current_stream(e)),
                "mahalanobis");
 }

@@ -1,21 +1,29 @@
-"""PaDiM's per-position Gaussians from batched ``torch.linalg`` calls: the GPU route of
-:func:`anomaly_kernels.ops.gaussian_fit`.
+"""PaDiM's per-position Gaussians from batched ``torch.linalg`` calls: the CUDA kernel of
+:func:`anomaly_kernels.ops.gaussian_fit` (registered for the ``cuda`` dispatch key in
+:mod:`anomaly_kernels.ops`), and a route any device can run.
 
-On a GPU the per-position inverses are best left to cuBLAS / cuSOLVER's batched routines; what
-this module adds over one big batched call is bounded memory and fewer operations:
+On a GPU the per-position work is best left to cuBLAS / cuSOLVER's batched routines; what this
+module adds over one big batched call is bounded memory and fewer operations:
 
 - Positions are processed in chunks, so the float64 temporaries stay near ``max_temporary_bytes``
-  whatever the map size (one batched call over 3,136 positions at C = 550 would hold three
-  (P, C, C) float64 tensors, about 23 GB).
+  whatever the map size (one batched call over 4,096 positions at C = 550 would hold several
+  (P, C, C) float64 tensors of 9.9 GB each).
 - With no more images than channels (B <= C) and a positive ridge r, the covariance
   r I + Y^T Y (Y = centred images / sqrt(B - 1), shape (B, C)) is inverted through the (B, B)
   image-space system (Woodbury identity)::
 
       (r I + Y^T Y)^-1 = (I - W^T W) / r,   W = L^-1 Y,   L L^T = r I + Y Y^T
 
-  a (B, B) Cholesky factor, one triangular solve and one rank-B product instead of a (C, C)
-  factor and inverse. The subtraction costs about log10(1 + variance / r) of float64's digits
-  in the data's directions, far from the float32 precision of the output.
+  a (B, B) Cholesky factor, the inverse of that small factor and two batched products instead
+  of a (C, C) factor and inverse. All of it runs in float64: the subtraction costs about
+  log10(1 + variance / r) of float64's digits in the data's directions, far from the float32
+  precision of the output (in float32 it would cost as many of float32's 7). The (C, C) product
+  W^T W with its rank-B inner dimension is one batched float64 GEMM per chunk and the only
+  large step; the identity and the 1 / r scaling are folded into it (``baddbmm``).
+- Precisions are exactly symmetric: the upper triangle is mirrored onto the lower one while the
+  result is written out (a batched GEMM need not give bit-equal (i, j) and (j, i) entries).
+- A non-positive-definite covariance is detected without a host synchronisation per chunk: the
+  Cholesky status of every chunk is kept on the device and read once at the end.
 
 The CPU kernel (csrc/cpu/gaussian_fit.cpp) takes the same two routes, position by position.
 """
@@ -47,57 +55,80 @@ def batched_gaussian_fit(
             position per chunk).
 
     Returns:
-        ``(mean (C, H*W), precision (H*W, C, C))`` in the embedding's dtype, on its device.
+        ``(mean (C, H*W), precision (H*W, C, C))`` in the embedding's dtype, on its device;
+        every precision is exactly symmetric.
 
     Raises:
-        RuntimeError: a covariance is not positive definite (its position is named).
+        RuntimeError: a covariance is not positive definite (the first such position is named).
     """
     b, c, h, w = embedding.shape
     p = h * w
+    dtype, device = embedding.dtype, embedding.device
     samples = embedding.reshape(b, c, p)
     mean = samples.mean(dim=0, dtype=torch.float64)  # (C, P)
-    precision = torch.empty(p, c, c, dtype=embedding.dtype, device=embedding.device)
+    precision = torch.empty(p, c, c, dtype=dtype, device=device)
+    if p == 0:
+        return mean.to(dtype), precision
     image_space = uses_image_space(b, c, ridge)
-    # Per position: the centred samples (B, C) and, per route, the (B, B) or (C, C) system plus
-    # the (C, C) result, all float64.
-    per_position = 8 * (b * c + (b * b + b * c + c * c if image_space else 2 * c * c))
+    # Per position, float64 unless noted: the centred samples, then per route the (B, B) system,
+    # its factor and inverse, W (B, C) and the (C, C) result; or the (C, C) covariance, factor
+    # and inverse. Plus the (C, C) result in the output dtype before mirroring.
+    if image_space:
+        per_position = 8 * (3 * b * c + 3 * b * b + c * c)
+    else:
+        per_position = 8 * (b * c + 3 * c * c)
+    per_position += precision.element_size() * c * c
     chunk = max(1, max_temporary_bytes // per_position)
-    invert = _invert_in_image_space if image_space else _invert_in_feature_space
+    upper = torch.ones(c, c, dtype=torch.bool, device=device).triu_()
+    status = torch.zeros(p, dtype=torch.int32, device=device)  # Cholesky info per position
     for start in range(0, p, chunk):
         stop = min(p, start + chunk)
-        centred = (samples[:, :, start:stop].to(torch.float64) - mean[:, start:stop]).permute(2, 0, 1)  # (p, B, C)
-        precision[start:stop] = invert(centred, ridge, start)
-    return mean.to(embedding.dtype), precision
+        centred = (samples[:, :, start:stop].to(torch.float64) - mean[:, start:stop]).permute(2, 0, 1).contiguous()
+        if image_space:
+            result = _invert_in_image_space(centred, ridge, status[start:stop])
+        else:
+            result = _invert_in_feature_space(centred, ridge, status[start:stop])
+        del centred
+        if result.dtype != dtype:
+            result = result.to(dtype)
+        # The upper triangle, mirrored: exactly symmetric output.
+        torch.where(upper, result, result.mT, out=precision[start:stop])
+        del result
+    failed = torch.nonzero(status)  # the one host synchronisation
+    if failed.numel():
+        raise RuntimeError(
+            f"the covariance at position {int(failed[0])} is not positive definite "
+            "(non-finite or degenerate features?)"
+        )
+    return mean.to(dtype), precision
 
 
-def _invert_in_feature_space(centred: torch.Tensor, ridge: float, first_position: int) -> torch.Tensor:
+def _invert_in_feature_space(centred: torch.Tensor, ridge: float, status: torch.Tensor) -> torch.Tensor:
     """(ridge I + X^T X / (B - 1))^-1 for centred (p, B, C) through the (C, C) Cholesky factor."""
     b, c = centred.shape[1:]
-    covariance = centred.transpose(1, 2) @ centred / (b - 1)
-    covariance.diagonal(dim1=1, dim2=2).add_(ridge)
-    factor = _cholesky(covariance, first_position)
+    eye = torch.eye(c, dtype=torch.float64, device=centred.device)
+    covariance = torch.baddbmm(eye * ridge, centred.mT, centred, alpha=1.0 / (b - 1))
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    status.copy_(info)
+    del covariance
+    # A failed factor (reported through status) would make cholesky_inverse raise without naming
+    # the position: invert the identity there instead.
+    factor = torch.where((info == 0)[:, None, None], factor, eye)
     return torch.cholesky_inverse(factor)
 
 
-def _invert_in_image_space(centred: torch.Tensor, ridge: float, first_position: int) -> torch.Tensor:
+def _invert_in_image_space(centred: torch.Tensor, ridge: float, status: torch.Tensor) -> torch.Tensor:
     """The same inverse through the (B, B) system (see the module docstring)."""
     b, c = centred.shape[1:]
-    scaled = centred / math.sqrt(b - 1)  # Y (p, B, C)
-    system = scaled @ scaled.transpose(1, 2)
-    system.diagonal(dim1=1, dim2=2).add_(ridge)
-    factor = _cholesky(system, first_position)
-    whitened = torch.linalg.solve_triangular(factor, scaled, upper=False)  # W = L^-1 Y
-    result = whitened.transpose(1, 2) @ whitened
-    result.neg_().diagonal(dim1=1, dim2=2).add_(1.0)
-    return result.div_(ridge)
-
-
-def _cholesky(matrices: torch.Tensor, first_position: int) -> torch.Tensor:
-    factor, info = torch.linalg.cholesky_ex(matrices)
-    failed = torch.nonzero(info)
-    if failed.numel():
-        position = first_position + int(failed[0])
-        raise RuntimeError(
-            f"the covariance at position {position} is not positive definite (non-finite or degenerate features?)"
-        )
-    return factor
+    scaled = centred.mul_(1.0 / math.sqrt(b - 1))  # Y (p, B, C), in place of the centred samples
+    eye_b = torch.eye(b, dtype=torch.float64, device=centred.device)
+    system = torch.baddbmm(eye_b * ridge, scaled, scaled.mT)  # r I + Y Y^T
+    factor, info = torch.linalg.cholesky_ex(system)
+    status.copy_(info)
+    # L^-1 as a small (B, B) triangular solve, then W = L^-1 Y as a batched product (a batched
+    # triangular solve with the (B, C) right-hand side is much slower on GPUs).
+    inverse_factor = torch.linalg.solve_triangular(factor, eye_b.expand_as(factor), upper=False)
+    whitened = torch.bmm(inverse_factor, scaled)  # W (p, B, C)
+    eye_c = torch.eye(c, dtype=torch.float64, device=centred.device)
+    # (I - W^T W) / r in one batched GEMM.
+    return torch.baddbmm(eye_c / ridge, whitened.mT, whitened, alpha=-1.0 / ridge)

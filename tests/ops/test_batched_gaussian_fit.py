@@ -30,6 +30,7 @@ def test_matches_numpy_on_both_routes_and_any_chunking(device, b, c, dtype, max_
     np.testing.assert_allclose(precision.double().cpu().numpy(), expected_precision, rtol=0, atol=tol * scale)
     np.testing.assert_allclose(mean.double().cpu().numpy(), expected_mean, rtol=tol, atol=tol)
     assert torch.equal(embedding, before)
+    assert torch.equal(precision, precision.transpose(1, 2))  # mirrored, not just close
 
 
 def test_route_choice():
@@ -47,3 +48,16 @@ def test_degenerate_position_is_named_across_chunks(b, c):
     expected_position = 6 if b > c else 0
     with pytest.raises(RuntimeError, match=f"position {expected_position} is not positive definite"):
         batched_gaussian_fit(embedding, 0.0, max_temporary_bytes=1)
+
+
+@pytest.mark.parametrize("b,c", [(4, 30), (30, 30), (60, 30)])
+def test_float64_matches_numpy_at_high_variance(device, b, c):
+    """Both routes in float64 when the data's variance dwarfs the ridge (variance / ridge ~ 1e7,
+    where the image-space subtraction cancels the most digits)."""
+    g = torch.Generator().manual_seed(b + c)
+    mixing = torch.randn(c, c, generator=g, dtype=torch.float64) / c**0.5
+    embedding = torch.einsum("bkp,kc->bcp", torch.randn(b, c, 6, generator=g, dtype=torch.float64), mixing) * 300.0
+    embedding = (embedding.reshape(b, c, 2, 3) + 5.0).to(device)
+    _, precision = batched_gaussian_fit(embedding, 0.01, max_temporary_bytes=200_000)
+    _, expected = _numpy_fit(embedding, 0.01)
+    np.testing.assert_allclose(precision.cpu().numpy(), expected, rtol=0, atol=1e-8 * np.abs(expected).max())

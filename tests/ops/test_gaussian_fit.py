@@ -63,8 +63,28 @@ def test_bad_arguments_are_named(embedding, ridge, error, match):
         ops.gaussian_fit(embedding, ridge)
 
 
-def test_opcheck():
-    torch.library.opcheck(torch.ops.anomaly_kernels.gaussian_fit.default, (torch.randn(5, 3, 2, 4), 0.01))
+@pytest.mark.parametrize("b,c", [(5, 3), (3, 5)])  # both routes: (C, C) and (B, B) systems
+def test_opcheck(device, b, c):
+    embedding = torch.randn(b, c, 2, 4, device=device)
+    torch.library.opcheck(torch.ops.anomaly_kernels.gaussian_fit.default, (embedding, 0.01))
+
+
+def test_cuda_kernel_is_registered_with_the_dispatcher():
+    """The CUDA route is the operator's CUDA kernel (not a Python branch before the operator),
+    so opcheck and torch.compile see it; this holds on machines without a GPU too."""
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("anomaly_kernels::gaussian_fit", "CUDA")
+
+
+@pytest.mark.parametrize("b,c", [(40, 9), (9, 40), (64, 130), (3, 200)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_precision_is_exactly_symmetric(device, b, c, dtype):
+    g = torch.Generator().manual_seed(b + c)
+    embedding = (torch.randn(b, c, 2, 3, generator=g, dtype=torch.float64) * 3 + 1).to(dtype=dtype, device=device)
+    _, precision = ops.gaussian_fit(embedding, 0.01)
+    assert torch.equal(precision, precision.transpose(1, 2))
+    _, expected = reference.gaussian_fit(embedding.double(), 0.01)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert (precision.double() - expected).abs().max() <= tol * expected.abs().max()
 
 
 def test_per_position_baseline_agrees():

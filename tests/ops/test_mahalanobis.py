@@ -86,3 +86,82 @@ def test_every_image_group_size(b, c):
     torch.testing.assert_close(
         ops.mahalanobis(embedding, mean, precision), reference.mahalanobis(embedding, mean, precision), rtol=1e-4, atol=1e-4
     )
+
+
+def _check_against_float64_reference(embedding, mean, precision):
+    out = ops.mahalanobis(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding.double(), mean.double(), precision.double())
+    assert out.shape == expected.shape and out.dtype == embedding.dtype
+    # float32 forms sum ~C^2 rounded products: relative error grows slowly with C.
+    tol = 5e-5 * max(1.0, embedding.shape[1] / 100) ** 0.5 if embedding.dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("c", [1, 2, 63, 64, 65, 130])
+@pytest.mark.parametrize("b", [1, 3, 64, 65, 130])
+def test_tile_and_image_group_edges(device, b, c):
+    """The CUDA kernel works on 64 x 64 tiles of each matrix and groups of 1, 4, 8, 16, 32 or
+    64 images (more images: several groups): sizes on both sides of those edges."""
+    embedding, mean, precision = _gaussians(b, c, 3, 2, torch.float32, device, seed=b * 3 + c)
+    _check_against_float64_reference(embedding, mean, precision)
+
+
+@pytest.mark.parametrize("b,c,h,w", [(1, 2048, 1, 1), (3, 2048, 1, 1), (5, 300, 1, 1), (17, 100, 1, 2), (33, 70, 1, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_few_positions_large_matrices(device, b, c, h, w, dtype):
+    """Few positions: the CUDA kernel splits each matrix's tiles over several blocks and adds
+    their partial forms in a second pass."""
+    embedding, mean, precision = _gaussians(b, c, h, w, dtype, device, seed=c)
+    _check_against_float64_reference(embedding, mean, precision)
+
+
+@pytest.mark.parametrize("b,c", [(2, 64), (9, 100), (3, 6), (4, 550)])
+def test_unaligned_precision_rows(device, b, c):
+    """Rows of C floats start on 16-, 8- or 4-byte boundaries (C = 64, 550, 6), and a precision
+    that starts one element into its storage moves every row off the 16-byte grid: the CUDA
+    kernel then copies with narrower loads."""
+    embedding, mean, precision = _gaussians(b, c, 2, 3, torch.float32, device, seed=c)
+    storage = torch.empty(precision.numel() + 1, dtype=precision.dtype, device=device)
+    shifted = storage[1:].view_as(precision).copy_(precision)
+    assert shifted.is_contiguous() and shifted.storage_offset() == 1
+    torch.testing.assert_close(
+        ops.mahalanobis(embedding, mean, shifted), ops.mahalanobis(embedding, mean, precision), rtol=1e-6, atol=1e-6
+    )
+    _check_against_float64_reference(embedding, mean, shifted)
+
+
+def test_float64_at_every_image_group(device):
+    for b in (1, 4, 8, 16, 32, 64):
+        embedding, mean, precision = _gaussians(b, 70, 2, 2, torch.float64, device, seed=b)
+        _check_against_float64_reference(embedding, mean, precision)
+
+
+def test_nan_stays_nan_and_stays_local(device):
+    """A NaN feature gives a NaN distance for its image and position only (as the reference's
+    clamp_min does: a NaN form is not clamped to 0)."""
+    embedding, mean, precision = _gaussians(3, 100, 2, 3, torch.float32, device, seed=5)
+    embedding[1, 17, 1, 2] = float("nan")
+    out = ops.mahalanobis(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding, mean, precision)
+    assert torch.isnan(out[1, 0, 1, 2]) and torch.isnan(expected[1, 0, 1, 2])
+    finite = torch.ones_like(out, dtype=torch.bool)
+    finite[1, 0, 1, 2] = False
+    assert torch.isfinite(out[finite]).all()
+    torch.testing.assert_close(out[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("c", [5, 100, 550])
+def test_infinite_feature_gives_infinite_distance(device, c):
+    """With a positive matrix and features above the mean every term of the form is positive,
+    so an infinite feature gives +inf in any summation order."""
+    if device == "cpu" and c >= 16:
+        pytest.skip("the CPU kernel weights the diagonal blocks' lower halves by 0, and 0 * inf is NaN")
+    precision = (0.1 * torch.ones(c, c) + 0.5 * torch.eye(c)).expand(4, c, c).contiguous().to(device)
+    mean = torch.zeros(c, 4, device=device)
+    embedding = torch.rand(2, c, 2, 2, generator=torch.Generator().manual_seed(c)).to(device) + 0.1
+    embedding[0, c // 2, 0, 1] = float("inf")
+    out = ops.mahalanobis(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding, mean, precision)
+    assert out[0, 0, 0, 1] == float("inf") and expected[0, 0, 0, 1] == float("inf")
+    out[0, 0, 0, 1] = expected[0, 0, 0, 1] = 0
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
