@@ -365,7 +365,42 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
         raise ValueError(f"precision must have shape ({h * w}, {c}, {c}) (H*W, C, C), got {tuple(precision.shape)}")
     _check_same_device("mean", mean, "embedding", embedding)
     _check_same_device("precision", precision, "embedding", embedding)
+    if embedding.is_cuda and cublas_scores_faster(b, c, embedding.dtype):
+        return _mahalanobis_batched_matmul(embedding, mean, precision)
     return _ops.mahalanobis(embedding, mean, precision)
+
+
+def cublas_scores_faster(images: int, channels: int, dtype: torch.dtype) -> bool:
+    """Whether cuBLAS batched matmul scores (B, C) float32 faster than the native CUDA kernel.
+
+    Measured on an H200 (``bench/results/NVIDIA-H200-2026-11-27-extra.md``): the native kernel
+    reads each precision tile once per group of 16 images, so it wins while the batch is one
+    group and, at C = 550, up to 8 images; beyond that the product is arithmetic-bound and
+    cuBLAS's register-blocked GEMM wins (32 x 550 x 64 x 64: 3.7 ms against 6.3 ms). At C = 100
+    the native kernel still wins at 32 images. float64 always takes the native kernel.
+    """
+    if dtype != torch.float32:
+        return False
+    return (channels >= 160 and images > 16) or (channels >= 512 and images > 8)
+
+
+# Positions scored per batched product: bounds the (positions, B, C) temporaries to ~256 MB.
+_MATMUL_SCORE_ELEMENTS = 1 << 26
+
+
+def _mahalanobis_batched_matmul(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """The same distances as ``(d @ precision * d).sum(-1)``, in chunks of positions (CUDA route)."""
+    b, c, h, w = embedding.shape
+    p = h * w
+    out = embedding.new_empty((p, b))
+    rows = embedding.reshape(b, c, p)
+    chunk = max(1, _MATMUL_SCORE_ELEMENTS // max(1, b * c))
+    for first in range(0, p, chunk):
+        last = min(p, first + chunk)
+        centred = rows[:, :, first:last].permute(2, 0, 1) - mean[:, first:last].T[:, None, :]  # (p', B, C)
+        forms = (torch.bmm(centred, precision[first:last]) * centred).sum(-1)
+        out[first:last] = forms.clamp(min=0).sqrt()  # clamp and sqrt keep NaN, as the kernels do
+    return out.T.reshape(b, 1, h, w)
 
 
 @torch.library.register_fake("anomaly_kernels::mahalanobis")

@@ -165,3 +165,34 @@ def test_infinite_feature_gives_infinite_distance(device, c):
     assert out[0, 0, 0, 1] == float("inf") and expected[0, 0, 0, 1] == float("inf")
     out[0, 0, 0, 1] = expected[0, 0, 0, 1] = 0
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cublas_route_is_taken_only_where_it_was_measured_faster():
+    # H200 measurements: native faster up to 16 images (8 at C >= 512) and at C = 100 with 32.
+    assert not ops.cublas_scores_faster(32, 100, torch.float32)
+    assert not ops.cublas_scores_faster(16, 384, torch.float32)
+    assert not ops.cublas_scores_faster(8, 550, torch.float32)
+    assert ops.cublas_scores_faster(12, 550, torch.float32)
+    assert ops.cublas_scores_faster(24, 200, torch.float32)
+    assert not ops.cublas_scores_faster(64, 550, torch.float64)
+
+
+def test_batched_matmul_route_matches_reference_in_chunks_with_nan(device, monkeypatch):
+    embedding, mean, precision = _gaussians(5, 40, 3, 7, torch.float32, device, seed=11)
+    embedding[2, 3, 1, 4] = float("nan")
+    monkeypatch.setattr(ops, "_MATMUL_SCORE_ELEMENTS", 5 * 40 * 4)  # 4 positions per chunk
+    out = ops._mahalanobis_batched_matmul(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding, mean, precision)
+    assert torch.equal(out.isnan(), expected.isnan()) and out.isnan().sum() == 1
+    torch.testing.assert_close(out.nan_to_num(), expected.nan_to_num(), rtol=1e-4, atol=1e-4)
+
+
+def test_routed_cuda_scores_equal_the_native_kernel_and_reference():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    embedding, mean, precision = _gaussians(24, 200, 3, 5, torch.float32, "cuda", seed=2)
+    assert ops.cublas_scores_faster(24, 200, torch.float32)
+    routed = ops.mahalanobis(embedding, mean, precision)
+    native = torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision)
+    torch.testing.assert_close(routed, native, rtol=1e-4, atol=1e-4)
+    _check_against_float64_reference(embedding, mean, precision)
