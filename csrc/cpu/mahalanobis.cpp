@@ -55,8 +55,15 @@ AK_SIMD_CLONES void panel_block(const T* rows, int64_t c, const T* const* d, T* 
     for (int64_t jj = 0; jj < L; ++jj) m[jj] = Diagonal ? row[jj] * kHalfDiagonalWeights<T>.w[r][jj] : row[jj];
     for (int64_t k = 0; k < K; ++k) {
       const T dr = d[k][r];
+      if constexpr (Diagonal) {
+        // Entries left of the diagonal add nothing, not 0 * d_r: an infinite feature must give
+        // an infinite form, not NaN.
 #pragma omp simd
-      for (int64_t jj = 0; jj < L; ++jj) acc[k][jj] += dr * m[jj];
+        for (int64_t jj = 0; jj < L; ++jj) acc[k][jj] += jj < r ? T(0) : dr * m[jj];
+      } else {
+#pragma omp simd
+        for (int64_t jj = 0; jj < L; ++jj) acc[k][jj] += dr * m[jj];
+      }
     }
   }
   for (int64_t k = 0; k < K; ++k)
