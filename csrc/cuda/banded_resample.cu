@@ -12,6 +12,7 @@
 #include <atomic>
 #include <climits>
 
+#include "cuda/async_copy.cuh"
 #include "cuda/banded_resample.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -65,24 +66,6 @@ ResampleLayout resample_layout(int tile_h, int ly, int lx, int64_t window_elemen
 
 __device__ __forceinline__ int64_t clamp_start(int64_t s, int64_t last) {
   return s < 0 ? 0 : (s > last ? last : s);
-}
-
-// Global -> shared copy of one element that does not wait for the data (cp.async, sm_80+), so a
-// thread keeps every load of the window in flight at once; copy_wait() before the barrier.
-template <typename T>
-__device__ __forceinline__ void copy_async(T* dst, const T* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(sizeof(T)));
-#else
-  *dst = *src;
-#endif
-}
-
-__device__ __forceinline__ void copy_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
 }
 
 template <typename T>

@@ -12,6 +12,7 @@
 // take a two-pass path through a scratch image instead.
 #include <atomic>
 
+#include "cuda/async_copy.cuh"
 #include "cuda/separable_blur.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -60,24 +61,6 @@ __host__ __device__ inline TileLayout tile_layout(int tile_h, int nky, int nkx) 
   off = align16(off + sizeof(int) * size_t(l.cols));
   l.bytes = off;
   return l;
-}
-
-// Global -> shared copy of one element that does not wait for the data (cp.async, sm_80+), so a
-// thread keeps every load of the window in flight at once; copy_wait() before the barrier.
-template <typename T>
-__device__ __forceinline__ void copy_async(T* dst, const T* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(sizeof(T)));
-#else
-  *dst = *src;
-#endif
-}
-
-__device__ __forceinline__ void copy_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
 }
 
 // acc[i] = sum_k taps[k] * src[(i + k) * stride] for i < kStrip. Reads src up to index
