@@ -1,4 +1,5 @@
-// Launchers of the CUDA k-center-greedy passes (torch-free; implemented in kcenter.cu).
+// Launchers of the CUDA k-center passes (torch-free; implemented in kcenter.cu), shared by the
+// k-center family: kcenter_step_ and kcenter_step_to_ (one pass), kcenter_greedy_ (many).
 // All pointers are device pointers unless named host_*; features is row-major (n, d).
 #pragma once
 #include <cstdint>

@@ -4,7 +4,7 @@
 
 namespace anomaly_kernels {
 
-inline void check_sparse_projection_args(const Tensor& input, const Tensor& crow_indices,
+inline void check_sparse_sign_projection_args(const Tensor& input, const Tensor& crow_indices,
                                          const Tensor& col_indices, const Tensor& signs) {
   STD_TORCH_CHECK(input.dim() == 2, "input must be 2-D (N, D), got shape ", shape_str(input));
   STD_TORCH_CHECK(

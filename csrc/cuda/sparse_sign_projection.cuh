@@ -1,4 +1,4 @@
-// Launcher of the CUDA sparse sign projection (torch-free; implemented in sparse_projection.cu).
+// Launcher of the CUDA sparse sign projection (torch-free; implemented in sparse_sign_projection.cu).
 #pragma once
 #include <cstdint>
 

@@ -7,7 +7,7 @@
 
 #include <torch/csrc/stable/ops.h>
 
-#include "common/banded_resample_args.h"
+#include "common/banded_resample2d_args.h"
 #include "common/simd.h"
 
 namespace anomaly_kernels {
@@ -55,7 +55,7 @@ void banded_cpu_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, 
 
 Tensor banded_resample2d_cpu(Tensor input, Tensor start_y, Tensor weights_y, Tensor start_x,
                              Tensor weights_x) {
-  check_banded_resample_args(input, start_y, weights_y, start_x, weights_x);
+  check_banded_resample2d_args(input, start_y, weights_y, start_x, weights_x);
   const Tensor x = torch::stable::contiguous(input);
   const Tensor sy = torch::stable::contiguous(start_y), sx = torch::stable::contiguous(start_x);
   const Tensor wy = torch::stable::contiguous(weights_y), wx = torch::stable::contiguous(weights_x);

@@ -13,7 +13,7 @@
 #include <climits>
 
 #include "cuda/async_copy.cuh"
-#include "cuda/banded_resample.cuh"
+#include "cuda/banded_resample2d.cuh"
 
 namespace anomaly_kernels::cuda {
 namespace {

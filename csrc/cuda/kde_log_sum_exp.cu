@@ -2,7 +2,7 @@
 // thread owns one query and runs an online log-sum-exp (running maximum and rescaled sum) over
 // its chunk, reading training rows that the block stages in shared memory with coalesced loads.
 // A second kernel merges the chunks' (maximum, sum) pairs per query.
-#include "cuda/kde.cuh"
+#include "cuda/kde_log_sum_exp.cuh"
 
 namespace anomaly_kernels::cuda {
 namespace {

@@ -13,7 +13,7 @@
 #include <atomic>
 
 #include "cuda/async_copy.cuh"
-#include "cuda/separable_blur.cuh"
+#include "cuda/separable_blur2d.cuh"
 
 namespace anomaly_kernels::cuda {
 namespace {

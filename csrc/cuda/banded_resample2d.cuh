@@ -1,4 +1,4 @@
-// Launcher of the CUDA banded separable resampling (torch-free; banded_resample.cu).
+// Launcher of the CUDA banded separable resampling (torch-free; banded_resample2d.cu).
 #pragma once
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-// Launcher of the CUDA separable blur (torch-free; implemented in separable_blur.cu).
+// Launcher of the CUDA separable blur (torch-free; implemented in separable_blur2d.cu).
 #pragma once
 #include <cstdint>
 

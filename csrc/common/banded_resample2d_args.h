@@ -18,7 +18,7 @@ inline void check_band(const Tensor& start, const char* start_name, const Tensor
   check_same_device(input, "input", weights, weights_name);
 }
 
-inline void check_banded_resample_args(const Tensor& input, const Tensor& start_y,
+inline void check_banded_resample2d_args(const Tensor& input, const Tensor& start_y,
                                        const Tensor& weights_y, const Tensor& start_x,
                                        const Tensor& weights_x) {
   STD_TORCH_CHECK(input.dim() == 4, "input must be 4-D (B, C, h, w), got shape ",

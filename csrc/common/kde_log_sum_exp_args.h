@@ -4,7 +4,7 @@
 
 namespace anomaly_kernels {
 
-inline void check_kde_args(const Tensor& queries, const Tensor& dataset) {
+inline void check_kde_log_sum_exp_args(const Tensor& queries, const Tensor& dataset) {
   STD_TORCH_CHECK(queries.dim() == 2, "queries must be 2-D (M, D), got shape ", shape_str(queries));
   STD_TORCH_CHECK(dataset.dim() == 2 && dataset.size(0) > 0,
                   "dataset must be a non-empty 2-D (N, D) tensor, got shape ", shape_str(dataset));

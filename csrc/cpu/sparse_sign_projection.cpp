@@ -7,7 +7,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "common/simd.h"
-#include "common/sparse_projection_args.h"
+#include "common/sparse_sign_projection_args.h"
 #include "cpu/huge_pages.h"
 
 namespace anomaly_kernels {
@@ -122,7 +122,7 @@ void project_rows(const T* input, int64_t n, int64_t d, const SignedPattern& pat
 
 Tensor sparse_sign_projection_cpu(Tensor input, Tensor crow_indices, Tensor col_indices,
                                   Tensor signs, double scale) {
-  check_sparse_projection_args(input, crow_indices, col_indices, signs);
+  check_sparse_sign_projection_args(input, crow_indices, col_indices, signs);
   const Tensor x = torch::stable::contiguous(input);
   const Tensor crow = torch::stable::contiguous(crow_indices);
   const Tensor col = torch::stable::contiguous(col_indices);

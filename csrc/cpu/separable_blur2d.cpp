@@ -6,7 +6,7 @@
 
 #include <torch/csrc/stable/ops.h>
 
-#include "common/separable_blur_args.h"
+#include "common/separable_blur2d_args.h"
 #include "common/simd.h"
 
 namespace anomaly_kernels {
@@ -67,7 +67,7 @@ Tensor separable_blur2d_cpu(Tensor input, Tensor kernel_y, Tensor kernel_x,
                             std::string border_type, bool same_padding) {
   Border border;
   const BlurGeometry g =
-      check_separable_blur_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
+      check_separable_blur2d_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
   STD_TORCH_CHECK(input.is_cpu(), "input must be a CPU tensor for the CPU kernel");
   const Tensor x = torch::stable::contiguous(input);
   const Tensor ky = torch::stable::contiguous(kernel_y);

@@ -10,7 +10,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "common/fast_exp.h"
-#include "common/kde_args.h"
+#include "common/kde_log_sum_exp_args.h"
 #include "common/simd.h"
 
 namespace anomaly_kernels {
@@ -71,7 +71,7 @@ void kde_cpu_impl(const T* queries, const T* dataset, int64_t m, int64_t n, int6
 }
 
 Tensor kde_log_sum_exp_cpu(Tensor queries, Tensor dataset) {
-  check_kde_args(queries, dataset);
+  check_kde_log_sum_exp_args(queries, dataset);
   const Tensor q = torch::stable::contiguous(queries);
   const Tensor x = torch::stable::contiguous(dataset);
   const int64_t m = q.size(0), n = x.size(0), d = x.size(1);

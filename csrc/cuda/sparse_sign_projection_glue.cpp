@@ -1,20 +1,20 @@
 // CUDA entry point of anomaly_kernels::sparse_sign_projection: checks, device guard, stream,
 // launch. The CSR pattern is not validated here (that would need a host synchronisation): the
 // kernel clamps it so that a malformed one cannot read outside the tensors (see
-// sparse_projection.cuh for what it then computes), and SparseRandomProjection only builds
+// sparse_sign_projection.cuh for what it then computes), and SparseRandomProjection only builds
 // well-formed ones. The CPU kernel validates and raises.
 #include <torch/csrc/stable/ops.h>
 
-#include "common/sparse_projection_args.h"
+#include "common/sparse_sign_projection_args.h"
 #include "cuda/cuda_context.h"
-#include "cuda/sparse_projection.cuh"
+#include "cuda/sparse_sign_projection.cuh"
 
 namespace anomaly_kernels {
 namespace {
 
 Tensor sparse_sign_projection_cuda(Tensor input, Tensor crow_indices, Tensor col_indices,
                                    Tensor signs, double scale) {
-  check_sparse_projection_args(input, crow_indices, col_indices, signs);
+  check_sparse_sign_projection_args(input, crow_indices, col_indices, signs);
   torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
   const Tensor x = torch::stable::contiguous(input);
   const Tensor crow = torch::stable::contiguous(crow_indices);

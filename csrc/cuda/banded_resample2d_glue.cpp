@@ -7,8 +7,8 @@
 
 #include <torch/csrc/stable/ops.h>
 
-#include "common/banded_resample_args.h"
-#include "cuda/banded_resample.cuh"
+#include "common/banded_resample2d_args.h"
+#include "cuda/banded_resample2d.cuh"
 #include "cuda/cuda_context.h"
 
 namespace anomaly_kernels {
@@ -27,7 +27,7 @@ void launch(const Tensor& x, Tensor& out, const Tensor& sy, const Tensor& wy, co
 
 Tensor banded_resample2d_cuda(Tensor input, Tensor start_y, Tensor weights_y, Tensor start_x,
                               Tensor weights_x) {
-  check_banded_resample_args(input, start_y, weights_y, start_x, weights_x);
+  check_banded_resample2d_args(input, start_y, weights_y, start_x, weights_x);
   // Shape-only part of the CPU kernel's band check: with more taps than input samples (an empty
   // input included) no start can be valid, so fail as the CPU kernel does.
   STD_TORCH_CHECK(start_y.size(0) == 0 || weights_y.size(1) <= input.size(2), "start_y with ",

@@ -8,7 +8,7 @@
 namespace anomaly_kernels {
 
 // Validates the arguments and returns the parsed border mode and output geometry.
-inline BlurGeometry check_separable_blur_args(const Tensor& input, const Tensor& kernel_y,
+inline BlurGeometry check_separable_blur2d_args(const Tensor& input, const Tensor& kernel_y,
                                               const Tensor& kernel_x,
                                               const std::string& border_type, bool same_padding,
                                               Border* border) {

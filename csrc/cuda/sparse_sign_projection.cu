@@ -23,7 +23,7 @@
 //
 // When even ROWS rows of the input do not fit in shared memory, the same kernel gathers from
 // global memory instead (slow: one cache line per lane per read, but correct).
-#include "cuda/sparse_projection.cuh"
+#include "cuda/sparse_sign_projection.cuh"
 
 #include <cub/block/block_scan.cuh>
 

@@ -1,4 +1,4 @@
-// Launcher of the CUDA KDE log-sum-exp (torch-free; implemented in kde.cu).
+// Launcher of the CUDA KDE log-sum-exp (torch-free; implemented in kde_log_sum_exp.cu).
 #pragma once
 #include <cstdint>
 

@@ -1,9 +1,9 @@
 // CUDA entry point of anomaly_kernels::kde_log_sum_exp: checks, device guard, scratch, launch.
 #include <torch/csrc/stable/ops.h>
 
-#include "common/kde_args.h"
+#include "common/kde_log_sum_exp_args.h"
 #include "cuda/cuda_context.h"
-#include "cuda/kde.cuh"
+#include "cuda/kde_log_sum_exp.cuh"
 
 namespace anomaly_kernels {
 namespace {
@@ -17,7 +17,7 @@ void launch(const Tensor& q, const Tensor& x, Tensor& partial, Tensor& out) {
 }
 
 Tensor kde_log_sum_exp_cuda(Tensor queries, Tensor dataset) {
-  check_kde_args(queries, dataset);
+  check_kde_log_sum_exp_args(queries, dataset);
   const int64_t max_dims = 48 * 1024 / (64 * static_cast<int64_t>(queries.element_size()));
   STD_TORCH_CHECK(dataset.size(1) <= max_dims, "the CUDA KDE kernel supports up to ", max_dims,
                   " dimensions for this dtype, got ", dataset.size(1));

@@ -1,14 +1,14 @@
 // CUDA entry point of anomaly_kernels::separable_blur2d: checks, device guard, current stream,
-// launch. The kernels live in separable_blur.cu; a scratch image is allocated only for kernels
+// launch. The kernels live in separable_blur2d.cu; a scratch image is allocated only for kernels
 // too long for the one-launch tiled path.
 #include <optional>
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
 
-#include "common/separable_blur_args.h"
+#include "common/separable_blur2d_args.h"
 #include "cuda/cuda_context.h"
-#include "cuda/separable_blur.cuh"
+#include "cuda/separable_blur2d.cuh"
 
 namespace anomaly_kernels {
 namespace {
@@ -40,7 +40,7 @@ Tensor separable_blur2d_cuda(Tensor input, Tensor kernel_y, Tensor kernel_x,
                              std::string border_type, bool same_padding) {
   Border border;
   const BlurGeometry g =
-      check_separable_blur_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
+      check_separable_blur2d_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
   torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
   const Tensor x = torch::stable::contiguous(input);
   const Tensor ky = torch::stable::contiguous(kernel_y);
