@@ -1,4 +1,5 @@
-"""anomaly_kernels::gaussian_fit against numpy.cov + ridge and the batched torch reference."""
+"""anomaly_kernels::gaussian_fit beyond the conformance table: numpy.cov + ridge as a second
+oracle, both routes at high variance, exact symmetry, argument errors."""
 
 import numpy as np
 import pytest
@@ -30,16 +31,6 @@ def test_matches_numpy_cov_inverse(device, b, c, h, w, dtype):
     assert torch.equal(precision, precision.transpose(1, 2))
 
 
-def test_non_contiguous_input_and_untouched(device):
-    base = torch.randn(6, 5, 8, 4, device=device)
-    embedding = base.transpose(2, 3)  # (6, 5, 4, 8) strided
-    before = embedding.clone()
-    mean, precision = ops.gaussian_fit(embedding, 0.01)
-    ref_mean, ref_precision = reference.gaussian_fit(embedding.contiguous(), 0.01)
-    torch.testing.assert_close(precision, ref_precision, rtol=1e-5, atol=1e-5)
-    assert torch.equal(embedding, before)
-
-
 def test_degenerate_covariance_without_ridge_is_reported():
     embedding = torch.ones(4, 3, 2, 2)  # zero covariance everywhere
     with pytest.raises(RuntimeError, match="not positive definite"):
@@ -61,12 +52,6 @@ def test_degenerate_covariance_without_ridge_is_reported():
 def test_bad_arguments_are_named(embedding, ridge, error, match):
     with pytest.raises(error, match=match):
         ops.gaussian_fit(embedding, ridge)
-
-
-@pytest.mark.parametrize("b,c", [(5, 3), (3, 5)])  # both routes: (C, C) and (B, B) systems
-def test_opcheck(device, b, c):
-    embedding = torch.randn(b, c, 2, 4, device=device)
-    torch.library.opcheck(torch.ops.anomaly_kernels.gaussian_fit.default, (embedding, 0.01))
 
 
 def test_cuda_kernel_is_registered_with_the_dispatcher():

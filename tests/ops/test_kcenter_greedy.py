@@ -1,4 +1,5 @@
-"""anomaly_kernels::kcenter_greedy_ (the whole selection loop) against the plain reference."""
+"""anomaly_kernels::kcenter_greedy_ (the whole selection loop) beyond the conformance table:
+float rows, pruning and chunking invariance, argument errors, the CUDA paths."""
 
 import pytest
 import torch
@@ -31,19 +32,6 @@ def _run(fn, features, k, start, prune, chunks=(None,)):
         fn(features, min_distances, nearest, centers, begin, end, True, prune)
     fn(features, min_distances, nearest, centers, k - 1, k, False, prune)
     return centers, min_distances, nearest
-
-
-@pytest.mark.parametrize("prune", [False, True])
-def test_integer_data_matches_reference_exactly(device, prune):
-    g = torch.Generator().manual_seed(0)
-    features = torch.randint(-20, 20, (700, 9), generator=g).float().to(device)
-    native = _run(ops.kcenter_greedy_, features, 60, 3, prune)
-    expected = _run(reference.kcenter_greedy_, features, 60, 3, prune)
-    assert torch.equal(native[0], expected[0])
-    assert torch.equal(native[1], expected[1])
-    # nearest may differ only where two centers are exactly equally close; check it is *a* nearest.
-    dist_to_recorded = torch.linalg.vector_norm(features - features[native[0][native[2].long()]], dim=1)
-    assert torch.equal(dist_to_recorded, native[1])
 
 
 @pytest.mark.parametrize("n,d,k", [(1, 1, 1), (2, 3, 2), (5, 4, 5), (1000, 32, 40), (5000, 300, 30)])
@@ -124,15 +112,6 @@ def test_native_check_of_center_values():
             torch.randn(10, 3), torch.full((10,), float("inf")), torch.full((10,), -1, dtype=torch.int32),
             centers, 0, 2, False, True,
         )
-
-
-def test_opcheck(device):
-    features = torch.randn(64, 6, device=device)
-    min_distances, nearest, centers = _state(64, 5, 2, device)
-    torch.library.opcheck(
-        torch.ops.anomaly_kernels.kcenter_greedy_.default,
-        (features, min_distances, nearest, centers, 0, 4, True, True),
-    )
 
 
 @pytest.mark.parametrize("prune", [False, True])

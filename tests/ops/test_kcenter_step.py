@@ -1,4 +1,5 @@
-"""anomaly_kernels::kcenter_step_ against the plain PyTorch reference."""
+"""anomaly_kernels::kcenter_step_ and kcenter_step_to_ beyond the conformance table: float rows
+(rounding near ties), hand-checked ties, the int / tensor center, argument errors, CUDA edges."""
 
 import pytest
 import torch
@@ -51,25 +52,6 @@ def test_integer_data_is_exact_and_ties_go_to_smallest_index(device):
     assert int(index) == 5
 
 
-def test_non_contiguous_features(device):
-    base = torch.randn(300, 40, device=device)
-    features = base[::2, ::3]  # strided rows and columns
-    assert not features.is_contiguous()
-    min_distances = torch.full((150,), float("inf"), device=device)
-    expected = min_distances.clone()
-    ref_index = reference.kcenter_step_(features, expected, 7)
-    index = ops.kcenter_step_(features, min_distances, 7)
-    torch.testing.assert_close(min_distances, expected)
-    assert int(index) == int(ref_index)
-
-
-def test_features_are_not_modified(device):
-    features = torch.randn(50, 8, device=device)
-    before = features.clone()
-    ops.kcenter_step_(features, torch.full((50,), float("inf"), device=device), 3)
-    assert torch.equal(features, before)
-
-
 def test_center_as_device_tensor(device):
     features = torch.randn(64, 5, device=device)
     a = torch.full((64,), float("inf"), device=device)
@@ -104,25 +86,6 @@ def test_native_checks_guard_direct_dispatcher_calls():
         torch.ops.anomaly_kernels.kcenter_step_(torch.randn(4, 2), torch.zeros(8)[::2], torch.tensor(1))
 
 
-def test_opcheck(device):
-    features = torch.randn(37, 11, device=device)
-    min_distances = torch.rand(37, device=device) * 5
-    center = torch.tensor(4, device=device)
-    torch.library.opcheck(torch.ops.anomaly_kernels.kcenter_step_.default, (features, min_distances, center))
-
-
-def test_compiles_with_fullgraph(device):
-    def step(features, min_distances, center):
-        return torch.ops.anomaly_kernels.kcenter_step_(features, min_distances, center) + 0
-
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    features = torch.randn(20, 4, device=device)
-    a = torch.full((20,), float("inf"), device=device)
-    b = a.clone()
-    assert int(compiled(features, a, torch.tensor(2, device=device))) == int(step(features, b, torch.tensor(2, device=device)))
-    assert torch.equal(a, b)
-
-
 def test_step_to_a_row_vector_equals_step_to_that_row(device):
     for dtype in _dtypes(device):
         features, min_distances, center = _random_case(500, 33, dtype, device, seed=5)
@@ -132,28 +95,11 @@ def test_step_to_a_row_vector_equals_step_to_that_row(device):
         assert torch.equal(by_index, by_row) and int(i1) == int(i2)
 
 
-def test_step_to_an_outside_vector_matches_reference(device):
-    features, min_distances, _ = _random_case(700, 20, torch.float32, device, seed=6)
-    center_row = torch.randn(20, device=device)
-    expected = min_distances.clone()
-    ref_index = reference.kcenter_step_to_(features, expected, center_row)
-    index = ops.kcenter_step_to_(features, min_distances, center_row)
-    torch.testing.assert_close(min_distances, expected)
-    assert int(index) == int(ref_index)
-
-
 def test_step_to_bad_center_row():
     with pytest.raises(ValueError, match=r"center_row must have shape \(3,\)"):
         ops.kcenter_step_to_(torch.randn(5, 3), torch.zeros(5), torch.zeros(4))
     with pytest.raises(TypeError, match="center_row must be float32"):
         ops.kcenter_step_to_(torch.randn(5, 3), torch.zeros(5), torch.zeros(3, dtype=torch.float64))
-
-
-def test_step_to_opcheck(device):
-    torch.library.opcheck(
-        torch.ops.anomaly_kernels.kcenter_step_to_.default,
-        (torch.randn(30, 7, device=device), torch.rand(30, device=device) * 4, torch.randn(7, device=device)),
-    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

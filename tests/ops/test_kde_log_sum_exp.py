@@ -1,23 +1,11 @@
-"""anomaly_kernels::kde_log_sum_exp against the full-block reference and scipy."""
+"""anomaly_kernels::kde_log_sum_exp beyond the conformance table: stability far from the data,
+an explicit numpy sum, infinities and NaN, argument errors."""
 
 import numpy as np
 import pytest
 import torch
 
 from anomaly_kernels import ops, reference
-
-
-@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (3, 7, 2), (100, 1000, 16), (17, 5000, 3), (0, 10, 4), (5, 513, 40)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_reference(device, m, n, d, dtype):
-    g = torch.Generator().manual_seed(m + n + d)
-    dataset = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-    queries = (torch.randn(m, d, generator=g, dtype=torch.float64) * 1.5).to(dtype=dtype, device=device)
-    out = ops.kde_log_sum_exp(queries, dataset)
-    expected = reference.kde_log_sum_exp(queries, dataset)
-    assert out.shape == (m,) and out.dtype == dtype
-    tol = 1e-5 if dtype == torch.float32 else 1e-10
-    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
 
 
 def test_far_queries_are_finite_where_the_plain_sum_underflows(device):
@@ -50,12 +38,6 @@ def test_equals_log_of_explicit_sum_on_small_data():
 def test_bad_arguments_are_named(queries, dataset, error, match):
     with pytest.raises(error, match=match):
         ops.kde_log_sum_exp(queries, dataset)
-
-
-def test_opcheck(device):
-    torch.library.opcheck(
-        torch.ops.anomaly_kernels.kde_log_sum_exp.default, (torch.randn(9, 5, device=device), torch.randn(30, 5, device=device))
-    )
 
 
 def test_infinite_and_nan_distances_match_the_reference(device):

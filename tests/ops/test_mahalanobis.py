@@ -1,4 +1,5 @@
-"""anomaly_kernels::mahalanobis against the batched-product reference and numpy."""
+"""anomaly_kernels::mahalanobis beyond the conformance table: numpy per position, clamping,
+the CPU image groups and CUDA tile edges, NaN and infinity, the cuBLAS route."""
 
 import numpy as np
 import pytest
@@ -15,17 +16,6 @@ def _gaussians(b, c, h, w, dtype, device, seed):
     a = torch.randn(p, c, c, generator=g, dtype=torch.float64)
     precision = a @ a.transpose(1, 2) / c + 0.5 * torch.eye(c, dtype=torch.float64)  # symmetric positive definite
     return tuple(t.to(dtype=dtype, device=device) for t in (embedding, mean, precision))
-
-
-@pytest.mark.parametrize("b,c,h,w", [(1, 1, 1, 1), (2, 3, 4, 5), (5, 100, 7, 9), (3, 17, 33, 2), (1, 550, 2, 3), (8, 64, 16, 17)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_reference(device, b, c, h, w, dtype):
-    embedding, mean, precision = _gaussians(b, c, h, w, dtype, device, seed=b * 7 + c)
-    out = ops.mahalanobis(embedding, mean, precision)
-    expected = reference.mahalanobis(embedding, mean, precision)
-    assert out.shape == (b, 1, h, w) and out.dtype == dtype
-    tol = 1e-4 if dtype == torch.float32 else 1e-10
-    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
 
 
 def test_matches_numpy_per_position():
@@ -46,16 +36,6 @@ def test_zero_distance_at_the_mean_and_negative_forms_clamp(device):
     assert (ops.mahalanobis(embedding, mean, negative) == 0).all()
 
 
-def test_non_contiguous_embedding_and_untouched_inputs(device):
-    embedding, mean, precision = _gaussians(3, 8, 6, 5, torch.float32, device, seed=3)
-    strided = embedding.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
-    assert not strided.is_contiguous()
-    before = [t.clone() for t in (strided, mean, precision)]
-    torch.testing.assert_close(ops.mahalanobis(strided, mean, precision), reference.mahalanobis(embedding, mean, precision), rtol=1e-4, atol=1e-4)
-    for t, saved in zip((strided, mean, precision), before):
-        assert torch.equal(t, saved)
-
-
 @pytest.mark.parametrize(
     "change,error,match",
     [
@@ -71,11 +51,6 @@ def test_bad_arguments_are_named(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         ops.mahalanobis(**args)
-
-
-def test_opcheck(device):
-    embedding, mean, precision = _gaussians(3, 7, 4, 4, torch.float32, device, seed=4)
-    torch.library.opcheck(torch.ops.anomaly_kernels.mahalanobis.default, (embedding, mean, precision))
 
 
 @pytest.mark.parametrize("b,c", [(13, 40), (15, 16), (9, 33)])

@@ -43,29 +43,39 @@ def _max_abs_diff_check(tol: float) -> Callable[[torch.Tensor, torch.Tensor], Tu
     return check
 
 
-def kcenter_step_case(device: str, n: int, d: int) -> Case:
-    """One fused distance + running-min + argmax pass over (n, d) float32 features."""
+def kcenter_step_case(device: str, n: int, d: int, to_row: bool = False) -> Case:
+    """One fused distance + running-min + argmax pass over (n, d) float32 features.
+
+    ``to_row``: the center is given as a (d,) vector (``kcenter_step_to_``, as the sharded
+    selection calls it) instead of a row index (``kcenter_step_``).
+    """
     g = torch.Generator().manual_seed(0)
     features = torch.randn(n, d, generator=g).to(device)
     start = torch.full((n,), float("inf"), device=device)
     ops.kcenter_step_(features, start, 1)  # realistic running minima
     native_dist, ref_dist = start.clone(), start.clone()
-    center = torch.tensor(n // 2, device=device)
+    if to_row:
+        center = features[n // 2].clone()
+        native_step, reference_step = ops.kcenter_step_to_, reference.kcenter_step_to_
+    else:
+        center = torch.tensor(n // 2, device=device)
+        native_step, reference_step = ops.kcenter_step_, reference.kcenter_step_
 
     def native():
         native_dist.copy_(start)
-        return ops.kcenter_step_(features, native_dist, center), native_dist
+        return native_step(features, native_dist, center), native_dist
 
     def ref():
         ref_dist.copy_(start)
-        return reference.kcenter_step_(features, ref_dist, center), ref_dist
+        return reference_step(features, ref_dist, center), ref_dist
 
     def check(a, b):
         same_index = int(a[0]) == int(b[0])
         diff = (a[1] - b[1]).abs().max().item()
         return same_index and diff <= 1e-4, f"argmax {'equal' if same_index else 'differs'}, max |diff| {diff:.1e}"
 
-    return Case("kcenter_step", device, f"{n}x{d} f32", native, ref, n * d * 4 + 2 * n * 4, check)
+    name = "kcenter_step_to" if to_row else "kcenter_step"
+    return Case(name, device, f"{n}x{d} f32", native, ref, n * d * 4 + 2 * n * 4, check)
 
 
 def clustered_embedding(n: int, dim: int, clusters: int = 300, directions: int = 16, seed: int = 0) -> torch.Tensor:
@@ -286,7 +296,7 @@ def all_cases(device: str, full: bool) -> List[Callable[[], List[Case]]]:
         scoring += [(8, 550, 56), (32, 550, 56)]
     blurs = [(32, 224), (32, 320)] if big else [(32, 224)]
 
-    factories = [lambda: [kcenter_step_case(device, *step)]]
+    factories = [lambda: [kcenter_step_case(device, *step)], lambda: [kcenter_step_case(device, *step, to_row=True)]]
     factories += [lambda g=g: [kcenter_greedy_case(device, *g)] for g in greedy]
     factories.append(lambda: [sparse_projection_case(device, *projection)])
     factories.append(lambda: [gaussian_fit_case(device, 32, 100, 56)])

@@ -1,6 +1,5 @@
-"""anomaly_kernels::separable_blur2d against the plain PyTorch reference (pad + 2-D conv)."""
-
-import itertools
+"""anomaly_kernels::separable_blur2d beyond the conformance table: even kernels against
+conv2d, padding wider than the input, argument errors, the CUDA tiles and long kernels."""
 
 import pytest
 import torch
@@ -13,25 +12,6 @@ BORDERS = ["reflect", "replicate", "constant", "circular"]
 def _kernel(taps, dtype, device, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(taps, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-
-
-@pytest.mark.parametrize("border,padding", list(itertools.product(BORDERS, ["same", "valid"])))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_reference(device, border, padding, dtype):
-    # Shapes include single rows/columns, kernels as wide as the input and asymmetric kernels
-    # (the reference is a correlation, so a non-symmetric kernel checks the tap order).
-    shapes = [(1, 1, 1, 1, 1, 1), (2, 3, 17, 29, 5, 3), (1, 2, 9, 9, 9, 9), (3, 1, 40, 23, 7, 1), (1, 1, 1, 12, 1, 5)]
-    for i, (b, c, h, w, ky, kx) in enumerate(shapes):
-        if padding == "same" and border in ("reflect", "circular") and (ky // 2 >= h or kx // 2 >= w):
-            continue  # F.pad refuses these; the native extension is tested against a tiling below
-        if padding == "valid" and (ky > h or kx > w):
-            continue
-        x = torch.randn(b, c, h, w, dtype=dtype, device=device)
-        k_y, k_x = _kernel(ky, dtype, device, i), _kernel(kx, dtype, device, i + 100)
-        out = ops.separable_blur2d(x, k_y, k_x, border, padding)
-        expected = reference.separable_blur2d(x, k_y, k_x, border, padding)
-        tol = 1e-5 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
@@ -63,23 +43,6 @@ def test_padding_wider_than_input_keeps_mirroring(device, border):
     torch.testing.assert_close(out, expected)
 
 
-def test_non_contiguous_input(device):
-    base = torch.randn(2, 8, 30, 40, device=device)
-    x = base.permute(0, 1, 3, 2)[:, ::2]  # channels strided, H/W transposed
-    assert not x.is_contiguous()
-    k = _kernel(5, torch.float32, device, 7)
-    torch.testing.assert_close(ops.separable_blur2d(x, k, k), reference.separable_blur2d(x, k, k))
-
-
-def test_empty_batch_and_input_untouched(device):
-    k = _kernel(3, torch.float32, device, 0)
-    assert ops.separable_blur2d(torch.randn(0, 3, 8, 8, device=device), k, k).shape == (0, 3, 8, 8)
-    x = torch.randn(1, 1, 8, 8, device=device)
-    before = x.clone()
-    ops.separable_blur2d(x, k, k)
-    assert torch.equal(x, before)
-
-
 @pytest.mark.parametrize(
     "args,error,match",
     [
@@ -101,36 +64,6 @@ def test_bad_arguments_are_named(args, error, match):
 def test_native_checks_guard_direct_dispatcher_calls():
     with pytest.raises(RuntimeError, match="border_type must be one of"):
         torch.ops.anomaly_kernels.separable_blur2d(torch.randn(1, 1, 4, 4), torch.ones(3), torch.ones(3), "wrap", True)
-
-
-@pytest.mark.parametrize("same", [True, False])
-def test_opcheck(device, same):
-    x = torch.randn(2, 3, 12, 10, device=device)
-    k_y, k_x = _kernel(5, torch.float32, device, 1), _kernel(3, torch.float32, device, 2)
-    torch.library.opcheck(torch.ops.anomaly_kernels.separable_blur2d.default, (x, k_y, k_x, "reflect", same))
-
-
-def test_compiles_with_fullgraph(device):
-    k = _kernel(5, torch.float32, device, 4)
-
-    def blur(x):
-        return ops.separable_blur2d(x, k, k, "replicate", "valid") * 2
-
-    x = torch.randn(2, 1, 16, 16, device=device)
-    compiled = torch.compile(blur, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x), blur(x))
-
-
-@pytest.mark.parametrize("border", BORDERS)
-@pytest.mark.parametrize("padding", ["same", "valid"])
-def test_gradcheck_and_gradient_equals_reference(device, border, padding):
-    x = torch.randn(2, 2, 9, 11, dtype=torch.float64, device=device, requires_grad=True)
-    k_y, k_x = _kernel(5, torch.float64, device, 5), _kernel(3, torch.float64, device, 6)  # asymmetric taps
-    assert torch.autograd.gradcheck(lambda t: ops.separable_blur2d(t, k_y, k_x, border, padding), (x,), fast_mode=True)
-    grad_out = torch.randn_like(ops.separable_blur2d(x, k_y, k_x, border, padding))
-    (native,) = torch.autograd.grad(ops.separable_blur2d(x, k_y, k_x, border, padding), x, grad_out)
-    (expected,) = torch.autograd.grad(reference.separable_blur2d(x, k_y, k_x, border, padding), x, grad_out)
-    torch.testing.assert_close(native, expected)
 
 
 @pytest.mark.parametrize("border", ["reflect", "circular"])

@@ -1,4 +1,5 @@
-"""anomaly_kernels::sparse_sign_projection against the dense-matrix reference."""
+"""anomaly_kernels::sparse_sign_projection beyond the conformance table: the CUDA kernel's tile
+edges, long pattern rows, argument errors and malformed patterns."""
 
 import pytest
 import torch
@@ -14,18 +15,6 @@ def _pattern(k, d, density, seed, device):
     col = mask.nonzero()[:, 1].contiguous()
     signs = (torch.randint(0, 2, (col.numel(),), generator=g) * 2 - 1).to(torch.int8)
     return crow.to(device), col.to(device), signs.to(device)
-
-
-@pytest.mark.parametrize("n,d,k,density", [(1, 1, 1, 1.0), (7, 5, 3, 0.5), (300, 1536, 244, 1 / 39.2), (50, 40000, 9, 0.01), (33, 64, 1, 0.0)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_dense_reference(device, n, d, k, density, dtype):
-    crow, col, signs = _pattern(k, d, density, seed=n + d, device=device)
-    x = torch.randn(n, d, dtype=dtype, device=device)
-    out = ops.sparse_sign_projection(x, crow, col, signs, 0.37)
-    expected = reference.sparse_sign_projection(x, crow, col, signs, 0.37)
-    assert out.shape == (n, k) and out.dtype == dtype
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
 
 
 # Sizes where the CUDA kernel's paths change: 32-row (float32) / 16-row (float64) tiles with a
@@ -57,34 +46,6 @@ def test_long_rows_many_outputs_and_empty_rows(device, dtype):
             ops.sparse_sign_projection(x, crow, col, signs, 0.5),
             reference.sparse_sign_projection(x, crow, col, signs, 0.5), rtol=tol, atol=tol,
         )
-
-
-def test_non_contiguous_wide_input(device):
-    crow, col, signs = _pattern(284, 1536, 1536**-0.5, seed=5, device=device)
-    x = torch.randn(1536, 70, device=device).T  # (70, 1536) strided
-    assert not x.is_contiguous()
-    torch.testing.assert_close(
-        ops.sparse_sign_projection(x, crow, col, signs, 0.1),
-        reference.sparse_sign_projection(x, crow, col, signs, 0.1), rtol=2e-5, atol=2e-5,
-    )
-
-
-def test_non_contiguous_input_and_empty_batch(device):
-    crow, col, signs = _pattern(10, 32, 0.3, seed=1, device=device)
-    x = torch.randn(32, 40, device=device).T[:, :32]  # (40, 32) strided
-    assert not x.is_contiguous()
-    torch.testing.assert_close(
-        ops.sparse_sign_projection(x, crow, col, signs, 2.0), reference.sparse_sign_projection(x, crow, col, signs, 2.0)
-    )
-    assert ops.sparse_sign_projection(torch.randn(0, 32, device=device), crow, col, signs, 1.0).shape == (0, 10)
-
-
-def test_input_untouched(device):
-    crow, col, signs = _pattern(4, 16, 0.5, seed=2, device=device)
-    x = torch.randn(8, 16, device=device)
-    before = x.clone()
-    ops.sparse_sign_projection(x, crow, col, signs, 1.0)
-    assert torch.equal(x, before)
 
 
 @pytest.mark.parametrize(
@@ -146,18 +107,3 @@ def test_decreasing_offsets_and_odd_signs_never_read_outside_on_cuda():
     out = torch.ops.anomaly_kernels.sparse_sign_projection(x, crow, col, signs, 2.0)
     expected = torch.stack([2 * (x[:, 0] - x[:, 1] + x[:, 4]), torch.zeros_like(x[:, 0]), -2 * x[:, 5], torch.zeros_like(x[:, 0])], 1)
     torch.testing.assert_close(out, expected)
-
-
-def test_opcheck(device):
-    crow, col, signs = _pattern(6, 20, 0.3, seed=3, device=device)
-    torch.library.opcheck(
-        torch.ops.anomaly_kernels.sparse_sign_projection.default, (torch.randn(9, 20, device=device), crow, col, signs, 0.5)
-    )
-
-
-def test_no_input_columns_gives_zeros(device):
-    """D = 0: every output is an empty sum (the CUDA launcher must not size shared memory by D)."""
-    crow = torch.zeros(4, dtype=torch.int64, device=device)
-    empty_pattern = torch.empty(0, dtype=torch.int64, device=device), torch.empty(0, dtype=torch.int8, device=device)
-    out = ops.sparse_sign_projection(torch.randn(5, 0, device=device), crow, *empty_pattern, 1.0)
-    assert torch.equal(out, torch.zeros(5, 3, device=device))
