@@ -89,7 +89,8 @@ def strided(t: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # banded_resample2d
 # --------------------------------------------------------------------------------------------
-def _band(outputs, size, taps, dtype, device, seed):
+def band(outputs, size, taps, seed, dtype, device):
+    """``outputs`` random starts in ``[0, size - taps]`` (int64) and (outputs, taps) weights."""
     g = torch.Generator().manual_seed(seed)
     start = torch.randint(0, size - taps + 1, (outputs,), generator=g)
     weights = torch.randn(outputs, taps, generator=g, dtype=F64)
@@ -111,8 +112,8 @@ def _banded_resample2d_samples(device, dtype):
     for i, (shape, (h, w), (ly, lx), use_strides) in enumerate(shapes):
         x = _randn(shape, dtype, device, seed=i)
         x = strided(x) if use_strides else x
-        start_y, weights_y = _band(h, shape[2], ly, dtype, device, seed=10 + i)
-        start_x, weights_x = _band(w, shape[3], lx, dtype, device, seed=20 + i)
+        start_y, weights_y = band(h, shape[2], ly, 10 + i, dtype, device)
+        start_x, weights_x = band(w, shape[3], lx, 20 + i, dtype, device)
         label = f"{tuple(shape)}->{h}x{w} taps {ly}x{lx}{' strided' if use_strides else ''}"
         out.append(Sample(label, (x, start_y, weights_y, start_x, weights_x)))
     return out
@@ -211,7 +212,8 @@ def _kde_log_sum_exp_samples(device, dtype):
 # --------------------------------------------------------------------------------------------
 # mahalanobis
 # --------------------------------------------------------------------------------------------
-def _gaussians(b, c, h, w, dtype, device, seed):
+def gaussians(b, c, h, w, dtype, device, seed):
+    """(B, C, H, W) embedding, (C, H*W) mean and (H*W, C, C) symmetric positive definite precision."""
     g = torch.Generator().manual_seed(seed)
     p = h * w
     embedding = torch.randn(b, c, h, w, generator=g, dtype=F64)
@@ -226,7 +228,7 @@ def _mahalanobis_samples(device, dtype):
               (3, 8, 6, 5), (0, 3, 2, 2)]
     out = []
     for i, (b, c, h, w) in enumerate(shapes):
-        embedding, mean, precision = _gaussians(b, c, h, w, dtype, device, seed=110 + i)
+        embedding, mean, precision = gaussians(b, c, h, w, dtype, device, seed=110 + i)
         if i == 6:
             embedding = embedding.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
         out.append(Sample(f"{(b, c, h, w)}{' strided' if i == 6 else ''}", (embedding, mean, precision)))
@@ -239,7 +241,8 @@ def _mahalanobis_samples(device, dtype):
 BORDERS = ("reflect", "replicate", "constant", "circular")
 
 
-def _taps(taps, dtype, device, seed):
+def blur_taps(taps, dtype, device, seed):
+    """``taps`` random kernel taps in [0, 1)."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(taps, generator=g, dtype=F64).to(dtype=dtype, device=device)  # asymmetric: checks tap order
 
@@ -259,12 +262,12 @@ def _separable_blur2d_samples(device, dtype):
         if not same and (ky > h or kx > w):
             continue  # no output
         x = _randn((b, c, h, w), dtype, device, seed=i)
-        args = (x, _taps(ky, dtype, device, i), _taps(kx, dtype, device, i + 1000), border, same)
+        args = (x, blur_taps(ky, dtype, device, i), blur_taps(kx, dtype, device, i + 1000), border, same)
         out.append(Sample(f"{(b, c, h, w)} k{ky}x{kx} {border} {'same' if same else 'valid'}", args))
     x = strided(_randn((2, 4, 15, 20), dtype, device, seed=7)).transpose(2, 3)
-    out.append(Sample("(2, 4, 20, 15) strided", (x, _taps(5, dtype, device, 7), _taps(3, dtype, device, 8), "reflect", True)))
+    out.append(Sample("(2, 4, 20, 15) strided", (x, blur_taps(5, dtype, device, 7), blur_taps(3, dtype, device, 8), "reflect", True)))
     x = _randn((0, 3, 8, 8), dtype, device, seed=9)
-    out.append(Sample("(0, 3, 8, 8)", (x, _taps(3, dtype, device, 9), _taps(3, dtype, device, 10), "reflect", True)))
+    out.append(Sample("(0, 3, 8, 8)", (x, blur_taps(3, dtype, device, 9), blur_taps(3, dtype, device, 10), "reflect", True)))
     return out
 
 
@@ -272,7 +275,7 @@ def _separable_blur2d_grad_samples(device):
     out = []
     for border, same in itertools.product(BORDERS, (True, False)):
         x = _randn((2, 2, 9, 11), F64, device, seed=11)
-        args = (x, _taps(5, F64, device, 5), _taps(3, F64, device, 6), border, same)
+        args = (x, blur_taps(5, F64, device, 5), blur_taps(3, F64, device, 6), border, same)
         out.append(Sample(f"(2, 2, 9, 11) k5x3 {border} {'same' if same else 'valid'}", args))
     return out
 
@@ -280,7 +283,8 @@ def _separable_blur2d_grad_samples(device):
 # --------------------------------------------------------------------------------------------
 # sparse_sign_projection
 # --------------------------------------------------------------------------------------------
-def _sign_pattern(k, d, density, device, seed):
+def sign_pattern(k, d, density, seed, device):
+    """CSR (crow (K + 1,), col (nnz,), signs (nnz,) int8) of a random K x D sign matrix."""
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(k, d, generator=g) < density
     crow = torch.zeros(k + 1, dtype=torch.int64)
@@ -299,7 +303,7 @@ def _sparse_sign_projection_samples(device, dtype):
         x = _randn((n, d), dtype, device, seed=120 + i)
         if use_strides:
             x = x.T.contiguous().T  # column-major rows
-        pattern = _sign_pattern(k, d, density, device, seed=130 + i)
+        pattern = sign_pattern(k, d, density, 130 + i, device)
         out.append(Sample(f"{n}x{d} -> {k} density {density:.3g}{' strided' if use_strides else ''}", (x, *pattern, 0.37)))
     return out
 

@@ -6,16 +6,10 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from conformance import band
 
 from anomaly_kernels import ops, reference
 from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
-
-
-def _band(outputs, size, taps, seed, dtype, device):
-    g = torch.Generator().manual_seed(seed)
-    start = torch.randint(0, size - taps + 1, (outputs,), generator=g)
-    weights = torch.randn(outputs, taps, generator=g, dtype=torch.float64)
-    return start.to(device), weights.to(dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("mode,border", list(itertools.product(["bilinear", "nearest"], ["reflect", "replicate", "constant", "circular"])))
@@ -88,8 +82,8 @@ def _cuda_only(device):
 def test_cuda_tiles_match_cpu(device, shape, out, taps, dtype):
     _cuda_only(device)
     x = torch.randn(*shape, dtype=dtype)
-    start_y, weights_y = _band(out[0], shape[2], taps[0], 5, dtype, "cpu")
-    start_x, weights_x = _band(out[1], shape[3], taps[1], 6, dtype, "cpu")
+    start_y, weights_y = band(out[0], shape[2], taps[0], 5, dtype, "cpu")
+    start_x, weights_x = band(out[1], shape[3], taps[1], 6, dtype, "cpu")
     expected = ops.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
     result = ops.banded_resample2d(*(t.to(device) for t in (x, start_y, weights_y, start_x, weights_x)))
     scale = float(weights_y.abs().sum(1).max() * weights_x.abs().sum(1).max())  # bound of sum |terms| / max|x|

@@ -4,22 +4,13 @@ the CPU image groups and CUDA tile edges, NaN and infinity, the cuBLAS route."""
 import numpy as np
 import pytest
 import torch
+from conformance import gaussians
 
 from anomaly_kernels import ops, reference
 
 
-def _gaussians(b, c, h, w, dtype, device, seed):
-    g = torch.Generator().manual_seed(seed)
-    p = h * w
-    embedding = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
-    mean = torch.randn(c, p, generator=g, dtype=torch.float64) * 0.1
-    a = torch.randn(p, c, c, generator=g, dtype=torch.float64)
-    precision = a @ a.transpose(1, 2) / c + 0.5 * torch.eye(c, dtype=torch.float64)  # symmetric positive definite
-    return tuple(t.to(dtype=dtype, device=device) for t in (embedding, mean, precision))
-
-
 def test_matches_numpy_per_position():
-    embedding, mean, precision = _gaussians(4, 6, 3, 3, torch.float64, "cpu", seed=1)
+    embedding, mean, precision = gaussians(4, 6, 3, 3, torch.float64, "cpu", seed=1)
     out = ops.mahalanobis(embedding, mean, precision).numpy()
     e, m, s = embedding.numpy(), mean.numpy(), precision.numpy()
     for b in range(4):
@@ -29,7 +20,7 @@ def test_matches_numpy_per_position():
 
 
 def test_zero_distance_at_the_mean_and_negative_forms_clamp(device):
-    embedding, mean, precision = _gaussians(2, 5, 2, 2, torch.float32, device, seed=2)
+    embedding, mean, precision = gaussians(2, 5, 2, 2, torch.float32, device, seed=2)
     at_mean = mean.reshape(1, 5, 2, 2).expand(2, -1, -1, -1).contiguous()
     assert torch.equal(ops.mahalanobis(at_mean, mean, precision), torch.zeros(2, 1, 2, 2, device=device))
     negative = -precision  # an indefinite "precision" gives negative forms, clamped to 0
@@ -57,7 +48,7 @@ def test_bad_arguments_are_named(change, error, match):
 def test_every_image_group_size(b, c):
     """Batches that mix the kernel's groups of 8, 4, 2 and 1 images, with and without a tail
     of columns beyond the last whole vector block."""
-    embedding, mean, precision = _gaussians(b, c, 3, 2, torch.float32, "cpu", seed=b + c)
+    embedding, mean, precision = gaussians(b, c, 3, 2, torch.float32, "cpu", seed=b + c)
     torch.testing.assert_close(
         ops.mahalanobis(embedding, mean, precision), reference.mahalanobis(embedding, mean, precision), rtol=1e-4, atol=1e-4
     )
@@ -77,7 +68,7 @@ def _check_against_float64_reference(embedding, mean, precision):
 def test_tile_and_image_group_edges(device, b, c):
     """The CUDA kernel works on 64 x 64 tiles of each matrix and groups of 1, 4, 8, 16, 32 or
     64 images (more images: several groups): sizes on both sides of those edges."""
-    embedding, mean, precision = _gaussians(b, c, 3, 2, torch.float32, device, seed=b * 3 + c)
+    embedding, mean, precision = gaussians(b, c, 3, 2, torch.float32, device, seed=b * 3 + c)
     _check_against_float64_reference(embedding, mean, precision)
 
 
@@ -86,7 +77,7 @@ def test_tile_and_image_group_edges(device, b, c):
 def test_few_positions_large_matrices(device, b, c, h, w, dtype):
     """Few positions: the CUDA kernel splits each matrix's tiles over several blocks and adds
     their partial forms in a second pass."""
-    embedding, mean, precision = _gaussians(b, c, h, w, dtype, device, seed=c)
+    embedding, mean, precision = gaussians(b, c, h, w, dtype, device, seed=c)
     _check_against_float64_reference(embedding, mean, precision)
 
 
@@ -95,7 +86,7 @@ def test_unaligned_precision_rows(device, b, c):
     """Rows of C floats start on 16-, 8- or 4-byte boundaries (C = 64, 550, 6), and a precision
     that starts one element into its storage moves every row off the 16-byte grid: the CUDA
     kernel then copies with narrower loads."""
-    embedding, mean, precision = _gaussians(b, c, 2, 3, torch.float32, device, seed=c)
+    embedding, mean, precision = gaussians(b, c, 2, 3, torch.float32, device, seed=c)
     storage = torch.empty(precision.numel() + 1, dtype=precision.dtype, device=device)
     shifted = storage[1:].view_as(precision).copy_(precision)
     assert shifted.is_contiguous() and shifted.storage_offset() == 1
@@ -107,14 +98,14 @@ def test_unaligned_precision_rows(device, b, c):
 
 def test_float64_at_every_image_group(device):
     for b in (1, 4, 8, 16, 32, 64):
-        embedding, mean, precision = _gaussians(b, 70, 2, 2, torch.float64, device, seed=b)
+        embedding, mean, precision = gaussians(b, 70, 2, 2, torch.float64, device, seed=b)
         _check_against_float64_reference(embedding, mean, precision)
 
 
 def test_nan_stays_nan_and_stays_local(device):
     """A NaN feature gives a NaN distance for its image and position only (as the reference's
     clamp_min does: a NaN form is not clamped to 0)."""
-    embedding, mean, precision = _gaussians(3, 100, 2, 3, torch.float32, device, seed=5)
+    embedding, mean, precision = gaussians(3, 100, 2, 3, torch.float32, device, seed=5)
     embedding[1, 17, 1, 2] = float("nan")
     out = ops.mahalanobis(embedding, mean, precision)
     expected = reference.mahalanobis(embedding, mean, precision)
@@ -151,7 +142,7 @@ def test_cublas_route_is_taken_only_where_it_was_measured_faster():
 
 
 def test_batched_matmul_route_matches_reference_in_chunks_with_nan(device, monkeypatch):
-    embedding, mean, precision = _gaussians(5, 40, 3, 7, torch.float32, device, seed=11)
+    embedding, mean, precision = gaussians(5, 40, 3, 7, torch.float32, device, seed=11)
     embedding[2, 3, 1, 4] = float("nan")
     monkeypatch.setattr(ops, "_MATMUL_SCORE_ELEMENTS", 5 * 40 * 4)  # 4 positions per chunk
     out = ops._mahalanobis_batched_matmul(embedding, mean, precision)
@@ -163,7 +154,7 @@ def test_batched_matmul_route_matches_reference_in_chunks_with_nan(device, monke
 def test_routed_cuda_scores_equal_the_native_kernel_and_reference():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
-    embedding, mean, precision = _gaussians(24, 200, 3, 5, torch.float32, "cuda", seed=2)
+    embedding, mean, precision = gaussians(24, 200, 3, 5, torch.float32, "cuda", seed=2)
     assert ops.cublas_scores_faster(24, 200, torch.float32)
     routed = ops.mahalanobis(embedding, mean, precision)
     native = torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision)

@@ -3,21 +3,17 @@ conv2d, padding wider than the input, argument errors, the CUDA tiles and long k
 
 import pytest
 import torch
+from conformance import blur_taps
 
 from anomaly_kernels import ops, reference
 
 BORDERS = ["reflect", "replicate", "constant", "circular"]
 
 
-def _kernel(taps, dtype, device, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(taps, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-
-
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_even_kernels_pad_like_conv_same(device):
     x = torch.randn(2, 2, 11, 13, device=device)
-    k_y, k_x = _kernel(4, torch.float32, device, 1), _kernel(6, torch.float32, device, 2)
+    k_y, k_x = blur_taps(4, torch.float32, device, 1), blur_taps(6, torch.float32, device, 2)
     out = ops.separable_blur2d(x, k_y, k_x, "constant", "same")
     expected = torch.nn.functional.conv2d(
         x, torch.outer(k_y, k_x).expand(2, 1, 4, 6), groups=2, padding="same"
@@ -29,7 +25,7 @@ def test_even_kernels_pad_like_conv_same(device):
 def test_padding_wider_than_input_keeps_mirroring(device, border):
     # Tiling the input with its mirror (reflect) or itself (circular) makes the padding fit F.pad.
     x = torch.randn(1, 1, 4, 5, dtype=torch.float64, device=device)
-    k = _kernel(11, torch.float64, device, 3)
+    k = blur_taps(11, torch.float64, device, 3)
     if border == "reflect":
         row = torch.cat([x, x.flip(-1)[..., 1:-1]], dim=-1)
         tile = torch.cat([row, row.flip(-2)[..., 1:-1, :]], dim=-2)
@@ -69,7 +65,7 @@ def test_native_checks_guard_direct_dispatcher_calls():
 @pytest.mark.parametrize("border", ["reflect", "circular"])
 def test_gradient_with_padding_wider_than_input(device, border):
     x = torch.randn(1, 1, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
-    k = _kernel(9, torch.float64, device, 8)
+    k = blur_taps(9, torch.float64, device, 8)
     assert torch.autograd.gradcheck(lambda t: ops.separable_blur2d(t, k, k, border, "same"), (x,), fast_mode=True)
 
 
@@ -100,7 +96,7 @@ def test_cuda_tiles_match_cpu(device, border, padding, b, c, h, w, ky, kx):
     if padding == "valid" and (ky > h or kx > w):
         pytest.skip("'valid' needs the kernel to fit")
     x = torch.randn(b, c, h, w, dtype=torch.float64)
-    k_y, k_x = _kernel(ky, torch.float64, "cpu", h), _kernel(kx, torch.float64, "cpu", w)
+    k_y, k_x = blur_taps(ky, torch.float64, "cpu", h), blur_taps(kx, torch.float64, "cpu", w)
     expected = ops.separable_blur2d(x, k_y, k_x, border, padding)
     out = ops.separable_blur2d(x.to(device), k_y.to(device), k_x.to(device), border, padding)
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12)
@@ -116,7 +112,7 @@ def test_cuda_long_kernels(device, taps, shape, border):
     # tile and take the two-pass path.
     _cuda_only(device)
     x = torch.randn(*shape, dtype=torch.float64)
-    k_y, k_x = _kernel(taps, torch.float64, "cpu", 1), _kernel(taps - 2, torch.float64, "cpu", 2)
+    k_y, k_x = blur_taps(taps, torch.float64, "cpu", 1), blur_taps(taps - 2, torch.float64, "cpu", 2)
     expected = ops.separable_blur2d(x, k_y, k_x, border, "same")
     out = ops.separable_blur2d(x.float().to(device), k_y.float().to(device), k_x.float().to(device), border, "same")
     scale = float(k_y.abs().sum() * k_x.abs().sum())
@@ -128,7 +124,7 @@ def test_cuda_anomaly_map_sizes_and_many_planes(device):
     with torch.backends.cudnn.flags(allow_tf32=False):
         for shape in [(32, 1, 224, 224), (3, 2, 256, 256), (40000, 2, 3, 5)]:
             x = torch.randn(*shape, device=device)
-            k = _kernel(33 if shape[-1] > 100 else 3, torch.float32, device, 9)
+            k = blur_taps(33 if shape[-1] > 100 else 3, torch.float32, device, 9)
             k = k / k.sum()
             out = ops.separable_blur2d(x, k, k, "reflect", "same")
             expected = reference.separable_blur2d(x.double(), k.double(), k.double(), "reflect", "same")
@@ -138,7 +134,7 @@ def test_cuda_anomaly_map_sizes_and_many_planes(device):
 def test_cuda_gradient_across_tiles(device):
     _cuda_only(device)
     x = torch.randn(2, 1, 70, 45, dtype=torch.float64, device=device, requires_grad=True)
-    k_y, k_x = _kernel(9, torch.float64, device, 10), _kernel(12, torch.float64, device, 11)
+    k_y, k_x = blur_taps(9, torch.float64, device, 10), blur_taps(12, torch.float64, device, 11)
     grad_out = torch.randn(2, 1, 70, 45, dtype=torch.float64, device=device)
     (native,) = torch.autograd.grad(ops.separable_blur2d(x, k_y, k_x, "reflect", "same"), x, grad_out)
     (expected,) = torch.autograd.grad(reference.separable_blur2d(x, k_y, k_x, "reflect", "same"), x, grad_out)

@@ -3,18 +3,9 @@ edges, long pattern rows, argument errors and malformed patterns."""
 
 import pytest
 import torch
+from conformance import sign_pattern
 
 from anomaly_kernels import ops, reference
-
-
-def _pattern(k, d, density, seed, device):
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(k, d, generator=g) < density
-    crow = torch.zeros(k + 1, dtype=torch.int64)
-    crow[1:] = mask.sum(1).cumsum(0)
-    col = mask.nonzero()[:, 1].contiguous()
-    signs = (torch.randint(0, 2, (col.numel(),), generator=g) * 2 - 1).to(torch.int8)
-    return crow.to(device), col.to(device), signs.to(device)
 
 
 # Sizes where the CUDA kernel's paths change: 32-row (float32) / 16-row (float64) tiles with a
@@ -26,7 +17,7 @@ def _pattern(k, d, density, seed, device):
 @pytest.mark.parametrize("k", [1, 284])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_tile_edges_match_dense_reference(device, n, d, k, dtype):
-    crow, col, signs = _pattern(k, d, min(1.0, d**-0.5), seed=n + d + k, device=device)
+    crow, col, signs = sign_pattern(k, d, min(1.0, d**-0.5), seed=n + d + k, device=device)
     x = torch.randn(n, d, dtype=dtype, device=device)
     out = ops.sparse_sign_projection(x, crow, col, signs, 0.37)
     expected = reference.sparse_sign_projection(x, crow, col, signs, 0.37)
@@ -39,7 +30,7 @@ def test_long_rows_many_outputs_and_empty_rows(device, dtype):
     """Pattern rows of ~770 entries (several index slices per output), 3000 outputs (several
     result chunks) and empty pattern rows, against the dense reference."""
     for n, d, k, density in [(45, 1536, 20, 0.5), (70, 48, 3000, 0.1), (40, 64, 9, 0.0)]:
-        crow, col, signs = _pattern(k, d, density, seed=k, device=device)
+        crow, col, signs = sign_pattern(k, d, density, seed=k, device=device)
         x = torch.randn(n, d, dtype=dtype, device=device)
         tol = 2e-5 if dtype == torch.float32 else 1e-12
         torch.testing.assert_close(
