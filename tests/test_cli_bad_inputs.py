@@ -17,6 +17,7 @@ from anomaly_kernels import __version__, build_info
 from anomaly_kernels.cli import IMAGE_SIZE_RANGE, _parser, main
 from anomaly_kernels.pipeline import fit as fit_module
 from anomaly_kernels.pipeline import fit_and_test
+from anomaly_kernels.pipeline.checkpoint import state_checksum
 from anomaly_kernels.pipeline.fit import CHECKPOINT_KEY, save_checkpoint
 from anomaly_kernels.pipeline.predict import load_model
 
@@ -197,10 +198,14 @@ def _damaged(kind, checkpoint, tmp_path):
             content[CHECKPOINT_KEY]["model"] = "patchcore"
         elif kind == "another model's settings":
             content["hyper_parameters"]["coreset_sampling_ratio"] = 0.1
-        elif kind == "missing weights":
+        elif kind == "missing weights":  # without a checksum, which would report the change first
             content["state_dict"].popitem()
-        elif kind == "no metadata":
+            del content[CHECKPOINT_KEY]["state_sha256"]
+        elif kind == "changed weights":
+            content["state_dict"]["model.gaussian.mean"][0, 0] += 1
+        elif kind == "no metadata":  # a Lightning checkpoint of something else
             del content[CHECKPOINT_KEY]
+            del content["state_dict"]["model.gaussian.inv_covariance"]
         elif kind == "code":  # an object torch.load(weights_only=True) refuses to rebuild
             content["extra"] = argparse.Namespace(run="code")
         torch.save(content, path)
@@ -217,7 +222,8 @@ def _damaged(kind, checkpoint, tmp_path):
         ("another model", "does not take"),
         ("another model's settings", "coreset_sampling_ratio"),
         ("missing weights", "do not fit"),
-        ("no metadata", "not written by 'anomaly-kernels fit'"),
+        ("changed weights", "corrupted"),
+        ("no metadata", "neither written by 'anomaly-kernels fit'"),
         ("code", "could run code"),
     ],
 )
@@ -381,7 +387,8 @@ def test_the_checkpoint_is_written_once_then_renamed(tmp_path):
     target = tmp_path / "model.ckpt"
     save_checkpoint(_Trainer(fail=False), target, {"model": "padim", "image_size": 32})
     saved = torch.load(target, weights_only=True)
-    assert saved["hook"] is True and saved[CHECKPOINT_KEY] == {"model": "padim", "image_size": 32}
+    assert saved["hook"] is True
+    assert saved[CHECKPOINT_KEY] == {"model": "padim", "image_size": 32, "state_sha256": state_checksum({})}
     before = target.read_bytes()
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(_Trainer(fail=True), target, {"model": "dfkde", "image_size": 32})

@@ -25,8 +25,16 @@ FLAGS: Dict[str, str] = {
     "model": "--model", "output_dir": "--output", "data_root": "--data", "category": "--category",
     "image_size": "--image-size", "backbone": "--backbone", "pretrained": "--pretrained", "weights": "--weights",
     "accelerator": "--accelerator", "batch_size": "--batch-size", "seed": "--seed",
-    "checkpoint": "--checkpoint", "input_path": "--input",
+    "checkpoint": "--checkpoint", "input_path": "--input", "layers": "--layers", "n_features": "--n-features",
+    "coreset_sampling_ratio": "--coreset-ratio", "num_neighbors": "--num-neighbors",
+    "n_pca_components": "--pca-components", "val_split": "--val-split", "val_split_ratio": "--val-ratio",
+    "devices": "--devices", "strategy": "--strategy", "ddp_timeout": "--ddp-timeout", "overwrite": "--overwrite",
 }
+# The fit flags that set an argument of the model class: (flag's attribute, model argument).
+MODEL_OPTION_FLAGS = (
+    ("layers", "layers"), ("n_features", "n_features"), ("coreset_ratio", "coreset_sampling_ratio"),
+    ("num_neighbors", "num_neighbors"), ("pca_components", "n_pca_components"),
+)
 
 
 class UsageError(Exception):
@@ -73,8 +81,43 @@ def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
     return parse
 
 
+def _ratio(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _open_ratio(text: str) -> float:
+    """An argparse type: a number in (0, 1)."""
+    value = _ratio(text)
+    if value == 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _add_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bars (they go to stderr, and only when it is a terminal)")
+
+
+def _add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace the {what} of an earlier run in --output (refused without it)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,8 +162,10 @@ def _parser() -> argparse.ArgumentParser:
 
     low, high = IMAGE_SIZE_RANGE
     fit = command("fit", "train, validate and test a model; save it, its scores and heat maps", """
-        Writes model.ckpt, scores.csv and heatmaps/ into --output. Without --data a synthetic
-        dataset in MVTec AD layout is generated in <output>/synthetic (and reused by later runs).""")
+        Writes model.ckpt, scores.csv and heatmaps/<defect>/<image>.png into --output. Without
+        --data a synthetic dataset in MVTec AD layout is generated in <output>/synthetic; a later
+        run reuses it when its --seed and --image-size are the same, and regenerates it otherwise.
+        An earlier run's model.ckpt, scores.csv and heatmaps/ are replaced only with --overwrite.""")
     fit.add_argument("--model", choices=["patchcore", "padim", "dfkde"], default="patchcore", help="the model to train")
     fit.add_argument("--data", default=None, help="root of a dataset in MVTec AD layout (default: generate a synthetic one)")
     fit.add_argument("--category", default=None,
@@ -139,16 +184,51 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the synthetic data, splits and sampling")
     fit.add_argument("--output", default="anomaly_kernels_run", metavar="FOLDER",
                      help="output folder (checkpoint, scores, heat maps)")
+    _add_overwrite(fit, "checkpoint, scores and heat maps")
+    models = fit.add_argument_group("model options (default: the model's own)")
+    models.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
+                        help="backbone layers whose features are used, e.g. layer2 layer3")
+    models.add_argument("--n-features", type=_int_in(1), default=None, metavar="N",
+                        help="padim: feature channels kept (default: 100 for resnet18, 550 for wide_resnet50_2; "
+                             "required for other backbones)")
+    models.add_argument("--coreset-ratio", type=_ratio, default=None, metavar="RATIO",
+                        help="patchcore: share of the patch features kept in the memory bank, in (0, 1] "
+                             "(default: 0.1)")
+    models.add_argument("--num-neighbors", type=_int_in(1), default=None, metavar="K",
+                        help="patchcore: nearest memory-bank neighbours used to weight a score (default: 9)")
+    models.add_argument("--pca-components", type=_int_in(1), default=None, metavar="N",
+                        help="dfkde: principal components of the density (default: 16)")
+    runs = fit.add_argument_group("validation and processes")
+    runs.add_argument("--val-split", choices=["same_as_test", "from_test"], default="same_as_test",
+                      help="same_as_test: thresholds are tuned on the test images (F1 optimistic); "
+                           "from_test: a share of each label's test images is held out for validation")
+    runs.add_argument("--val-ratio", type=_open_ratio, default=0.5, metavar="RATIO",
+                      help="with --val-split from_test: the share of the test images used for validation")
+    runs.add_argument("--devices", type=_int_in(1, MAX_PROCESSES), default=1, metavar="N",
+                      help="processes (--accelerator cpu) or GPUs the training runs on; above 1 under --strategy")
+    runs.add_argument("--strategy", choices=["ddp_spawn"], default="ddp_spawn",
+                      help="how several processes are run: ddp_spawn starts them from this command "
+                           "(for torchrun, use the Python API with strategy='ddp')")
+    runs.add_argument("--ddp-timeout", type=_seconds, default=1800.0, metavar="SECONDS",
+                      help="with --devices above 1: how long a process waits for the others in a collective "
+                           "before the run fails (a frozen process otherwise blocks the rest)")
     _add_progress(fit)
 
     predict = command("predict", "anomaly maps (PNG overlays) and scores (CSV) of a folder of images", """
-        Rebuilds the model from a checkpoint written by 'anomaly-kernels fit' and writes
-        scores.csv and, for models with anomaly maps, heatmaps/<image>.png into --output.""")
-    predict.add_argument("--checkpoint", required=True, metavar="FILE", help="model.ckpt written by 'anomaly-kernels fit'")
+        Rebuilds the model from a checkpoint written by 'anomaly-kernels fit' (its checksum is
+        verified) or by Lightning's Trainer.save_checkpoint, and writes scores.csv and, for models
+        with anomaly maps, heatmaps/<image file name>.png into --output. Sub-folders, other file
+        types and unreadable files of --input are skipped, and listed.""")
+    predict.add_argument("--checkpoint", required=True, metavar="FILE",
+                         help="model.ckpt written by 'anomaly-kernels fit', or a checkpoint of Trainer.save_checkpoint")
     predict.add_argument("--input", required=True, metavar="PATH", help="a folder of images, or one image")
     predict.add_argument("--output", default="anomaly_kernels_predictions", metavar="FOLDER", help="output folder")
     predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="where to score")
     predict.add_argument("--batch-size", type=_int_in(1), default=16, help="images per batch")
+    predict.add_argument("--image-size", type=_int_in(low, high), default=None, metavar="PIXELS",
+                         help="side of the input images, for a checkpoint that does not record it "
+                              "(default: the checkpoint's)")
+    _add_overwrite(predict, "scores and heat maps")
     _add_progress(predict)
 
     info = command("info", "print what the native extension was built with and what this process can run")
@@ -190,16 +270,24 @@ def _run_fit(args: argparse.Namespace) -> int:
     from anomaly_kernels.pipeline import fit_and_test
 
     _require_cuda("--accelerator", args.accelerator)
+    options = {name: getattr(args, attribute) for attribute, name in MODEL_OPTION_FLAGS
+               if getattr(args, attribute) is not None}
     result = fit_and_test(
         model=args.model, output_dir=args.output, data_root=args.data, category=args.category,
         image_size=args.image_size, backbone=args.backbone, pretrained=args.pretrained, weights=args.weights,
-        accelerator=args.accelerator, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+        accelerator=args.accelerator, batch_size=args.batch_size, seed=args.seed,
+        progress=False if args.no_progress else None, model_options=options, val_split=args.val_split,
+        val_split_ratio=args.val_ratio, devices=args.devices, strategy=args.strategy, ddp_timeout=args.ddp_timeout,
+        overwrite=args.overwrite,
     )
+    for note in result.notes:
+        print(note, file=sys.stderr)
     print(result.data_note)
     print(result.weights_note)
     print("test metrics:")
     for name in sorted(result.metrics):
-        print(f"  {name:<16} {result.metrics[name]:.4f}")
+        value = result.metrics[name]
+        print(f"  {name:<16} {'n/a' if value is None else f'{value:.4f}'}")
     print("stage times:")
     counts = {"feature extraction": result.images["train"], "scoring": result.images["test"]}
     for stage, seconds in result.stages.items():
@@ -217,7 +305,14 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     _require_cuda("--accelerator", args.accelerator)
     result = predict_folder(args.checkpoint, args.input, args.output, accelerator=args.accelerator,
-                            batch_size=args.batch_size, progress=not args.no_progress)
+                            batch_size=args.batch_size, progress=False if args.no_progress else None,
+                            image_size=args.image_size, overwrite=args.overwrite)
+    if result["replaced"]:
+        print(f"note: removed the earlier run's {', '.join(result['replaced'])} from {args.output}", file=sys.stderr)
+    if result["skipped"]:
+        print(f"warning: skipped {len(result['skipped'])} entries of {args.input}:", file=sys.stderr)
+        for path, reason in result["skipped"]:
+            print(f"  {path.name}: {reason}", file=sys.stderr)
     print(f"scored {result['images']} images")
     print(f"scores:     {result['scores_csv']}")
     if result["heatmaps"] is not None:

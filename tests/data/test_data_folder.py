@@ -163,7 +163,13 @@ def test_predict_folder_reads_a_flat_folder_or_a_file(dataset_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="absent"):
         PredictFolder(tmp_path / "absent")
     (tmp_path / "blank").mkdir()
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="no readable images"):
         PredictFolder(tmp_path / "blank")
+    (tmp_path / "blank" / "sub").mkdir()
+    (tmp_path / "blank" / "x.png").write_text("text, not a PNG")
+    with pytest.raises(ValueError, match=r"skipped 2 entries \(sub, x.png\)"):
+        PredictFolder(tmp_path / "blank")
+    with pytest.raises(ValueError, match="cannot read image file"):
+        PredictFolder(tmp_path / "blank" / "x.png")
     with pytest.raises(ValueError, match="not an image file"):
         PredictFolder(dataset_root / "toy" / "train" / "good" / "notes.txt")

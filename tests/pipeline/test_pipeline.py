@@ -41,7 +41,7 @@ def test_fit_reports_metrics_stages_and_writes_files(fitted):
     rows = _rows(result.scores_csv)
     assert sorted(r["image_path"] for r in rows) == sorted(str(p) for p in test_images)
     assert {r["label"] for r in rows} == {"0", "1"}
-    heatmaps = sorted(result.heatmaps.glob("*.png"))
+    heatmaps = sorted(result.heatmaps.rglob("*.png"))
     assert len(heatmaps) == len(test_images)
     with Image.open(heatmaps[0]) as image:
         assert image.size == (SIZE, SIZE) and image.mode == "RGB"

@@ -17,7 +17,9 @@ from anomaly_kernels.data.synthetic import (
     SyntheticCategory,
     SyntheticSample,
     generate_synthetic_dataset,
+    read_synthetic_settings,
     render_synthetic_sample,
+    synthetic_settings,
 )
 from anomaly_kernels.data.textures import TEXTURE_FAMILIES
 from anomaly_kernels.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -36,5 +38,7 @@ __all__ = [
     "SyntheticSample",
     "TEXTURE_FAMILIES",
     "generate_synthetic_dataset",
+    "read_synthetic_settings",
     "render_synthetic_sample",
+    "synthetic_settings",
 ]

@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from anomaly_kernels.data.folder import MVTecFolder, PredictFolder
@@ -85,6 +86,14 @@ class MVTecDataModule(pl.LightningDataModule):
     ``mask`` (B, 1, H, W) float32 in {0, 1}, ``image_path`` / ``mask_path`` / ``defect_type``
     lists of str (see :class:`MVTecFolder`). Training batches are shuffled with a generator seeded
     by ``seed``, so the order is reproducible.
+
+    Several processes (a ``torch.distributed`` group of more than one process, e.g. Lightning's
+    DDP strategies): each process reads its own contiguous block of every set
+    (:class:`~anomaly_kernels.distributed.ContiguousDistributedSampler`), the training images in
+    one seeded order shared by all processes, so every image is read exactly once and the
+    one-pass models fit the same model as one process would. Give the Trainer
+    ``use_distributed_sampler=False``: Lightning's own sampler repeats images to even out the
+    blocks.
 
     Args:
         root: folder holding the category folders.
@@ -203,6 +212,20 @@ class MVTecDataModule(pl.LightningDataModule):
             _ = self.predict_data
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            from anomaly_kernels.distributed import ContiguousDistributedSampler
+
+            if shuffle:
+                # One permutation, the same on every process, then each takes its own block.
+                order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))
+                dataset = Subset(dataset, order.tolist())
+            return DataLoader(
+                dataset,
+                batch_size=batch_size,
+                sampler=ContiguousDistributedSampler(dataset),
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,

@@ -7,7 +7,7 @@ The MVTec AD layout of one category::
     <root>/<category>/test/<defect>/*.png                    anomalous test images
     <root>/<category>/ground_truth/<defect>/<stem>_mask.png  their masks (0 normal, 255 defect)
 
-Images may be PNG, JPEG, BMP or TIFF (the extension is matched case-insensitively; hidden files
+Images may be PNG, JPEG, BMP, TIFF or (when Pillow can read it) WebP (the extension is matched case-insensitively; hidden files
 are ignored); a mask is looked up as ``<stem>_mask`` with the PNG extension first, then the others.
 Images of any size and colour mode are read; they are converted to RGB and resized on loading.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import features
 from torch.utils.data import Dataset
 
 from anomaly_kernels.data.transforms import (
@@ -33,7 +34,9 @@ from anomaly_kernels.data.transforms import (
     resolve_normalization,
 )
 
-IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") + (
+    (".webp",) if features.check("webp") else ()
+)
 NORMAL_FOLDER = "good"
 SPLITS = ("train", "test")
 
@@ -233,9 +236,17 @@ class PredictFolder(Dataset):
 
     Items are dicts with ``image`` (3, H, W) float32 and ``image_path`` (str).
 
+    Every image of a folder is decoded once when the dataset is built; what cannot be used is
+    listed in :attr:`skipped` instead of failing the whole folder.
+
+    Attributes:
+        image_paths: the images, in item order.
+        skipped: ``(path, reason)`` of every entry of the folder that is not read: sub-folders,
+            files of other types, files that cannot be decoded (hidden files are not listed).
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the folder holds no image, or the file is not an image file by extension.
+        ValueError: the folder holds no readable image, or the file is not a readable image.
     """
 
     def __init__(
@@ -249,16 +260,38 @@ class PredictFolder(Dataset):
         self.image_size = resolve_image_size(image_size)
         self.normalization = resolve_normalization(mean, std)
         self.path = Path(path)
+        self.skipped: List[Tuple[Path, str]] = []
         if self.path.is_dir():
-            self.image_paths = list_images(self.path)
+            self.image_paths = self._scan_folder()
             if not self.image_paths:
-                raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {self.path}")
+                found = f"; skipped {_describe(self.skipped)}" if self.skipped else ""
+                raise ValueError(f"no readable images ({', '.join(IMAGE_EXTENSIONS)}) found in {self.path}{found}")
         elif self.path.is_file():
             if self.path.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise ValueError(f"{self.path} is not an image file: expected one of {IMAGE_EXTENSIONS}")
+            read_image(self.path)  # an unreadable file fails now, naming itself
             self.image_paths = [self.path]
         else:
             raise FileNotFoundError(f"prediction input not found: {self.path}")
+
+    def _scan_folder(self) -> List[Path]:
+        images = []
+        for entry in sorted(self.path.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                self.skipped.append((entry, "a folder (sub-folders are not read)"))
+            elif entry.suffix.lower() not in IMAGE_EXTENSIONS:
+                self.skipped.append((entry, f"not an image type read here ({', '.join(IMAGE_EXTENSIONS)})"))
+            else:
+                try:
+                    read_image(entry)
+                except (OSError, ValueError) as error:
+                    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    self.skipped.append((entry, f"unreadable ({reason})"))
+                else:
+                    images.append(entry)
+        return images
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -271,3 +304,8 @@ class PredictFolder(Dataset):
             "image": image_to_tensor(read_image(path), self.image_size, self.normalization),
             "image_path": str(path),
         }
+
+
+def _describe(skipped: Sequence[Tuple[Path, str]]) -> str:
+    names = ", ".join(path.name for path, _ in skipped[:5])
+    return f"{len(skipped)} entries ({names}{', ...' if len(skipped) > 5 else ''})"

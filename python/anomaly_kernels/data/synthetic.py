@@ -8,6 +8,7 @@ normal images and images with one defect of each requested type (see
     <root>/<category>/test/good/000.png ...
     <root>/<category>/test/<defect>/000.png ...
     <root>/<category>/ground_truth/<defect>/000_mask.png ...   (mode "L", 0 or 255)
+    <root>/<category>/synthetic.json                           the settings it was made with
 
 Global statistics do not give defects away. Every image gets its own brightness and colour
 offset (a common offset in ±0.08 plus ±0.015 per channel, on a [0, 1] scale). A defect image is
@@ -25,6 +26,7 @@ and changing the number of images of one folder leaves the images of the others 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -49,6 +51,9 @@ CHANNEL_RANGE = 0.015
 # target (3 bring the error far below one 8-bit level), and the largest |log-gamma| allowed.
 COMPENSATION_STEPS = 3
 LOG_GAMMA_RANGE = 0.5
+# Written into every generated category: the settings it was made with, so that a later run can
+# tell whether the folder holds the set it asks for.
+SETTINGS_FILE = "synthetic.json"
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,53 @@ def _resolve_category(
     )
 
 
+def _settings(category: _ResolvedCategory, seed: int) -> Dict[str, object]:
+    return {
+        "seed": int(seed),
+        "texture": category.texture,
+        "defect_types": list(category.defect_types),
+        "n_train": category.n_train,
+        "n_test_good": category.n_test_good,
+        "n_test_defect_per_type": category.n_test_defect_per_type,
+        "image_size": list(category.image_size),
+    }
+
+
+def synthetic_settings(
+    category: Union[str, SyntheticCategory],
+    n_train: int = 32,
+    n_test_good: int = 16,
+    n_test_defect_per_type: int = 8,
+    image_size: ImageSize = 128,
+    seed: int = 0,
+    defect_types: Sequence[str] = DEFECT_TYPES,
+) -> Dict[str, object]:
+    """The settings :func:`generate_synthetic_dataset` records for ``category`` with these arguments.
+
+    Compare them with :func:`read_synthetic_settings` of an existing folder to know whether it
+    holds the set these arguments would write.
+
+    Example:
+        >>> synthetic_settings("grid_like", image_size=64, seed=3)["image_size"]
+        [64, 64]
+    """
+    defaults: Dict[str, object] = {
+        "defect_types": defect_types, "n_train": n_train, "n_test_good": n_test_good,
+        "n_test_defect_per_type": n_test_defect_per_type, "image_size": image_size,
+    }
+    return _settings(_resolve_category(category, defaults), seed)
+
+
+def read_synthetic_settings(category_dir: Union[str, Path]) -> Optional[Dict[str, object]]:
+    """The settings a generated category folder was made with; ``None`` when it has no readable record."""
+    try:
+        with open(Path(category_dir) / SETTINGS_FILE) as f:
+            settings = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
 def _write_folder(
     category: _ResolvedCategory, category_dir: Path, folder: str, count: int, defect_type: Optional[str], seed: int
 ) -> None:
@@ -266,11 +318,12 @@ def generate_synthetic_dataset(
         seed: non-negative int; the same seed writes the same bytes.
         defect_types: defect folders to write (subset of ``DEFECT_TYPES`` = scratch, hole, stain,
             color_spot).
-        overwrite: replace the ``train``, ``test`` and ``ground_truth`` folders of a category
+        overwrite: replace the ``train``, ``test``, ``ground_truth`` and ``synthetic.json`` of a category
             that already exists (its other files are kept); without it an existing non-empty
             category folder is an error.
 
-    Each category is written into a hidden sibling folder (``.<name>.partial-*``) and renamed
+    Each category folder also gets ``synthetic.json``, the settings it was made with (see
+    :func:`synthetic_settings`). Each category is written into a hidden sibling folder (``.<name>.partial-*``) and renamed
     into place once complete, so an interrupted run never leaves a category folder holding part
     of the images (a run killed outright may leave the hidden folder, which can be deleted).
 
@@ -324,6 +377,8 @@ def generate_synthetic_dataset(
                 _write_folder(
                     category, staging, f"test/{defect_type}", category.n_test_defect_per_type, defect_type, int(seed)
                 )
+            with open(staging / SETTINGS_FILE, "w") as f:
+                json.dump(_settings(category, int(seed)), f, indent=1)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -332,7 +387,7 @@ def generate_synthetic_dataset(
     return written
 
 
-_GENERATED_PARTS = ("train", "test", "ground_truth")
+_GENERATED_PARTS = ("train", "test", "ground_truth", SETTINGS_FILE)
 
 
 def _replace_category(staging: Path, category_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from anomaly_kernels.data.transforms import read_image
+from anomaly_kernels.pipeline.outputs import overlay_name
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (anchor colours, interpolated).
 _RAMP = np.array(
@@ -43,7 +45,8 @@ def write_overlays(
         anomaly_maps: (B, 1, H, W) maps, scaled to [0, 1] for display (already normalised maps
             are shown as they are, others min-max over the batch).
         output_dir: where the PNGs go (created).
-        names: file names (default: the source file stems).
+        names: file names without ``.png``, possibly with sub-folders (default: the source file
+            names, see :func:`~anomaly_kernels.pipeline.outputs.overlay_name`).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     maps = anomaly_maps.detach().float().cpu()[:, 0]
@@ -53,7 +56,8 @@ def write_overlays(
     for i, source in enumerate(image_paths):
         height, width = maps.shape[1:]
         image = np.asarray(read_image(source).resize((width, height), Image.BILINEAR))
-        target = output_dir / ((names[i] if names else Path(source).stem) + ".png")
+        target = output_dir / ((names[i] if names else overlay_name(source)) + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(overlay(image, maps[i].numpy())).save(target)
         written.append(target)
     return written
@@ -64,11 +68,18 @@ def write_scores_csv(rows: Iterable[dict], path: Path) -> Path:
     rows = list(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["image_path", "pred_score", "pred_label"] + (["label"] if rows and "label" in rows[0] else [])
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row[key] for key in fields})
+    # Written under a temporary name and renamed: an interrupted run leaves no half table.
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({key: row[key] for key in fields})
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
     return path
 
 
