@@ -265,9 +265,11 @@ def _separable_blur2d_samples(device, dtype):
         args = (x, blur_taps(ky, dtype, device, i), blur_taps(kx, dtype, device, i + 1000), border, same)
         out.append(Sample(f"{(b, c, h, w)} k{ky}x{kx} {border} {'same' if same else 'valid'}", args))
     x = strided(_randn((2, 4, 15, 20), dtype, device, seed=7)).transpose(2, 3)
-    out.append(Sample("(2, 4, 20, 15) strided", (x, blur_taps(5, dtype, device, 7), blur_taps(3, dtype, device, 8), "reflect", True)))
+    kernels = blur_taps(5, dtype, device, 7), blur_taps(3, dtype, device, 8)
+    out.append(Sample("(2, 4, 20, 15) strided", (x, *kernels, "reflect", True)))
     x = _randn((0, 3, 8, 8), dtype, device, seed=9)
-    out.append(Sample("(0, 3, 8, 8)", (x, blur_taps(3, dtype, device, 9), blur_taps(3, dtype, device, 10), "reflect", True)))
+    kernels = blur_taps(3, dtype, device, 9), blur_taps(3, dtype, device, 10)
+    out.append(Sample("(0, 3, 8, 8)", (x, *kernels, "reflect", True)))
     return out
 
 
@@ -296,7 +298,8 @@ def sign_pattern(k, d, density, seed, device):
 
 def _sparse_sign_projection_samples(device, dtype):
     shapes = [(9, 20, 6, 0.3, False), (1, 1, 1, 1.0, False), (7, 5, 3, 0.5, False), (300, 1536, 244, 1 / 39.2, False),
-              (33, 64, 1, 0.0, False), (50, 40000, 9, 0.01, False), (70, 1536, 284, 1536**-0.5, True), (0, 32, 10, 0.3, False),
+              (33, 64, 1, 0.0, False), (50, 40000, 9, 0.01, False), (70, 1536, 284, 1536**-0.5, True),
+              (0, 32, 10, 0.3, False),
               (5, 0, 3, 0.3, False)]
     out = []
     for i, (n, d, k, density, use_strides) in enumerate(shapes):
@@ -304,7 +307,8 @@ def _sparse_sign_projection_samples(device, dtype):
         if use_strides:
             x = x.T.contiguous().T  # column-major rows
         pattern = sign_pattern(k, d, density, 130 + i, device)
-        out.append(Sample(f"{n}x{d} -> {k} density {density:.3g}{' strided' if use_strides else ''}", (x, *pattern, 0.37)))
+        label = f"{n}x{d} -> {k} density {density:.3g}{' strided' if use_strides else ''}"
+        out.append(Sample(label, (x, *pattern, 0.37)))
     return out
 
 
@@ -315,44 +319,50 @@ _EXACT = {F32: (0.0, 0.0), F64: (0.0, 0.0), BF16: (0.0, 0.0)}
 
 ENTRIES = [
     Entry(
-        "banded_resample2d", _banded_resample2d_samples, reference.banded_resample2d, (F32, F64),
-        {F32: (1e-5, 1e-5), F64: (1e-12, 1e-12)}, lambda d: cases.upsample_blur_case(d, 2, 14, 56),
+        name="banded_resample2d", samples=_banded_resample2d_samples, reference=reference.banded_resample2d,
+        dtypes=(F32, F64), tolerances={F32: (1e-5, 1e-5), F64: (1e-12, 1e-12)},
+        bench=lambda d: cases.upsample_blur_case(d, 2, 14, 56),
     ),
     Entry(
         # Precisions reach 1 / ridge = 100 in the directions the images do not span.
-        "gaussian_fit", _gaussian_fit_samples, reference.gaussian_fit, (F32, F64),
-        {F32: (1e-4, 1e-4), F64: (1e-9, 1e-9)}, lambda d: cases.gaussian_fit_case(d, 6, 5, 4), opcheck_samples=2,
+        name="gaussian_fit", samples=_gaussian_fit_samples, reference=reference.gaussian_fit,
+        dtypes=(F32, F64), tolerances={F32: (1e-4, 1e-4), F64: (1e-9, 1e-9)},
+        bench=lambda d: cases.gaussian_fit_case(d, 6, 5, 4), opcheck_samples=2,  # both routes
     ),
     Entry(
-        "kcenter_greedy_", _kcenter_greedy_samples, reference.kcenter_greedy_, (F32, BF16), _EXACT,
-        lambda d: cases.kcenter_greedy_case(d, 2000, 512, 0.01),
+        name="kcenter_greedy_", samples=_kcenter_greedy_samples, reference=reference.kcenter_greedy_,
+        dtypes=(F32, BF16), tolerances=_EXACT, bench=lambda d: cases.kcenter_greedy_case(d, 2000, 512, 0.01),
     ),
     Entry(
-        "kcenter_step_", lambda device, dtype: _kcenter_step_samples(device, dtype, to_row=False),
-        reference.kcenter_step_, (F32, F64), _EXACT, lambda d: cases.kcenter_step_case(d, 3000, 40),
-        cuda_dtypes=(F32,),
+        name="kcenter_step_", samples=lambda device, dtype: _kcenter_step_samples(device, dtype, to_row=False),
+        reference=reference.kcenter_step_, dtypes=(F32, F64), cuda_dtypes=(F32,), tolerances=_EXACT,
+        bench=lambda d: cases.kcenter_step_case(d, 3000, 40),
     ),
     Entry(
-        "kcenter_step_to_", lambda device, dtype: _kcenter_step_samples(device, dtype, to_row=True),
-        reference.kcenter_step_to_, (F32, F64), _EXACT, lambda d: cases.kcenter_step_case(d, 3000, 40, to_row=True),
-        cuda_dtypes=(F32,),
+        name="kcenter_step_to_", samples=lambda device, dtype: _kcenter_step_samples(device, dtype, to_row=True),
+        reference=reference.kcenter_step_to_, dtypes=(F32, F64), cuda_dtypes=(F32,), tolerances=_EXACT,
+        bench=lambda d: cases.kcenter_step_case(d, 3000, 40, to_row=True),
     ),
     Entry(
-        "kde_log_sum_exp", _kde_log_sum_exp_samples, reference.kde_log_sum_exp, (F32, F64),
-        {F32: (1e-5, 1e-5), F64: (1e-10, 1e-10)}, lambda d: cases.kde_case(d, 300, 4, 20),
+        name="kde_log_sum_exp", samples=_kde_log_sum_exp_samples, reference=reference.kde_log_sum_exp,
+        dtypes=(F32, F64), tolerances={F32: (1e-5, 1e-5), F64: (1e-10, 1e-10)},
+        bench=lambda d: cases.kde_case(d, 300, 4, 20),
     ),
     Entry(
-        "mahalanobis", _mahalanobis_samples, reference.mahalanobis, (F32, F64),
-        {F32: (1e-4, 1e-4), F64: (1e-10, 1e-10)}, lambda d: cases.mahalanobis_case(d, 3, 6, 5),
+        name="mahalanobis", samples=_mahalanobis_samples, reference=reference.mahalanobis,
+        dtypes=(F32, F64), tolerances={F32: (1e-4, 1e-4), F64: (1e-10, 1e-10)},
+        bench=lambda d: cases.mahalanobis_case(d, 3, 6, 5),
     ),
     Entry(
-        "separable_blur2d", _separable_blur2d_samples, _blur_reference, (F32, F64),
-        {F32: (1e-5, 1e-5), F64: (1e-12, 1e-12)}, lambda d: cases.gaussian_blur_case(d, 2, 48),
-        grad_args=(0,), grad_samples=_separable_blur2d_grad_samples, opcheck_samples=2,
+        name="separable_blur2d", samples=_separable_blur2d_samples, reference=_blur_reference,
+        dtypes=(F32, F64), tolerances={F32: (1e-5, 1e-5), F64: (1e-12, 1e-12)},
+        bench=lambda d: cases.gaussian_blur_case(d, 2, 48),
+        grad_args=(0,), grad_samples=_separable_blur2d_grad_samples, opcheck_samples=2,  # same and valid
     ),
     Entry(
-        "sparse_sign_projection", _sparse_sign_projection_samples, reference.sparse_sign_projection, (F32, F64),
-        {F32: (2e-5, 2e-5), F64: (1e-12, 1e-12)}, lambda d: cases.sparse_projection_case(d, 500, 256),
+        name="sparse_sign_projection", samples=_sparse_sign_projection_samples,
+        reference=reference.sparse_sign_projection, dtypes=(F32, F64), tolerances={F32: (2e-5, 2e-5), F64: (1e-12, 1e-12)},
+        bench=lambda d: cases.sparse_projection_case(d, 500, 256),
     ),
 ]
 
