@@ -1,9 +1,10 @@
-"""KCenterGreedy against the plain greedy algorithm (reference.kcenter_greedy)."""
+"""KCenterGreedy against the plain greedy algorithm (reference.kcenter_greedy), with and without a seed."""
 
 import pytest
 import torch
 
 from anomaly_kernels import reference
+from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
 from anomaly_kernels.components.sampling import KCenterGreedy
 
 
@@ -170,3 +171,37 @@ def test_bad_feature_dtype():
 def test_update_distances_rejects_rows_out_of_range():
     with pytest.raises(ValueError, match=r"cluster_centers must be row indices in \[0, 10\)"):
         KCenterGreedy(torch.randn(10, 2), 0.5).update_distances([10])
+
+
+def test_seed_fixes_start_and_projection_whatever_the_global_rng():
+    g = torch.Generator().manual_seed(9)
+    embedding = torch.randint(-50, 50, (400, 6), generator=g).float()  # D=6: no projection, exact distances
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        runs.append(KCenterGreedy(embedding, sampling_ratio=0.05, seed=21).select_coreset_idxs())
+    start = int(torch.randint(400, (1,), generator=torch.Generator().manual_seed(21)))
+    assert runs[0] == runs[1] == reference.kcenter_greedy(embedding, 20, start).tolist()
+    assert KCenterGreedy(embedding, sampling_ratio=0.05, seed=22).select_coreset_idxs() != runs[0]
+
+
+def test_seeded_projection_is_the_seeded_sparse_random_projection():
+    embedding = torch.randn(1000, 512, generator=torch.Generator().manual_seed(10))
+    sampler = KCenterGreedy(embedding, sampling_ratio=0.01, seed=5)
+    sampler.select_coreset_idxs()
+    expected = SparseRandomProjection(eps=0.9, random_state=5).fit(embedding)
+    assert torch.equal(sampler.model.sparse_random_matrix, expected.sparse_random_matrix)
+    assert torch.equal(sampler.features, expected.transform(embedding))
+
+
+@pytest.mark.parametrize("seed,error", [(-1, ValueError), (2**63, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_seed_is_named(seed, error):
+    with pytest.raises(error, match="seed must be"):
+        KCenterGreedy(torch.randn(10, 2), 0.5, seed=seed)
+
+
+def test_selected_idxs_must_leave_room_for_the_coreset():
+    sampler = KCenterGreedy(torch.randn(10, 2), 0.5)  # 5 picks
+    assert len(sampler.select_coreset_idxs([0, 1, 2, 3, 4])) == 5
+    with pytest.raises(ValueError, match=r"selected_idxs must leave at least coreset_size \(5\) of the 10 rows"):
+        sampler.select_coreset_idxs([0, 1, 2, 3, 4, 5])

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
 from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.components.sampling import KCenterGreedy
 from anomaly_kernels.distributed import (
     ContiguousDistributedSampler,
     all_gather_rows,
@@ -389,8 +390,9 @@ def test_all_gather_rows_concatenates_in_rank_order(collective_results):
 
 def test_distributed_coreset_bank_equals_the_seeded_one_process_bank(collective_results):
     rows = _rows()
-    expected = seeded_coreset(rows, 0.05, seed=3)
+    expected = KCenterGreedy(rows, 0.05, seed=3).select_coreset_idxs()
     assert len(expected) == 30 and len(set(expected)) == 30
+    assert seeded_coreset(rows, 0.05, seed=3) == expected
     projection = SparseRandomProjection(eps=0.9, random_state=3).fit(rows)
     start = int(torch.randint(600, (1,), generator=torch.Generator().manual_seed(3)))
     assert expected == numpy_greedy(projection.transform(rows).double().numpy(), 30, start)

@@ -12,9 +12,10 @@ import torch.multiprocessing as mp
 from anomaly_kernels import ops
 from anomaly_kernels.bench.cases import clustered_embedding
 from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.components.sampling import KCenterGreedy
+from anomaly_kernels.components.search import nearest_neighbors
 from anomaly_kernels.distributed import distributed_coreset, sharded_k_center_greedy, sharded_nearest_neighbors
 from anomaly_kernels.distributed.nearest_neighbors import merge_candidates
-from anomaly_kernels.models.nearest_neighbors import nearest_neighbors
 
 TIMEOUT = datetime.timedelta(seconds=30)
 
@@ -39,6 +40,11 @@ def _embedding(task: str) -> torch.Tensor:
     return clustered_embedding(1200, 256 if task == "projected" else 96, clusters=20, directions=4, seed=3)
 
 
+def _few_distinct_rows() -> torch.Tensor:
+    # 5 distinct rows, 8 copies each: a coreset of 20 has more slots than distinct rows.
+    return torch.randn(5, 12, generator=torch.Generator().manual_seed(6)).repeat(8, 1)
+
+
 def _queries() -> torch.Tensor:
     return torch.randn(30, 96, generator=torch.Generator().manual_seed(4)) * 4
 
@@ -54,7 +60,11 @@ def _worker(rank: int, world: int, store_dir: str, task: str, result_dir: str) -
         if task == "fail" and rank == world - 1:
             raise RuntimeError("simulated failure of the last rank")
         if task == "projected":
-            result = distributed_coreset(embedding[first:last], 0.05, seed=11, progress=False)
+            few_first, few_last = _shards(40, world)[rank]
+            result = (
+                distributed_coreset(embedding[first:last], 0.05, seed=11, progress=False),
+                distributed_coreset(_few_distinct_rows()[few_first:few_last], 0.5, seed=5, progress=False),
+            )
         elif task == "nn":
             result = sharded_nearest_neighbors(_queries(), embedding[first:last], k=5)
         else:
@@ -102,7 +112,14 @@ def test_distributed_coreset_projects_identically_on_every_rank(tmp_path):
     assert features.shape == (1200, 175)
     start = int(torch.randint(1200, (1,), generator=torch.Generator().manual_seed(11)))
     expected = _single_process_selection(features.float().contiguous(), 60, start)
-    assert torch.load(result_dir / "rank0.pt") == expected == torch.load(result_dir / "rank1.pt")
+    # Repeated picks (more slots than distinct rows) are replaced alike in one process and many.
+    few = KCenterGreedy(_few_distinct_rows(), 0.5, seed=5).select_coreset_idxs()
+    assert len(few) == 20 and len(set(few)) == 20
+    assert {index % 5 for index in few[:5]} == set(range(5))  # one copy of each distinct row first
+    for r in range(2):
+        projected, few_distinct = torch.load(result_dir / f"rank{r}.pt")
+        assert projected == expected
+        assert few_distinct == few
 
 
 def test_a_failing_rank_surfaces_as_an_error_not_a_hang(tmp_path):
@@ -145,11 +162,9 @@ def test_distributed_benchmark_reports_times_and_identity():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(), reason="no CUDA device with NCCL")
-def test_distributed_coreset_on_nccl_cuda_equals_seeded_coreset(tmp_path):
+def test_distributed_coreset_on_nccl_cuda_equals_the_seeded_one_process_coreset(tmp_path):
     # World size 1 on NCCL: the collective path of the GPU backend (all-reduce of packed keys,
     # broadcast of center rows) must give the one-process selection on the same device.
-    from anomaly_kernels.distributed.coreset import seeded_coreset
-
     embedding = torch.randn(20_000, 256, generator=torch.Generator().manual_seed(3)).cuda()
     dist.init_process_group("nccl", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1,
                             device_id=torch.device("cuda", 0))
@@ -157,4 +172,4 @@ def test_distributed_coreset_on_nccl_cuda_equals_seeded_coreset(tmp_path):
         sharded = distributed_coreset(embedding, 0.05, seed=7, progress=False)
     finally:
         dist.destroy_process_group()
-    assert sharded == seeded_coreset(embedding, 0.05, seed=7, progress=False)
+    assert sharded == KCenterGreedy(embedding, 0.05, seed=7, progress=False).select_coreset_idxs()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from anomaly_kernels.models import nearest_neighbors
+from anomaly_kernels.components.search import nearest_neighbors
 
 
 def random_rows(seed: int, rows: int, dims: int = 12) -> torch.Tensor:

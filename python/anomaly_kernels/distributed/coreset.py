@@ -6,6 +6,10 @@ then the ranks agree on the global farthest row with one all-reduce (MAX) of a p
 the distance's float bits in the high half, the complemented global row index in the low half,
 so the largest key is the farthest row with the smallest index, exactly as in one process. The
 owner of that row broadcasts it; it becomes the next center.
+
+The size, seeded projection and start row, and the replacement of repeated picks follow
+:mod:`anomaly_kernels.components.sampling.coreset_rules`, as the one-process
+:class:`~anomaly_kernels.components.sampling.KCenterGreedy` does.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from tqdm.auto import tqdm
 
 from anomaly_kernels import ops
 from anomaly_kernels._validation import all_finite
+from anomaly_kernels.components.sampling import KCenterGreedy
+from anomaly_kernels.components.sampling import coreset_rules
 
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
@@ -75,8 +81,10 @@ def sharded_k_center_greedy(
             "communication" (broadcast + all-reduce, including waiting for other ranks).
 
     Returns:
-        ``coreset_size`` global row indices in selection order, identical to a single process
-        running the same selection on all rows concatenated.
+        ``coreset_size`` distinct global row indices in selection order, identical to a single
+        process running the same selection on all rows concatenated (repeated picks, made only
+        once every row is at distance 0, are replaced as
+        :func:`~anomaly_kernels.components.sampling.coreset_rules.distinct_picks` says).
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised: call torch.distributed.init_process_group first")
@@ -129,40 +137,14 @@ def sharded_k_center_greedy(
                 timings["step"] = timings.get("step", 0.0) + (t2 - t1)
                 timings["communication"] = timings.get("communication", 0.0) + (t1 - t0) + (time.perf_counter() - t2)
             bar.update(1)
-    return chosen
+    return coreset_rules.distinct_picks(chosen, total)
 
 
-def coreset_projection(total: int, dims: int, seed: int):
-    """The projection PatchCore's seeded coreset measures distances in, or ``None`` for none.
-
-    ``SparseRandomProjection(eps=0.9, random_state=seed)`` sized by the Johnson-Lindenstrauss
-    bound on ``total`` rows, when that bound is below ``dims`` (as :class:`KCenterGreedy` decides);
-    every rank building it with the same arguments gets the same matrix.
-    """
-    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
-    from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
-
-    if johnson_lindenstrauss_min_dim(total, 0.9) >= dims:
-        return None
-    projection = SparseRandomProjection(eps=0.9, random_state=seed)
-    projection.fit(torch.empty(total, dims, device="meta"))  # only the shape matters
-    return projection
-
-
-def coreset_start(total: int, seed: int) -> int:
-    """The first center of the seeded coreset: a row in [0, total) drawn from ``Generator().manual_seed(seed)``."""
-    return int(torch.randint(total, (1,), generator=torch.Generator().manual_seed(seed)))
-
-
-def _check_coreset_arguments(embedding: torch.Tensor, sampling_ratio: float, name: str) -> None:
+def _check_embedding(embedding: torch.Tensor, name: str) -> None:
     if not isinstance(embedding, torch.Tensor) or embedding.dim() != 2 or not embedding.is_floating_point():
         raise ValueError(
             f"{name} must be a floating (n, D) tensor, got {getattr(embedding, 'shape', type(embedding).__name__)}"
         )
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, float)):
-        raise TypeError(f"sampling_ratio must be a float in (0, 1], got {sampling_ratio!r}")
-    if not 0.0 < sampling_ratio <= 1.0:
-        raise ValueError(f"sampling_ratio must be in (0, 1], got {sampling_ratio}")
 
 
 def distributed_coreset(
@@ -174,33 +156,33 @@ def distributed_coreset(
 ) -> List[int]:
     """PatchCore's coreset of a memory bank sharded over ranks: projection + sharded selection.
 
-    Every rank builds the same SparseRandomProjection (:func:`coreset_projection`: eps 0.9,
-    ``random_state=seed``, sized by the global row count) and projects its own rows, then
-    :func:`sharded_k_center_greedy` runs from the start row :func:`coreset_start` draws from
-    ``torch.Generator().manual_seed(seed)``. The selection equals :func:`seeded_coreset` (one
-    process) on the concatenated bank.
+    Every rank builds the same SparseRandomProjection (:func:`~anomaly_kernels.components.sampling.
+    coreset_rules.coreset_projection`: eps 0.9, ``random_state=seed``, sized by the global row
+    count) and projects its own rows, then :func:`sharded_k_center_greedy` runs from the start row
+    drawn from ``torch.Generator().manual_seed(seed)``. The selection equals
+    ``KCenterGreedy(embedding, sampling_ratio, seed=seed).select_coreset_idxs()`` (one process)
+    on the concatenated bank.
 
     Args:
         local_embedding: (n_r, D) rows of this rank (n_r may be 0).
         sampling_ratio: fraction of all rows to keep, in (0, 1].
-        seed: shared seed of the projection and the start row.
+        seed: shared seed of the projection and the start row, an int in [0, 2**63).
 
     Returns:
-        ``int(N * sampling_ratio)`` global row indices (rank order numbering).
+        ``int(N * sampling_ratio)`` distinct global row indices (rank order numbering).
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised: call torch.distributed.init_process_group first")
-    _check_coreset_arguments(local_embedding, sampling_ratio, "local_embedding")
+    _check_embedding(local_embedding, "local_embedding")
+    seed = coreset_rules.check_seed(seed)
     group = process_group if process_group is not None else dist.group.WORLD
     sizes, dims = shard_layout(local_embedding.shape[0], local_embedding.shape[1], group, local_embedding.device)
     total = int(sizes.sum())
-    coreset_size = int(total * sampling_ratio)
-    if coreset_size < 1:
-        raise ValueError(f"sampling_ratio {sampling_ratio} of {total} rows selects no row")
-    projection = coreset_projection(total, dims, seed)
+    size = coreset_rules.coreset_size(total, sampling_ratio)
+    projection = coreset_rules.coreset_projection(total, dims, seed)
     features = local_embedding if projection is None else projection.transform(local_embedding)
-    start = coreset_start(total, seed)
-    return sharded_k_center_greedy(features.to(torch.float32), coreset_size, start, group, progress)
+    start = coreset_rules.seeded_start(total, seed)
+    return sharded_k_center_greedy(features.to(torch.float32), size, start, group, progress)
 
 
 def seeded_coreset(
@@ -208,35 +190,18 @@ def seeded_coreset(
 ) -> List[int]:
     """The coreset :func:`distributed_coreset` selects, computed by one process holding all rows.
 
-    Same projection (:func:`coreset_projection`), same start row (:func:`coreset_start`, returned
-    first), same greedy rule (farthest row, ties to the smallest index), run by the native
-    selection passes of :class:`KCenterGreedy`. A model fitted on one device with a seed thus
-    keeps the memory bank of a multi-process fit with that seed over the same rows in rank order.
-    Like the sharded selection (and unlike :class:`KCenterGreedy`), picks are returned as made:
-    a coreset larger than the number of distinct rows repeats rows once all are at distance 0.
+    The same as ``KCenterGreedy(embedding, sampling_ratio, seed=seed).select_coreset_idxs()``,
+    which is where the one-process selection lives; kept here beside its multi-process twin.
 
     Args:
         embedding: (N, D) floating rows.
         sampling_ratio: fraction of rows to keep, in (0, 1]; ``int(N * ratio)`` must be >= 1.
-        seed: seed of the projection and the start row.
+        seed: seed of the projection and the start row, an int in [0, 2**63).
         progress: show a progress bar (``None``: only on a terminal).
 
     Returns:
-        ``int(N * sampling_ratio)`` row indices in selection order.
+        ``int(N * sampling_ratio)`` distinct row indices in selection order.
     """
-    _check_coreset_arguments(embedding, sampling_ratio, "embedding")
-    total, dims = embedding.shape
-    coreset_size = int(total * sampling_ratio)
-    if coreset_size < 1:
-        raise ValueError(f"sampling_ratio {sampling_ratio} of {total} rows selects no row")
-    if not all_finite(embedding):
-        raise ValueError("embedding contains NaN or infinite values")
-    projection = coreset_projection(total, dims, seed)
-    features = (embedding if projection is None else projection.transform(embedding)).to(torch.float32).contiguous()
-    from anomaly_kernels.components.sampling.k_center_greedy import run_greedy_passes
-
-    centers = torch.empty(coreset_size, dtype=torch.int64)
-    centers[0] = coreset_start(total, seed)
-    centers = centers.to(features.device)
-    run_greedy_passes(features, centers, 1, coreset_size, True, progress, "k-center greedy (seeded)")
-    return centers.tolist()
+    _check_embedding(embedding, "embedding")
+    sampler = KCenterGreedy(embedding, sampling_ratio, progress=progress, seed=coreset_rules.check_seed(seed))
+    return sampler.select_coreset_idxs()

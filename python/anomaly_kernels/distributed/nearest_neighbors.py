@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from anomaly_kernels.components.search import nearest_neighbors
 from anomaly_kernels.distributed.coreset import shard_layout
-from anomaly_kernels.models.nearest_neighbors import nearest_neighbors
 
 
 def merge_candidates(distances: torch.Tensor, indices: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:

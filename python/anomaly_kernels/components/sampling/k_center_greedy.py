@@ -9,9 +9,16 @@ import torch
 from tqdm.auto import tqdm
 
 from anomaly_kernels import ops
-from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
-from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
 from anomaly_kernels._validation import all_finite
+from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.components.sampling.coreset_rules import (
+    PROJECTION_EPS,
+    check_seed,
+    coreset_size,
+    distinct_picks,
+    projects_features,
+    seeded_start,
+)
 
 # Target duration of one native call between progress-bar updates.
 CHUNK_SECONDS = 0.25
@@ -42,15 +49,21 @@ class KCenterGreedy:
             default) is exact; bfloat16 halves the memory and the bytes read per iteration, and
             the selection is then that of the bfloat16-rounded features: approximate (a
             different but equally valid coreset on near-ties, coverage radius within about 1%).
+        seed: ``None`` (default): the projection and the start row come from torch's global RNG.
+            An int in [0, 2**63): the projection is ``SparseRandomProjection(eps=0.9,
+            random_state=seed)`` and the start row is drawn from ``Generator().manual_seed(seed)``
+            (:mod:`~anomaly_kernels.components.sampling.coreset_rules`), independent of the global
+            RNG; :func:`anomaly_kernels.distributed.distributed_coreset` makes the same choices, so
+            with the same seed it selects the same rows from rows sharded over processes.
 
-    Start point: with no ``selected_idxs``, the first center is a random row drawn from the
-    torch RNG (``torch.manual_seed`` makes the selection reproducible) and it is part of the
-    returned coreset, so the coreset covers every row including the start. This differs from
-    anomalib 0.3.x, which left the start row out.
+    Start point: with no ``selected_idxs``, the first center is a random row (see ``seed``) and
+    it is part of the returned coreset, so the coreset covers every row including the start.
+    This differs from anomalib 0.3.x, which left the start row out.
 
     Distances are Euclidean (not squared); ties go to the smallest row index. Returned indices
     are distinct: if the coreset size exceeds the number of distinct rows, the remaining slots
-    take the smallest unselected indices (every row is then already at distance 0).
+    take the smallest unselected indices (every row is then already at distance 0; see
+    :func:`~anomaly_kernels.components.sampling.coreset_rules.distinct_picks`).
 
     Example:
         >>> embedding = torch.randn(1000, 64)
@@ -69,6 +82,7 @@ class KCenterGreedy:
         progress: Optional[bool] = None,
         prune: bool = True,
         feature_dtype: torch.dtype = torch.float32,
+        seed: Optional[int] = None,
     ) -> None:
         if not isinstance(embedding, torch.Tensor):
             raise TypeError(f"embedding must be a torch.Tensor, got {type(embedding).__name__}")
@@ -78,36 +92,30 @@ class KCenterGreedy:
             raise ValueError(f"embedding must not be empty, got shape {tuple(embedding.shape)}")
         if not embedding.is_floating_point():
             raise TypeError(f"embedding must be a floating tensor, got {embedding.dtype}")
-        if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, float)):
-            raise TypeError(f"sampling_ratio must be a float in (0, 1], got {sampling_ratio!r}")
-        if not 0.0 < sampling_ratio <= 1.0:
-            raise ValueError(f"sampling_ratio must be in (0, 1], got {sampling_ratio}")
-        coreset_size = int(embedding.shape[0] * sampling_ratio)
-        if coreset_size < 1:
-            raise ValueError(
-                f"sampling_ratio {sampling_ratio} of {embedding.shape[0]} rows selects no row; "
-                f"use a ratio of at least {1.0 / embedding.shape[0]:.3g}"
-            )
+        size = coreset_size(embedding.shape[0], sampling_ratio)
+        if seed is not None:
+            seed = check_seed(seed)
         if not all_finite(embedding):
             raise ValueError("embedding contains NaN or infinite values")
 
         self.embedding = embedding
         self.sampling_ratio = sampling_ratio
-        self.coreset_size = coreset_size
+        self.coreset_size = size
+        self.seed = seed
         self.n_observations = embedding.shape[0]
         self.progress = progress
         self.prune = prune
         if feature_dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"feature_dtype must be torch.float32 or torch.bfloat16, got {feature_dtype}")
         self.feature_dtype = feature_dtype
-        self.model = SparseRandomProjection(eps=0.9)
+        self.model = SparseRandomProjection(eps=PROJECTION_EPS, random_state=seed)
         self.features: Optional[torch.Tensor] = None
         self.min_distances: Optional[torch.Tensor] = None
 
     def _prepare_features(self) -> torch.Tensor:
         """(N, d) contiguous features (in ``feature_dtype``) the distances are measured on."""
         n, dims = self.embedding.shape[0], self.embedding[0].numel()
-        if self.embedding.dim() == 2 and johnson_lindenstrauss_min_dim(n, self.model.eps) < dims:
+        if self.embedding.dim() == 2 and projects_features(n, dims):
             self.model.fit(self.embedding)
             features = self.model.transform(self.embedding)
         else:
@@ -154,21 +162,28 @@ class KCenterGreedy:
 
         Args:
             selected_idxs: rows already chosen (they count as centers and are not returned).
-                ``None`` or empty: start from a random row, which is returned first.
+                ``None`` or empty: start from a random row (see ``seed``), which is returned first.
 
         Returns:
             ``coreset_size`` distinct row indices, in the order they were chosen.
         """
         selected_idxs = [int(i) for i in (selected_idxs or [])]
+        n = self.n_observations
         for index in selected_idxs:
-            if not 0 <= index < self.n_observations:
-                raise ValueError(f"selected_idxs must be row indices in [0, {self.n_observations}), got {index}")
+            if not 0 <= index < n:
+                raise ValueError(f"selected_idxs must be row indices in [0, {n}), got {index}")
+        if len(set(selected_idxs)) + self.coreset_size > n:
+            raise ValueError(
+                f"selected_idxs must leave at least coreset_size ({self.coreset_size}) of the {n} rows unselected, "
+                f"got {len(set(selected_idxs))} selected rows"
+            )
         self.features = self._prepare_features()
-        n = self.features.shape[0]
         device = self.features.device
-        # centers = the given centers (selected_idxs, or the random start) followed by the picks;
+        # centers = the given centers (selected_idxs, or the start row) followed by the picks;
         # the native passes fill it in place, so indices never leave the device mid-selection.
-        given = selected_idxs or [int(torch.randint(n, (1,)).item())]
+        # The start is drawn after the projection: without a seed both come from the global RNG,
+        # in this order.
+        given = selected_idxs or [self._start_row()]
         centers = torch.empty(len(given) + self.coreset_size - (0 if selected_idxs else 1), dtype=torch.int64)
         centers[: len(given)] = torch.tensor(given)
         centers = centers.to(device)
@@ -176,7 +191,13 @@ class KCenterGreedy:
             self.features, centers, len(given), self.coreset_size, self.prune, self.progress, "k-center greedy"
         )
         picks = centers[len(given) - (0 if selected_idxs else 1) :]
-        return _make_distinct(picks.tolist(), n, exclude=set(selected_idxs))
+        return distinct_picks(picks.tolist(), n, exclude=selected_idxs)
+
+    def _start_row(self) -> int:
+        """The first center: from ``seed`` when given, else from torch's global RNG."""
+        if self.seed is not None:
+            return seeded_start(self.n_observations, self.seed)
+        return int(torch.randint(self.n_observations, (1,)).item())
 
     def sample_coreset(self, selected_idxs: Optional[List[int]] = None) -> torch.Tensor:
         """The coreset rows of the original embedding: (coreset_size, *embedding.shape[1:])."""
@@ -237,21 +258,3 @@ def run_greedy_passes(
     passes(last, last + 1, pick=False)  # the last pick covers itself: the distances are final
     return min_distances
 
-
-def _make_distinct(indices: List[int], n: int, exclude: set) -> List[int]:
-    """Replace repeated picks by the smallest unused row indices.
-
-    The greedy step only repeats a pick once every row is at distance 0 from the coreset (more
-    coreset slots than distinct rows); any unused row is then an equally good choice.
-    """
-    seen = set(exclude)
-    repeats = []
-    for position, index in enumerate(indices):
-        if index in seen:
-            repeats.append(position)
-        seen.add(index)
-    if repeats:
-        spare = (i for i in range(n) if i not in seen)
-        for position in repeats:
-            indices[position] = next(spare)
-    return indices
