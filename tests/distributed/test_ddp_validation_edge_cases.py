@@ -24,15 +24,15 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchmetrics import Metric
 
-from anomaly_kernels.distributed import lightning_ddp
-from anomaly_kernels.distributed.lightning_ddp import (
+from anomaly_kernels.lightning import ddp
+from anomaly_kernels.lightning import one_pass_module
+from anomaly_kernels.lightning.ddp import (
     backend_device_types,
     cpu_capable_group,
     keep_reduced_metric_states,
 )
 from anomaly_kernels.metrics import MinMax
 from anomaly_kernels.models import PaDiM
-from anomaly_kernels.models import one_pass_module
 from support.lightning_noise import DDP_NOISE
 from support.toy_defects import SIZE
 from test_ddp_training import (
@@ -348,7 +348,7 @@ def test_an_nccl_only_group_without_gloo_is_an_error_naming_the_fix(monkeypatch,
 
 def test_metrics_synchronise_over_the_given_group_only_inside_the_block():
     metrics: list[Metric] = [MinMax(), MinMax(process_group="previous")]
-    with lightning_ddp.metrics_synchronised_over(metrics, "epoch-end group"):
+    with ddp.metrics_synchronised_over(metrics, "epoch-end group"):
         assert [metric.process_group for metric in metrics] == ["epoch-end group"] * 2
     assert [metric.process_group for metric in metrics] == [None, "previous"]
 

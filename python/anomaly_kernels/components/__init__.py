@@ -2,7 +2,8 @@
 
 Every class is importable from here and from its subpackage (``base``,
 ``dimensionality_reduction``, ``feature_extractors``, ``filters``, ``freia``, ``layers``,
-``sampling``, ``stats``). ``AnomalyModule`` is loaded on first access because it imports
+``sampling``, ``stats``; the nearest-neighbour search is in ``search``). ``AnomalyModule``
+lives in :mod:`anomaly_kernels.lightning` and is loaded on first access because it imports
 pytorch_lightning.
 """
 
@@ -28,7 +29,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "AnomalyModule":
-        from anomaly_kernels.components.base import AnomalyModule
+        from anomaly_kernels.lightning.anomaly_module import AnomalyModule
 
         return AnomalyModule
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

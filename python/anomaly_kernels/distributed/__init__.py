@@ -2,7 +2,8 @@
 
 :func:`sharded_k_center_greedy` and :func:`distributed_coreset` select a coreset from a memory
 bank whose rows are spread over the ranks of a process group, with the same result as one
-process holding all rows (:func:`seeded_coreset` is that one-process selection);
+process holding all rows (:func:`seeded_coreset`, or ``KCenterGreedy(..., seed=seed)``, is that
+one-process selection);
 :func:`gather_selected_rows` then assembles the selected rows on every rank, and
 :func:`all_gather_rows` every rank's rows. :func:`distributed_gaussian_fit` fits PaDiM's
 per-position Gaussians from summed moments of embeddings spread over the ranks.
@@ -10,9 +11,9 @@ per-position Gaussians from summed moments of embeddings spread over the ranks.
 top-k per rank and one global merge.
 
 Multi-process training of the Lightning models (``Trainer(strategy="ddp" | "ddp_spawn")``):
-:mod:`~anomaly_kernels.distributed.lightning_ddp` holds what the models need from the
-strategy, and :class:`ContiguousDistributedSampler` splits a data set over the ranks without
-the repeats of Lightning's default sampler.
+:class:`ContiguousDistributedSampler` splits a data set over the ranks without the repeats of
+Lightning's default sampler; what the models need from Lightning's strategy is in
+:mod:`anomaly_kernels.lightning.ddp`, above this package (nothing here imports Lightning).
 """
 
 from anomaly_kernels.distributed.coreset import distributed_coreset, seeded_coreset, sharded_k_center_greedy

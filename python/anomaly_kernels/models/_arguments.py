@@ -70,15 +70,6 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_ratio(name: str, value: Any) -> float:
-    """``value`` as a float in (0, 1], or a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in (0, 1], got {value!r}")
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
-    return float(value)
-
-
 def check_finite_real(name: str, value: Any) -> float:
     """``value`` as a finite float, or a TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

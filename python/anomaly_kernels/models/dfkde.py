@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from anomaly_kernels.components.dimensionality_reduction import PCA
 from anomaly_kernels.components.stats import GaussianKDE
+from anomaly_kernels.lightning.one_pass_module import OnePassAnomalyModule
 from anomaly_kernels.models._arguments import check_finite_real, check_positive_int
 from anomaly_kernels.models.backbone import FrozenBackboneModel
-from anomaly_kernels.models.one_pass_module import OnePassAnomalyModule
 
 FEATURE_SCALING_METHODS = ("norm", "scale")
 # Seed of the sub-sampling of training points: the same training set always keeps the same rows.

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from anomaly_kernels.components.stats import MultiVariateGaussian
 from anomaly_kernels.components.stats.multi_variate_gaussian import _COVARIANCE_RIDGE
 from anomaly_kernels.distributed.gaussian_fit import distributed_gaussian_fit
+from anomaly_kernels.lightning.one_pass_module import OnePassAnomalyModule
 from anomaly_kernels.models._arguments import check_input_size, check_positive_int
 from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
 from anomaly_kernels.models.backbone import FrozenBackboneModel
-from anomaly_kernels.models.one_pass_module import OnePassAnomalyModule
 
 # Number of randomly kept channels the PaDiM paper uses for its two backbones.
 DEFAULT_N_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import numbers
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from anomaly_kernels.components.sampling import KCenterGreedy
-from anomaly_kernels.distributed.coreset import distributed_coreset, seeded_coreset
-from anomaly_kernels.distributed.lightning_ddp import shared_seed
+from anomaly_kernels.components.sampling.coreset_rules import check_sampling_ratio, check_seed
+from anomaly_kernels.components.search import nearest_neighbors
+from anomaly_kernels.distributed.coreset import distributed_coreset
 from anomaly_kernels.distributed.row_gather import gather_selected_rows
-from anomaly_kernels.models._arguments import check_input_size, check_positive_int, check_ratio
+from anomaly_kernels.lightning.ddp import shared_seed
+from anomaly_kernels.lightning.one_pass_module import OnePassAnomalyModule
+from anomaly_kernels.models._arguments import check_input_size, check_positive_int
 from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
 from anomaly_kernels.models.backbone import FrozenBackboneModel
-from anomaly_kernels.models.nearest_neighbors import nearest_neighbors
-from anomaly_kernels.models.one_pass_module import OnePassAnomalyModule
 
 # PatchCore smooths its upsampled patch scores with a Gaussian of this standard deviation (pixels).
 _MAP_SIGMA = 4.0
@@ -27,11 +26,7 @@ _MAP_SIGMA = 4.0
 
 def check_coreset_seed(seed: Any) -> int:
     """``seed`` as an int in [0, 2**63), or a TypeError/ValueError naming ``coreset_seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"coreset_seed must be an int in [0, 2**63) or None, got {seed!r}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"coreset_seed must be in [0, 2**63), got {seed}")
-    return int(seed)
+    return check_seed(seed, "coreset_seed")
 
 
 def reweighted_image_scores(
@@ -193,20 +188,16 @@ class PatchcoreModel(FrozenBackboneModel):
             embedding: (N, D) training patch features.
             sampling_ratio: fraction in (0, 1]; the bank keeps ``int(N * sampling_ratio)`` rows
                 (at least 1 is required).
-            seed: ``None``: :class:`KCenterGreedy`, whose projection and start row come from
-                torch's RNG (seed it for reproducible banks). An int: the seeded selection of
-                :func:`~anomaly_kernels.distributed.seeded_coreset` (projection
-                ``random_state=seed``, start row from ``Generator().manual_seed(seed)``), the one
-                :meth:`subsample_embedding_distributed` makes over ranks with the same seed.
+            seed: the ``seed`` of :class:`KCenterGreedy`. ``None``: the projection and start
+                row come from torch's RNG (seed it for reproducible banks). An int: projection
+                ``random_state=seed`` and start row from ``Generator().manual_seed(seed)``, the
+                choice :meth:`subsample_embedding_distributed` makes over ranks with the same seed.
         """
-        sampling_ratio = check_ratio("sampling_ratio", sampling_ratio)
         self._check_embedding(embedding, "embedding")
-        if seed is None:
-            sampler = KCenterGreedy(embedding=embedding, sampling_ratio=sampling_ratio)
-            self.memory_bank = sampler.sample_coreset().contiguous()
-            return
-        indices = seeded_coreset(embedding, sampling_ratio, check_coreset_seed(seed))
-        self.memory_bank = embedding[indices].contiguous()
+        if seed is not None:
+            seed = check_coreset_seed(seed)
+        sampler = KCenterGreedy(embedding=embedding, sampling_ratio=sampling_ratio, seed=seed)
+        self.memory_bank = sampler.sample_coreset().contiguous()
 
     def subsample_embedding_distributed(
         self,
@@ -230,7 +221,6 @@ class PatchcoreModel(FrozenBackboneModel):
             seed: the projection and start-row seed, the same on every rank.
             process_group: the group (default: the default group).
         """
-        sampling_ratio = check_ratio("sampling_ratio", sampling_ratio)
         self._check_embedding(local_embedding, "local_embedding")
         indices = distributed_coreset(local_embedding, sampling_ratio, check_coreset_seed(seed), process_group)
         self.memory_bank = gather_selected_rows(local_embedding, indices, process_group).contiguous()
@@ -329,7 +319,7 @@ class PatchCore(OnePassAnomalyModule):
         coreset_seed: Optional[int] = None,
         **anomaly_module_options: Any,
     ) -> None:
-        coreset_sampling_ratio = check_ratio("coreset_sampling_ratio", coreset_sampling_ratio)
+        coreset_sampling_ratio = check_sampling_ratio(coreset_sampling_ratio, "coreset_sampling_ratio")
         if coreset_seed is not None:
             coreset_seed = check_coreset_seed(coreset_seed)
         super().__init__(**anomaly_module_options)

@@ -1,7 +1,8 @@
 """Base classes: :class:`DynamicBufferModule` and the Lightning :class:`AnomalyModule`.
 
-``AnomalyModule`` is imported on first use: it pulls in pytorch_lightning, which costs seconds,
-and most users of the kernels never need it.
+``AnomalyModule`` lives in :mod:`anomaly_kernels.lightning` (the layer above the components);
+this documented path loads it on first use: it pulls in pytorch_lightning, which costs
+seconds, and most users of the kernels never need it.
 """
 
 from anomaly_kernels.components.base.dynamic_module import DynamicBufferModule
@@ -11,7 +12,7 @@ __all__ = ["AnomalyModule", "DynamicBufferModule"]
 
 def __getattr__(name: str):
     if name == "AnomalyModule":
-        from anomaly_kernels.components.base.anomaly_module import AnomalyModule
+        from anomaly_kernels.lightning.anomaly_module import AnomalyModule
 
         return AnomalyModule
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
