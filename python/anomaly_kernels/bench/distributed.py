@@ -18,14 +18,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from anomaly_kernels.distributed import sharded_k_center_greedy
+from anomaly_kernels.reference import kcenter_greedy
+
 
 def _bank(rows: int, dims: int) -> torch.Tensor:
     return torch.randn(rows, dims, generator=torch.Generator().manual_seed(0))
 
 
 def _worker(rank: int, world: int, store: str, rows: int, dims: int, coreset: int, threads: int, out: str) -> None:
-    from anomaly_kernels.distributed import sharded_k_center_greedy
-
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
@@ -47,8 +48,6 @@ def _worker(rank: int, world: int, store: str, rows: int, dims: int, coreset: in
 
 def run_distributed_benchmark(processes: List[int], rows: int, dims: int, coreset: int) -> List[dict]:
     """Time the sharded selection for each process count; returns one record per count."""
-    from anomaly_kernels.reference import kcenter_greedy
-
     expected = kcenter_greedy(_bank(rows, dims), coreset, 0).tolist()
     cores = os.cpu_count() or 1
     records = []
