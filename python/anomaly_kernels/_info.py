@@ -6,10 +6,6 @@ import torch
 
 from anomaly_kernels import _build_info
 
-# Operators with a CPU kernel only (see DESIGN.md, "Operators with one device kernel").
-CPU_ONLY_OPERATORS = frozenset({"gaussian_fit"})
-
-
 def operators() -> list[str]:
     """Names of every operator the extension registered (each has a CPU kernel)."""
     prefix = "anomaly_kernels::"
@@ -30,7 +26,7 @@ def build_info() -> dict:
     Returns:
         dict with ``torch_built_against`` (torch version of the headers), ``torch_running``,
         ``stable_abi_target``, ``cuda_compiled`` (CUDA kernels inside the binary), ``operators``,
-        ``cuda_registered`` (each operator meant to have one has a CUDA kernel), ``cuda_archs``,
+        ``cuda_registered`` (every operator has a CUDA kernel), ``cuda_archs``,
         ``nvcc``, ``cuda_available`` (a GPU is usable now), ``cxx_compiler``, ``build_type``,
         ``parallel_backend`` and ``cpu_threads`` (what the CPU kernels run on).
 
@@ -52,7 +48,7 @@ def build_info() -> dict:
         "stable_abi_target": _build_info.STABLE_ABI_TARGET,
         "cuda_compiled": _build_info.CUDA_COMPILED,
         "operators": names,
-        "cuda_registered": all(_has_kernel(op, "CUDA") for op in names if op not in CPU_ONLY_OPERATORS),
+        "cuda_registered": all(_has_kernel(op, "CUDA") for op in names),
         "cuda_archs": [a for a in _build_info.CUDA_ARCHS.split(";") if a],
         "nvcc": _build_info.NVCC_VERSION,
         "cuda_available": torch.cuda.is_available(),
