@@ -205,6 +205,28 @@ class KCenterGreedy:
         return self.embedding[idxs]
 
 
+def pad_to_vector_rows(features: torch.Tensor) -> torch.Tensor:
+    """(N, d) rows widened with zero columns to a multiple of 16 bytes; distances are unchanged.
+
+    The CUDA passes read a row with 16-byte loads only when every row starts on a 16-byte
+    boundary; a 303-float row (PatchCore's projection of 219,520 rows) would take the scalar path,
+    about 20 % slower per pass. One copy per selection, against thousands of passes.
+
+    Args:
+        features: (N, d) contiguous float32 or bfloat16 rows.
+
+    Returns:
+        ``features`` itself when d already fits, else a new (N, d') tensor, d' > d.
+    """
+    per_vector = 16 // features.element_size()
+    width = features.shape[1]
+    if width % per_vector == 0:
+        return features
+    padded = features.new_zeros(features.shape[0], width + (-width) % per_vector)
+    padded[:, :width] = features
+    return padded
+
+
 def run_greedy_passes(
     features: torch.Tensor,
     centers: torch.Tensor,
@@ -228,6 +250,8 @@ def run_greedy_passes(
     Returns:
         (N,) float32 distance of every row to its nearest center, all centers included.
     """
+    if features.is_cuda:
+        features = pad_to_vector_rows(features)
     n, dims = features.shape
     min_distances = torch.full((n,), float("inf"), dtype=torch.float32, device=features.device)
     nearest = torch.full((n,), -1, dtype=torch.int32, device=features.device)
