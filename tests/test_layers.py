@@ -65,11 +65,12 @@ DEFERRED_FOR_A_REASON: Dict[Tuple[str, str], str] = {
         "--help, --version and argument errors answer before the benchmark cases load",
     ("anomaly_kernels.cli", "anomaly_kernels.bench.distributed"):
         "--help, --version and argument errors answer before the benchmark cases load",
-    ("anomaly_kernels.bench.cases", "cv2"): "optional dependency: the OpenCV case exists only where it imports",
     ("anomaly_kernels.pipeline.backbone_weights", "timm"):
         "inside the look-up's try: any failure to look means 'not cached'",
     ("anomaly_kernels.pipeline.backbone_weights", "huggingface_hub"):
         "inside the look-up's try: any failure to look means 'not cached'",
+    ("anomaly_kernels.bench.cases", "cv2"):
+        "optional: the OpenCV blur case exists only where OpenCV is installed",
 }
 
 # Imports inside functions that no reason above covers: each belongs at the top of its module.
@@ -80,18 +81,6 @@ NOT_YET_AT_MODULE_LEVEL: Set[Tuple[str, str]] = {
     ("anomaly_kernels.data.datamodule", "anomaly_kernels.distributed"),
     ("anomaly_kernels.pipeline.fit", "anomaly_kernels.models.padim"),
     ("anomaly_kernels.pipeline.models", "anomaly_kernels.models"),
-    ("anomaly_kernels.bench.cases", "anomaly_kernels.components.dimensionality_reduction"),
-    ("anomaly_kernels.bench.cases", "anomaly_kernels.components.dimensionality_reduction.random_projection"),
-    ("anomaly_kernels.bench.cases", "anomaly_kernels.components.filters"),
-    ("anomaly_kernels.bench.cases", "anomaly_kernels.components.sampling"),
-    ("anomaly_kernels.bench.cases", "numpy"),
-    ("anomaly_kernels.bench.cases", "torch.nn.functional"),
-    ("anomaly_kernels.bench.gpu_compare", "anomaly_kernels.bench.cases"),
-    ("anomaly_kernels.bench.gpu_compare", "anomaly_kernels.bench.runner"),
-    ("anomaly_kernels.bench.gpu_compare", "anomaly_kernels.components.dimensionality_reduction"),
-    ("anomaly_kernels.bench.gpu_compare", "anomaly_kernels.components.dimensionality_reduction.random_projection"),
-    ("anomaly_kernels.bench.gpu_compare", "anomaly_kernels.components.filters.upsample_blur"),
-    ("anomaly_kernels.bench.gpu_compare", "anomaly_kernels.components.sampling"),
 }
 
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, List, Tuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from anomaly_kernels import ops, reference
+from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
+from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
+from anomaly_kernels.components.sampling import KCenterGreedy
 
 
 @dataclass
@@ -101,8 +107,6 @@ def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float, data: str =
 
     ``data``: "iid" Gaussian rows (nothing can be pruned) or "clustered" feature-like rows.
     """
-    from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
-    from anomaly_kernels.components.sampling import KCenterGreedy
 
     if data == "clustered":
         embedding = clustered_embedding(n, dim).to(device)
@@ -147,7 +151,6 @@ def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float, data: str =
 
 def sparse_projection_case(device: str, n: int, dim: int) -> Case:
     """SparseRandomProjection.transform (eps 0.9, as KCenterGreedy uses) vs the dense product."""
-    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
 
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0)).to(device)
     projection = SparseRandomProjection(eps=0.9, random_state=0).fit(x)
@@ -214,7 +217,6 @@ def kde_case(device: str, n: int, d: int, m: int) -> Case:
 
 def gaussian_blur_case(device: str, batch: int, side: int, sigma: float = 4.0) -> Case:
     """Anomaly-map smoothing: (batch, 1, side, side), 2*int(4 sigma + 0.5) + 1 taps."""
-    from anomaly_kernels.components.filters import GaussianBlur2d
 
     taps = 2 * int(4 * sigma + 0.5) + 1
     blur = GaussianBlur2d(kernel_size=taps, sigma=sigma, channels=1).to(device)
@@ -232,9 +234,7 @@ def gaussian_blur_case(device: str, batch: int, side: int, sigma: float = 4.0) -
 
 def upsample_blur_case(device: str, batch: int, low: int, side: int, sigma: float = 4.0) -> Case:
     """Anomaly maps from a (low x low) patch grid: bilinear upsampling to side x side + blur."""
-    import torch.nn.functional as F
 
-    from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
 
     taps = 2 * int(4 * sigma + 0.5) + 1
     blur = GaussianBlur2d(kernel_size=taps, sigma=sigma, channels=1).to(device)
@@ -257,9 +257,7 @@ def opencv_blur_case(batch: int, side: int, sigma: float = 4.0) -> List[Case]:
         import cv2
     except ImportError:
         return []
-    import numpy as np
 
-    from anomaly_kernels.components.filters import GaussianBlur2d
 
     taps = 2 * int(4 * sigma + 0.5) + 1
     blur = GaussianBlur2d(kernel_size=taps, sigma=sigma, channels=1)

@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from anomaly_kernels import ops
+from anomaly_kernels.bench.cases import clustered_embedding
+from anomaly_kernels.bench.runner import machine_description
 from anomaly_kernels.bench.timing import cuda_event_time, cuda_fp32_flops, memory_bandwidth_gbs
+from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
+from anomaly_kernels.components.filters.upsample_blur import upsample_blur2d
+from anomaly_kernels.components.sampling import KCenterGreedy
 
 
 @dataclass
@@ -118,8 +124,6 @@ def blur_comparison(b: int, size: int) -> Comparison:
 
 def upsample_blur_comparison(b: int, low: int, high: int) -> Comparison:
     """PatchCore / PaDiM anomaly map: (b, 1, low, low) -> bilinear (high, high) -> blur."""
-    from anomaly_kernels.components.filters.upsample_blur import upsample_blur2d
-
     maps = torch.rand(b, 1, low, low, device="cuda")
     taps = _gaussian_taps()
     kernel2d = torch.outer(taps, taps)[None, None]
@@ -147,8 +151,6 @@ def upsample_blur_comparison(b: int, low: int, high: int) -> Comparison:
 
 def sparse_projection_comparison(n: int, dim: int) -> Comparison:
     """SparseRandomProjection(eps=0.9).transform of (n, dim) float32, as KCenterGreedy's first step."""
-    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
-
     x = torch.randn(n, dim, device="cuda")
     projection = SparseRandomProjection(eps=0.9, random_state=0).fit(x)
     dense_t = projection.sparse_random_matrix.to("cuda").T.contiguous()
@@ -235,10 +237,6 @@ def gaussian_fit_comparison(b: int, c: int, h: int, w: int) -> Comparison:
 
 def kcenter_comparison(n: int, dim: int, ratio: float, data: str) -> Comparison:
     """KCenterGreedy coreset selection (projection included) with float32 and bfloat16 rows."""
-    from anomaly_kernels.bench.cases import clustered_embedding
-    from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
-    from anomaly_kernels.components.sampling import KCenterGreedy
-
     if data == "clustered":
         embedding = clustered_embedding(n, dim).to("cuda")
     else:
@@ -347,8 +345,6 @@ def run_gpu_comparison(output: Optional[str] = None, quick: bool = False, only: 
 
     Prints one line per comparison as it finishes and writes the JSON record to ``output``.
     """
-    from anomaly_kernels.bench.runner import machine_description
-
     if not torch.cuda.is_available():
         raise RuntimeError("the GPU comparison needs a CUDA device; none is visible")
     record = {
