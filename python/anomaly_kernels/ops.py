@@ -13,6 +13,8 @@ from typing import Union
 
 import torch
 
+from anomaly_kernels.batched_gaussian_fit import batched_gaussian_fit
+
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
 PADDINGS = ("same", "valid")
 
@@ -319,8 +321,6 @@ def _gaussian_fit_cuda(embedding, ridge):
     # The CUDA kernel is a sequence of cuBLAS / cuSOLVER calls (batched_gaussian_fit), registered
     # with the dispatcher so that opcheck and torch.compile see it like the native CPU kernel.
     # The checks repeat the native kernel's, for callers that reach the operator directly.
-    from anomaly_kernels.batched_gaussian_fit import batched_gaussian_fit
-
     if embedding.dim() != 4:
         raise RuntimeError(f"embedding must be 4-D (B, C, H, W), got shape {tuple(embedding.shape)}")
     if embedding.dtype not in (torch.float32, torch.float64):
