@@ -30,9 +30,11 @@ def _source_files(folder: str) -> set[str]:
 def sdist_members(tmp_path_factory) -> tuple[str, set[str]]:
     """Build the sdist with README.md's command; return its top folder and its files below it."""
     out = tmp_path_factory.mktemp("sdist")
+    # Run from the output folder: in the checkout, CMake's build/ folder would shadow the
+    # `build` package as a namespace package.
     result = subprocess.run(
         [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=out,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (archive,) = out.glob("*.tar.gz")
