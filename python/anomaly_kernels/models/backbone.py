@@ -9,6 +9,7 @@ import torch
 from anomaly_kernels.components.base import DynamicBufferModule
 from anomaly_kernels.components.feature_extractors import FeatureExtractor
 from anomaly_kernels.models._arguments import check_backbone_layers
+from anomaly_kernels.models.finite_images import check_finite_images
 
 _IMAGE_CHANNELS = 3
 
@@ -34,6 +35,11 @@ class FrozenBackboneModel(DynamicBufferModule):
         backbone: the timm model name.
         layers: the layer names, in the order given.
         feature_extractor: the frozen :class:`FeatureExtractor`.
+
+    Every image reaches the models through :meth:`extract_features`, which refuses images with
+    NaN or infinite values with a ValueError naming their index in the batch, in training and at
+    inference alike; the models' ``forward`` also refuses finite images whose results overflow
+    (:mod:`anomaly_kernels.models.finite_images`).
 
     Raises:
         TypeError / ValueError: unknown backbone or layer, see
@@ -67,8 +73,15 @@ class FrozenBackboneModel(DynamicBufferModule):
 
         Returns:
             ``{layer: (B, C_layer, h_layer, w_layer)}`` in the order of ``layers``.
+
+        Raises:
+            TypeError / ValueError: not (B, 3, H, W) floats of ``input_size``.
+            ValueError: an image holds NaN or ±inf; the message names its index in the batch
+                (see :mod:`anomaly_kernels.models.finite_images` for why every model refuses
+                such images instead of scoring them NaN).
         """
         check_images(images, input_size)
+        check_finite_images(images)
         with torch.no_grad():
             return self.feature_extractor(images)
 

@@ -12,6 +12,7 @@ from anomaly_kernels.components.stats import GaussianKDE
 from anomaly_kernels.lightning.one_pass_module import OnePassAnomalyModule
 from anomaly_kernels.models._arguments import check_finite_real, check_positive_int
 from anomaly_kernels.models.backbone import FrozenBackboneModel
+from anomaly_kernels.models.finite_images import check_finite_outputs
 
 FEATURE_SCALING_METHODS = ("norm", "scale")
 # Seed of the sub-sampling of training points: the same training set always keeps the same rows.
@@ -146,12 +147,16 @@ class DfkdeModel(FrozenBackboneModel):
 
         Raises:
             RuntimeError: the model is not fitted.
+            ValueError: an image holds NaN or ±inf, or its result overflows (the message names
+                its index in the batch; see :mod:`anomaly_kernels.models.finite_images`).
         """
         if not self.is_fitted:
             raise RuntimeError("DfkdeModel is not fitted: call fit(features) or load a checkpoint")
         features = self.embed(images)
         with torch.no_grad():
-            return self.compute_probabilities(self.log_density(features.to(self.kde_model.dataset.dtype)))
+            scores = self.compute_probabilities(self.log_density(features.to(self.kde_model.dataset.dtype)))
+        check_finite_outputs(images, scores)
+        return scores
 
 
 class DFKDE(OnePassAnomalyModule):

@@ -15,6 +15,7 @@ from anomaly_kernels.lightning.one_pass_module import OnePassAnomalyModule
 from anomaly_kernels.models._arguments import check_input_size, check_positive_int
 from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
 from anomaly_kernels.models.backbone import FrozenBackboneModel
+from anomaly_kernels.models.finite_images import check_finite_outputs
 
 # Number of randomly kept channels the PaDiM paper uses for its two backbones.
 DEFAULT_N_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
@@ -163,13 +164,17 @@ class PadimModel(FrozenBackboneModel):
 
         Raises:
             RuntimeError: the Gaussians are not fitted.
+            ValueError: an image holds NaN or ±inf, or its result overflows (the message names
+                its index in the batch; see :mod:`anomaly_kernels.models.finite_images`).
         """
         if not self.is_fitted:
             raise RuntimeError("PadimModel is not fitted: call fit(embeddings) or load a checkpoint")
         embedding = self.embed(images)
         with torch.no_grad():
             distances = self.gaussian.mahalanobis(embedding.to(self.gaussian.inv_covariance.dtype))
-            return self.anomaly_map_generator(distances)
+            anomaly_maps = self.anomaly_map_generator(distances)
+        check_finite_outputs(images, anomaly_maps)
+        return anomaly_maps
 
 
 class PaDiM(OnePassAnomalyModule):

@@ -19,6 +19,7 @@ from anomaly_kernels.lightning.one_pass_module import OnePassAnomalyModule
 from anomaly_kernels.models._arguments import check_input_size, check_positive_int
 from anomaly_kernels.models.anomaly_map import AnomalyMapGenerator
 from anomaly_kernels.models.backbone import FrozenBackboneModel
+from anomaly_kernels.models.finite_images import check_finite_outputs
 
 # PatchCore smooths its upsampled patch scores with a Gaussian of this standard deviation (pixels).
 _MAP_SIGMA = 4.0
@@ -255,6 +256,8 @@ class PatchcoreModel(FrozenBackboneModel):
 
         Raises:
             RuntimeError: the memory bank is empty (not fitted).
+            ValueError: an image holds NaN or ±inf, or its result overflows (the message names
+                its index in the batch; see :mod:`anomaly_kernels.models.finite_images`).
         """
         if not self.is_fitted:
             raise RuntimeError("PatchcoreModel has an empty memory bank: call subsample_embedding or load a checkpoint")
@@ -268,6 +271,7 @@ class PatchcoreModel(FrozenBackboneModel):
             locations = locations.reshape(batch_size, height * width)
             anomaly_maps = self.anomaly_map_generator(patch_scores.reshape(batch_size, 1, height, width))
             pred_scores = self.compute_anomaly_score(patch_scores, locations, rows.reshape(batch_size, height * width, -1))
+        check_finite_outputs(images, anomaly_maps, pred_scores)
         return anomaly_maps, pred_scores
 
 
