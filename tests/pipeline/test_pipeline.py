@@ -44,7 +44,7 @@ def test_fit_reports_metrics_stages_and_writes_files(fitted):
     heatmaps = sorted(result.heatmaps.rglob("*.png"))
     assert len(heatmaps) == len(test_images)
     with Image.open(heatmaps[0]) as image:
-        assert image.size == (SIZE, SIZE) and image.mode == "RGB"
+        assert image.width > 5 * SIZE and image.height > SIZE and image.mode == "RGB"  # a five-tile panel
     assert result.checkpoint.is_file()
     assert "RANDOM initialisation" in result.weights_note
 

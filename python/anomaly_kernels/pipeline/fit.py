@@ -23,7 +23,7 @@ from anomaly_kernels.pipeline.backbone_weights import (
     PRETRAINED_MODES, load_backbone_weights, read_weights_file, resolve_pretrained,
 )
 from anomaly_kernels.pipeline.checkpoint import CHECKPOINT_KEY, save_checkpoint
-from anomaly_kernels.pipeline.heatmaps import prediction_rows, write_overlays, write_scores_csv
+from anomaly_kernels.pipeline.heatmaps import prediction_rows, prediction_thresholds, write_panels, write_scores_csv
 from anomaly_kernels.pipeline.inputs import about, check_output_folder
 from anomaly_kernels.pipeline.models import model_class
 from anomaly_kernels.pipeline.outputs import check_previous_outputs, overlay_name, remove_previous_outputs
@@ -38,7 +38,7 @@ SYNTHETIC_CATEGORY = "carpet_like"
 IMAGE_SIZE_RANGE = (32, 1024)
 # What a fit writes into its output folder (the synthetic set is handled on its own).
 FIT_FILES = ("model.ckpt", "scores.csv")
-FIT_FOLDERS = ("heatmaps",)
+FIT_FOLDERS = ("heatmaps", "masks")
 DDP_STRATEGIES = ("ddp_spawn",)
 # torch's own default for a process group: a rank waits this long for a frozen peer.
 DEFAULT_DDP_TIMEOUT_S = 1800.0
@@ -287,8 +287,10 @@ def fit_and_test(
 
     Args:
         model: "patchcore", "padim" or "dfkde".
-        output_dir: receives ``model.ckpt``, ``scores.csv``, ``heatmaps/<defect>/<image>.png``
-            (and ``synthetic/`` when no data folder is given).
+        output_dir: receives ``model.ckpt``, ``scores.csv``, per test image a review panel
+            ``heatmaps/<defect>/<image>.png`` and its predicted mask ``masks/<defect>/<image>.png``
+            (models with anomaly maps; see :func:`write_panels`), and ``synthetic/`` when no
+            data folder is given.
         data_root: MVTec-layout root; ``None`` generates the synthetic set, or reuses the one in
             ``<output_dir>/synthetic`` when it was made with the same settings (else regenerates it).
         category: category folder under ``data_root`` (synthetic: "carpet_like").
@@ -407,7 +409,7 @@ def fit_and_test(
         test_folder = Path(data_root) / category / "test"
         for batch in outputs:
             names = [overlay_name(path, test_folder) for path in batch["image_path"]]
-            write_overlays(batch["image_path"], batch["anomaly_maps"], heatmaps, names)
+            write_panels(batch, heatmaps, output_dir / "masks", prediction_thresholds(module), names)
     return FitResult(
         metrics=metrics, stages=dict(timer.stages), images=dict(timer.images), checkpoint=checkpoint,
         heatmaps=heatmaps, scores_csv=scores_csv, weights_note=weights_note, data_note=data_note,

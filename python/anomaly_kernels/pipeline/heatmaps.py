@@ -1,11 +1,11 @@
-"""Anomaly maps as PNG heat-map overlays, and scores as CSV."""
+"""What ``fit`` and ``predict`` write per image: a reviewer's panel and the predicted mask; scores as CSV."""
 
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,53 +13,110 @@ from PIL import Image
 
 from anomaly_kernels.data.transforms import read_image
 from anomaly_kernels.pipeline.outputs import overlay_name
+from anomaly_kernels.pipeline.panels import ANOMALOUS, NORMAL, TEXT, colorize, overlay, render_panel, resize_map
 
-# A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (anchor colours, interpolated).
-_RAMP = np.array(
-    [[0, 0, 96], [0, 64, 255], [0, 200, 255], [96, 255, 128], [255, 230, 0], [255, 96, 0], [200, 0, 0]],
-    dtype=np.float32,
-)
-
-
-def colorize(heat: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours along the ramp."""
-    position = np.clip(heat, 0.0, 1.0) * (len(_RAMP) - 1)
-    low = np.floor(position).astype(int).clip(0, len(_RAMP) - 2)
-    frac = (position - low)[..., None]
-    return (_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac).round().astype(np.uint8)
+__all__ = [
+    "colorize", "overlay", "prediction_rows", "prediction_thresholds", "write_panels", "write_scores_csv",
+]
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend (H, W, 3) uint8 ``image`` with the colourised (H, W) ``heat`` in [0, 1]."""
-    coloured = colorize(heat).astype(np.float32)
-    return (image.astype(np.float32) * (1 - alpha) + coloured * alpha).round().astype(np.uint8)
+def prediction_thresholds(module: Any) -> Tuple[float, float]:
+    """(image, pixel) thresholds that a module's ``pred_labels`` / ``pred_masks`` compare against.
+
+    0.5 for both when the module normalises its outputs, else its raw adaptive thresholds.
+    """
+    image_threshold, pixel_threshold = module._prediction_thresholds()
+    return float(image_threshold), float(pixel_threshold)
 
 
-def write_overlays(
-    image_paths: Sequence[str], anomaly_maps: torch.Tensor, output_dir: Path, names: Optional[Sequence[str]] = None
+def _save_png(image: Image.Image, target: Path) -> Path:
+    """Save under a temporary name, then rename: an interrupted run leaves no half-written PNG."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        image.save(partial, format="PNG")
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return target
+
+
+def _display_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) maps for colouring: normalised maps (in [0, 1]) as they are, others min-max over the batch."""
+    if maps.numel() and (maps.min() < 0 or maps.max() > 1):
+        return (maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)
+    return maps
+
+
+def _truth(batch: Dict[str, Any], index: int, size: Tuple[int, int]) -> Optional[np.ndarray]:
+    """The (H, W) bool ground-truth mask of image ``index``: from its mask file, empty for a normal
+    image, ``None`` when the batch has no ground truth (``predict``)."""
+    if "mask_path" not in batch:
+        return None
+    path = batch["mask_path"][index]
+    if not path:
+        return np.zeros(size, dtype=bool)
+    return np.asarray(read_image(path, mode="L")) > 127
+
+
+def _header(name: str, batch: Dict[str, Any], index: int, image_threshold: float) -> List[list]:
+    score = float(batch["pred_scores"][index])
+    anomalous = bool(batch["pred_labels"][index])
+    lines = [[(name, TEXT)], [(f"score {score:.3f} (threshold {image_threshold:.3f})", TEXT)]]
+    prediction = [("predicted: ", TEXT), ("anomalous" if anomalous else "normal", ANOMALOUS if anomalous else NORMAL)]
+    if "label" in batch:
+        truth = "anomalous" if int(batch["label"][index]) else "normal"
+        defect = batch["defect_type"][index] if "defect_type" in batch else None
+        if truth == "anomalous" and defect:
+            truth = f"{truth} ({defect})"
+        prediction.append((f"   truth: {truth}", TEXT))
+    lines.append(prediction)
+    return lines
+
+
+def write_panels(
+    batch: Dict[str, Any],
+    panels_dir: Path,
+    masks_dir: Path,
+    thresholds: Tuple[float, float],
+    names: Optional[Sequence[str]] = None,
 ) -> List[Path]:
-    """Write one overlay PNG per image: the original image resized to the map, the map on top.
+    """Write, per image of a predict-step output, its panel and its predicted mask as PNGs.
+
+    The anomaly map is resized to the image file's own size, and the mask is
+    ``resized map >= pixel threshold`` (the rule of ``pred_masks``), saved as 0/255 grey PNG
+    ``masks_dir/<name>.png``. The panel ``panels_dir/<name>.png`` shows, at that size, the image,
+    the ground truth (when the batch carries ``mask_path``: ``fit``'s test images), the heat
+    map over the image, the mask and its outline over the image, under the score, the
+    threshold, the predicted label and the true label (when known); see
+    :mod:`anomaly_kernels.pipeline.panels`.
 
     Args:
-        image_paths: source image of each map.
-        anomaly_maps: (B, 1, H, W) maps, scaled to [0, 1] for display (already normalised maps
-            are shown as they are, others min-max over the batch).
-        output_dir: where the PNGs go (created).
+        batch: predict-step output with ``image_path`` (B strings), ``anomaly_maps``
+            (B, 1, h, w), ``pred_scores`` (B,), ``pred_labels`` (B,) and optionally ``label``
+            (B,), ``mask_path`` and ``defect_type`` (B strings each).
+        panels_dir, masks_dir: where the PNGs go (created).
+        thresholds: (image, pixel) thresholds, see :func:`prediction_thresholds`.
         names: file names without ``.png``, possibly with sub-folders (default: the source file
             names, see :func:`~anomaly_kernels.pipeline.outputs.overlay_name`).
+
+    Returns:
+        The panels written, in batch order.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    maps = anomaly_maps.detach().float().cpu()[:, 0]
-    if maps.numel() and (maps.min() < 0 or maps.max() > 1):
-        maps = (maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)
+    image_threshold, pixel_threshold = thresholds
+    maps = batch["anomaly_maps"].detach().float().cpu()[:, 0]
+    display = _display_maps(maps)
     written = []
-    for i, source in enumerate(image_paths):
-        height, width = maps.shape[1:]
-        image = np.asarray(read_image(source).resize((width, height), Image.BILINEAR))
-        target = output_dir / ((names[i] if names else overlay_name(source)) + ".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay(image, maps[i].numpy())).save(target)
-        written.append(target)
+    for index, source in enumerate(batch["image_path"]):
+        name = names[index] if names else overlay_name(source)
+        image = np.asarray(read_image(source))
+        size = image.shape[:2]
+        mask = resize_map(maps[index], size) >= pixel_threshold
+        heat = resize_map(display[index], size)
+        panel = render_panel(image, heat, mask, _header(name, batch, index, image_threshold), _truth(batch, index, size))
+        _save_png(Image.fromarray(mask.astype(np.uint8) * 255), masks_dir / f"{name}.png")
+        written.append(_save_png(panel, panels_dir / f"{name}.png"))
     return written
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from anomaly_kernels.data import PredictFolder
 from anomaly_kernels.pipeline.checkpoint import load_model
 from anomaly_kernels.pipeline.fit import make_trainer
-from anomaly_kernels.pipeline.heatmaps import prediction_rows, write_overlays, write_scores_csv
+from anomaly_kernels.pipeline.heatmaps import prediction_rows, prediction_thresholds, write_panels, write_scores_csv
 from anomaly_kernels.pipeline.inputs import about, check_output_folder
 from anomaly_kernels.pipeline.outputs import check_previous_outputs, remove_previous_outputs
 from anomaly_kernels.pipeline.quiet import quiet_lightning
@@ -18,7 +18,7 @@ from anomaly_kernels.pipeline.quiet import quiet_lightning
 __all__ = ["load_model", "predict_folder"]
 
 PREDICT_FILES = ("scores.csv",)
-PREDICT_FOLDERS = ("heatmaps",)
+PREDICT_FOLDERS = ("heatmaps", "masks")
 
 
 def predict_folder(
@@ -34,8 +34,9 @@ def predict_folder(
     """Score every image of ``input_path`` (a folder or one file).
 
     Writes ``scores.csv`` (image_path, pred_score, pred_label) and, for models with anomaly
-    maps, one ``heatmaps/<image file name>.png`` overlay per image into ``output_dir`` (``a.png``
-    and ``a.jpg`` give ``a.png.png`` and ``a.jpg.png``). The output folder, the checkpoint and
+    maps, per image a review panel ``heatmaps/<image file name>.png`` and its predicted mask
+    ``masks/<image file name>.png``, both at the image's own size (see :func:`write_panels`),
+    into ``output_dir`` (``a.png`` and ``a.jpg`` give ``a.png.png`` and ``a.jpg.png``). The output folder, the checkpoint and
     the input are all checked before any image is scored; sub-folders, files of other types and
     unreadable files of the input folder are skipped and listed in the result.
 
@@ -68,7 +69,7 @@ def predict_folder(
     if outputs and outputs[0].get("anomaly_maps") is not None:
         heatmaps = output_dir / "heatmaps"
         for batch in outputs:
-            write_overlays(batch["image_path"], batch["anomaly_maps"], heatmaps)
+            write_panels(batch, heatmaps, output_dir / "masks", prediction_thresholds(module))
     return {
         "scores_csv": scores_csv, "heatmaps": heatmaps, "images": len(dataset),
         "skipped": list(dataset.skipped), "replaced": replaced,
