@@ -14,6 +14,7 @@ from anomaly_kernels.models.backbone import check_images
 
 # File suffix -> format.
 _FORMATS = {".pt2": "torch", ".onnx": "onnx"}
+EXPORTED_SUFFIXES = tuple(_FORMATS)
 
 
 def _model_file(path: Union[str, Path]) -> Path:
