@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a GPU machine should check, in one command (under 8 minutes on an H100 / H200):
-#   1. install: the wheel in dist/ when there is one (built elsewhere with
+#   1. install: the newest wheel in dist/ when there is one (built elsewhere with
 #      `ANOMALY_KERNELS_CUDA=ON pip wheel --no-build-isolation --no-deps . -w dist`), else build here;
 #   2. every CUDA test case (kornia and other missing test packages come as wheels from .whl/,
 #      installed into a scratch folder on PYTHONPATH);
@@ -24,7 +24,7 @@ failed() {  # failed STATUS: report, and keep the first failure's status for the
 
 install() {
   local wheel
-  wheel=$(ls dist/anomaly_kernels-*.whl 2>/dev/null | head -1)
+  wheel=$(ls -t dist/anomaly_kernels-*.whl 2>/dev/null | head -1)  # the newest
   if [ -n "$wheel" ]; then
     python3 -m pip install -q --no-deps --force-reinstall "$wheel"
   else
