@@ -78,9 +78,13 @@ def export_model(
     with about("output_dir"):
         folder = check_output_folder(output_dir, files=files)
         replaced = check_previous_outputs(folder, files, (), overwrite)
+    with about("image_size"):
+        size = None if image_size is None else resolve_image_size(image_size)
     with about("checkpoint"):
-        module, input_size = _fitted_module(checkpoint_or_module, image_size)
+        module, recorded = _module(checkpoint_or_module, size)
         graph = InferenceGraph(module)
+    with about("image_size"):
+        input_size = _input_size(module, size or recorded)
     example = torch.zeros(_EXAMPLE_BATCH, 3, *input_size)
     program = torch.export.export(graph, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
     outputs = output_names(graph.name)
@@ -92,31 +96,37 @@ def export_model(
     return _save_onnx(program, example, outputs, record, folder)
 
 
-def _fitted_module(source: Any, image_size: ImageSize) -> Tuple[AnomalyModule, Tuple[int, int]]:
-    """The module to export and the (H, W) of its input images."""
-    size = None if image_size is None else resolve_image_size(image_size)
+def _module(source: Any, size: Optional[Tuple[int, int]]) -> Tuple[AnomalyModule, Optional[Tuple[int, int]]]:
+    """The module to export, and the image size its checkpoint records (``None`` for a module)."""
     if isinstance(source, (str, Path)):
         module, metadata = load_model(source, None if size is None or size[0] != size[1] else size[0])
-        size = size or (metadata["image_size"], metadata["image_size"])
-    elif isinstance(source, AnomalyModule):
-        model_name(source)  # a TypeError for other modules
-        module = source
-    else:
+        return module, (metadata["image_size"], metadata["image_size"])
+    if not isinstance(source, AnomalyModule):
         raise TypeError(
             "checkpoint_or_module must be a checkpoint path or a PatchCore, PaDiM or DFKDE module, "
             f"got {type(source).__name__}"
         )
-    devices = {tensor.device.type for tensor in (*module.parameters(), *module.buffers())}
-    if devices - {"cpu"}:
-        raise ValueError(f"checkpoint_or_module must be on the CPU to be exported, got tensors on {sorted(devices)}: call module.cpu() first")
+    model_name(source)  # a TypeError for other modules
+    devices = sorted({tensor.device.type for tensor in (*source.parameters(), *source.buffers())} - {"cpu"})
+    if devices:
+        raise ValueError(
+            f"checkpoint_or_module must be on the CPU to be exported, got tensors on {devices}: call module.cpu() first"
+        )
+    return source, None
+
+
+def _input_size(module: AnomalyModule, size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """(H, W) of the images the graph takes: the model's own, or ``size`` for DFKDE."""
     fixed = getattr(module.model, "input_size", None)
-    if fixed is not None:
-        if size is not None and tuple(size) != tuple(fixed):
-            raise ValueError(f"image_size: the model takes {tuple(fixed)} images, got {tuple(size)}")
-        return module, tuple(fixed)
-    if size is None:
-        raise ValueError(f"image_size: a {type(module).__name__} model takes images of any size; give the size to export for")
-    return module, tuple(size)
+    if fixed is None:
+        if size is None:
+            raise ValueError(
+                f"image_size: a {type(module).__name__} model takes images of any size; give the size to export for"
+            )
+        return tuple(size)
+    if size is not None and tuple(size) != tuple(fixed):
+        raise ValueError(f"image_size: the model takes {tuple(fixed)} images, got {tuple(size)}")
+    return tuple(fixed)
 
 
 def _save_program(program: torch.export.ExportedProgram, record: str, target: Path) -> Path:
