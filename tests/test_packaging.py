@@ -11,6 +11,7 @@ import tarfile
 import tomllib
 
 import pytest
+import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # What a build from the sdist reads besides the Python and C++ sources.
@@ -90,3 +91,19 @@ def test_check_wheel_without_arguments_prints_usage():
     )
     assert result.returncode == 2
     assert result.stderr.startswith("usage: scripts/check-wheel.sh WHEEL")
+
+
+def test_cpu_kernels_load_without_cuda_libraries():
+    # The extension module links only libtorch_cpu and libc10, so it loads beside a CPU-only
+    # torch; the CUDA kernels are a separate library loaded only beside a CUDA build of torch.
+    import anomaly_kernels
+    from anomaly_kernels import _C
+
+    module = pathlib.Path(_C.__file__)
+    needed = subprocess.run(["readelf", "-d", str(module)], capture_output=True, text=True, check=True).stdout
+    assert "libtorch_cpu" in needed
+    assert "libtorch_cuda" not in needed and "libcudart" not in needed
+    info = anomaly_kernels.build_info()
+    assert (module.parent / "_cuda_kernels.so").exists() == info["cuda_compiled"]
+    if info["cuda_compiled"] and torch.version.cuda:
+        assert info["cuda_registered"]
