@@ -1,4 +1,4 @@
-"""The ``anomaly-kernels`` command: ``bench``, ``bench-gpu``, ``bench-distributed``, ``fit``, ``predict`` and ``info``.
+"""The ``anomaly-kernels`` command: ``bench``, ``bench-gpu``, ``bench-distributed``, ``fit``, ``predict``, ``export`` and ``info``.
 
 A bad argument, file or folder ends the command with one line on stderr, ``error: <flag>: <why>``,
 and exit code 2, before any expensive work starts.
@@ -220,7 +220,8 @@ def _parser() -> argparse.ArgumentParser:
         with anomaly maps, heatmaps/<image file name>.png into --output. Sub-folders, other file
         types and unreadable files of --input are skipped, and listed.""")
     predict.add_argument("--checkpoint", required=True, metavar="FILE",
-                         help="model.ckpt written by 'anomaly-kernels fit', or a checkpoint of Trainer.save_checkpoint")
+                         help="model.ckpt written by 'anomaly-kernels fit', a checkpoint of Trainer.save_checkpoint, "
+                              "or a model.pt2 / model.onnx of 'anomaly-kernels export'")
     predict.add_argument("--input", required=True, metavar="PATH", help="a folder of images, or one image")
     predict.add_argument("--output", default="anomaly_kernels_predictions", metavar="FOLDER", help="output folder")
     predict.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="where to score")
@@ -230,6 +231,21 @@ def _parser() -> argparse.ArgumentParser:
                               "(default: the checkpoint's)")
     _add_overwrite(predict, "scores and heat maps")
     _add_progress(predict)
+
+    export = command("export", "a fitted model as a torch.export program or an ONNX model, for deployment", """
+        Traces the model of a checkpoint (backbone, scoring, anomaly maps, thresholds and
+        normalisation) for any batch size and writes --output/model.pt2 (torch.export: the native
+        operators, needs anomaly_kernels to run) or --output/model.onnx (standard ONNX operators
+        only: ONNX Runtime runs it). 'anomaly-kernels predict --checkpoint' and
+        anomaly_kernels.deploy.Inferencer run either.""")
+    export.add_argument("--checkpoint", required=True, metavar="FILE",
+                        help="model.ckpt written by 'anomaly-kernels fit', or a checkpoint of Trainer.save_checkpoint")
+    export.add_argument("--format", choices=["torch", "onnx"], default="torch", help="what to write")
+    export.add_argument("--output", default="anomaly_kernels_export", metavar="FOLDER", help="output folder")
+    export.add_argument("--image-size", type=_int_in(low, high), default=None, metavar="PIXELS",
+                        help="side of the input images, for a checkpoint that does not record it "
+                             "(default: the checkpoint's)")
+    _add_overwrite(export, "exported model")
 
     info = command("info", "print what the native extension was built with and what this process can run")
     info.add_argument("--json", action="store_true", help="print the description as JSON (for scripts)")
@@ -301,7 +317,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from anomaly_kernels.pipeline import predict_folder
+    from anomaly_kernels.deploy.predict import predict_folder  # a checkpoint goes on to the pipeline's
 
     _require_cuda("--accelerator", args.accelerator)
     result = predict_folder(args.checkpoint, args.input, args.output, accelerator=args.accelerator,
@@ -379,10 +395,15 @@ def _run_command(args: argparse.Namespace) -> int:
             with open(args.output, "w") as f:
                 json.dump(records, f, indent=2)
         return 0 if all(r["identical_to_single_process"] for r in records) else 1
-    if args.command in ("fit", "predict"):
+    if args.command in ("fit", "predict", "export"):
         from anomaly_kernels.pipeline.inputs import parameter_of
 
         try:
+            if args.command == "export":
+                from anomaly_kernels.deploy import export_model
+
+                print(f"exported:   {export_model(args.checkpoint, args.format, args.output, args.image_size, args.overwrite)}")
+                return 0
             return _run_fit(args) if args.command == "fit" else _run_predict(args)
         except (FileNotFoundError, ValueError) as error:  # bad paths or options: say so, no traceback
             raise UsageError(_input_error(error)) from None
