@@ -61,9 +61,10 @@ class Inferencer:
         ValueError: not an exported model, or a damaged or unsafe one.
         ImportError: an ONNX model without ``onnxruntime`` installed.
 
-    Example:
-        >>> inferencer = Inferencer("exported/model.onnx")  # doctest: +SKIP
-        >>> inferencer.predict(images)["pred_labels"]  # doctest: +SKIP
+    Example (``images`` a (B, 3, H, W) batch; the README's "Export a model" runs this)::
+
+        inferencer = Inferencer("exported/model.onnx")
+        labels = inferencer.predict(images)["pred_labels"]
     """
 
     def __init__(self, path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> None:
