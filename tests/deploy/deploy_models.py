@@ -1,13 +1,20 @@
-"""The fitted models the deploy tests export: one normalisation per model covers every path of
-the exported predictions.
+"""The fitted models the deploy tests export, and their exports, made once per test run.
 
-Each model is fitted and validated by Lightning on the toy defect set, so its thresholds and
-normalisation statistics are real ones. ``expected`` is ``predict_step`` on 3 fresh images (the
-exports are traced with a batch of 2).
+One normalisation per model covers every path of the exported predictions. Each model is
+fitted and validated by Lightning on the toy defect set, so its thresholds and normalisation
+statistics are real ones. ``expected`` is ``predict_step`` on 3 fresh images (the exports are
+traced with a batch of 2). The caches are plain functions rather than fixtures of a
+``tests/deploy/conftest.py``, whose module name would shadow ``tests/conftest.py`` for the
+tests that import from it.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable, Dict, NamedTuple
 
 import pytorch_lightning as pl
@@ -16,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from support.toy_defects import SIZE, SyntheticDefects
 
+from anomaly_kernels.deploy import export_model
 from anomaly_kernels.lightning import AnomalyModule
 from anomaly_kernels.models import DFKDE, PaDiM, PatchCore
 
@@ -45,8 +53,9 @@ def _loader(labels, seed: int) -> DataLoader:
     return DataLoader(SyntheticDefects(labels, seed=seed), batch_size=8)
 
 
-def fit(name: str) -> Fitted:
-    """Fit and validate the model ``name``; its predictions on the test images."""
+@functools.lru_cache(maxsize=None)
+def fitted(name: str) -> Fitted:
+    """The model ``name``, fitted and validated on first use, and its predictions on the test images."""
     torch.manual_seed(0)
     module = MODELS[name]()
     trainer = pl.Trainer(
@@ -58,3 +67,13 @@ def fit(name: str) -> Fitted:
     with torch.no_grad():
         expected = module.predict_step({"image": images.clone()}, 0)
     return Fitted(name, module, images, expected)
+
+
+_EXPORTS = Path(tempfile.mkdtemp(prefix="anomaly-kernels-deploy-tests-"))
+atexit.register(shutil.rmtree, _EXPORTS, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=None)
+def exported(name: str, fmt: str) -> Path:
+    """The model file of the ``fmt`` export of ``fitted(name)`` (exported on first use)."""
+    return export_model(fitted(name).module, format=fmt, output_dir=_EXPORTS / f"{name}-{fmt}", **EXPORT_OPTIONS[name])

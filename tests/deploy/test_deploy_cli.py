@@ -10,19 +10,20 @@ from PIL import Image
 
 from support.lightning_noise import DDP_NOISE
 
+from deploy_models import fitted
 from anomaly_kernels.cli import main
 
 pytestmark = DDP_NOISE
 
 
 @pytest.fixture(scope="module")
-def checkpoint(fitted, tmp_path_factory):
+def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "padim.ckpt"
     fitted("padim").module.trainer.save_checkpoint(path, weights_only=True)
     return path
 
 
-def test_export_then_predict_from_the_command_line(fitted, checkpoint, tmp_path, capsys):
+def test_export_then_predict_from_the_command_line(checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(tmp_path / "exp")]) == 0
     assert f"exported:   {tmp_path / 'exp' / 'model.onnx'}" in capsys.readouterr().out
     images = tmp_path / "images"

@@ -12,14 +12,14 @@ import torch
 from support.lightning_noise import DDP_NOISE
 from support.toy_defects import SIZE
 
-from deploy_models import MODELS
+from deploy_models import MODELS, exported, fitted
 from anomaly_kernels.deploy import Inferencer, export_model
 from anomaly_kernels.models import PatchCore
 
 pytestmark = DDP_NOISE
 
 
-def test_an_unknown_format_is_refused_before_anything_is_written(fitted, tmp_path):
+def test_an_unknown_format_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"format must be one of \['torch', 'onnx'\], got 'tflite'"):
         export_model(fitted("patchcore").module, format="tflite", output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -32,7 +32,7 @@ def test_an_unfitted_model_is_refused(name, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_other_objects_and_sizes_are_refused(fitted, tmp_path):
+def test_other_objects_and_sizes_are_refused(tmp_path):
     with pytest.raises(TypeError, match="checkpoint_or_module must be a checkpoint path or a PatchCore"):
         export_model(torch.nn.Linear(2, 2), "torch", tmp_path)
     with pytest.raises(ValueError, match=r"image_size: the model takes \(64, 64\) images, got \(32, 32\)"):
@@ -52,7 +52,7 @@ def test_a_normalisation_without_statistics_is_refused(tmp_path):
         export_model(module, "torch", tmp_path)
 
 
-def test_an_earlier_export_is_kept_unless_overwrite(fitted, exported, tmp_path):
+def test_an_earlier_export_is_kept_unless_overwrite(tmp_path):
     source = exported("dfkde", "torch")
     (tmp_path / "model.pt2").write_bytes(source.read_bytes())
     with pytest.raises(ValueError, match="holds the outputs of an earlier run \\(model.pt2\\); pass overwrite"):
@@ -60,7 +60,7 @@ def test_an_earlier_export_is_kept_unless_overwrite(fitted, exported, tmp_path):
     assert (tmp_path / "model.pt2").read_bytes() == source.read_bytes()
 
 
-def test_an_export_replaces_the_earlier_one_with_overwrite(fitted, exported, tmp_path):
+def test_an_export_replaces_the_earlier_one_with_overwrite(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"old")
     (tmp_path / "model.onnx.data").write_bytes(b"old weights")  # an earlier, larger export's weights
     path = export_model(fitted("dfkde").module, "onnx", tmp_path, image_size=SIZE, overwrite=True)
@@ -68,7 +68,7 @@ def test_an_export_replaces_the_earlier_one_with_overwrite(fitted, exported, tmp
     assert Inferencer(path).predict(fitted("dfkde").images)["pred_scores"].shape == (3,)
 
 
-def test_inferencer_refuses_what_is_not_an_exported_model(exported, tmp_path):
+def test_inferencer_refuses_what_is_not_an_exported_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="exported model not found"):
         Inferencer(tmp_path / "model.pt2")
     (tmp_path / "model.ckpt").write_bytes(b"x")
@@ -84,7 +84,7 @@ def test_inferencer_refuses_what_is_not_an_exported_model(exported, tmp_path):
         Inferencer(tmp_path)
 
 
-def test_inferencer_checks_the_images(exported, fitted):
+def test_inferencer_checks_the_images():
     inferencer = Inferencer(exported("padim", "onnx"))
     with pytest.raises(ValueError, match=r"images must have the model's input_size \(64, 64\), got spatial size \(32, 32\)"):
         inferencer.predict(torch.rand(1, 3, 32, 32))
@@ -94,7 +94,7 @@ def test_inferencer_checks_the_images(exported, fitted):
         Inferencer(exported("padim", "onnx"), device="cuda")
 
 
-def test_an_archive_with_pickled_weights_is_refused_unread(exported, tmp_path):
+def test_an_archive_with_pickled_weights_is_refused_unread(tmp_path):
     # Rewrite the weights index to claim pickled payloads: torch.export.load would unpickle them.
     source, target = exported("dfkde", "torch"), tmp_path / "model.pt2"
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
@@ -109,7 +109,7 @@ def test_an_archive_with_pickled_weights_is_refused_unread(exported, tmp_path):
         Inferencer(target)
 
 
-def test_an_onnx_model_from_elsewhere_is_refused(exported, tmp_path):
+def test_an_onnx_model_from_elsewhere_is_refused(tmp_path):
     model = onnx.load(str(exported("dfkde", "onnx")))
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "model.onnx"))

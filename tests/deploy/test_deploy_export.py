@@ -13,7 +13,7 @@ import torch
 from support.lightning_noise import DDP_NOISE
 from support.toy_defects import SIZE
 
-from deploy_models import EXPORT_OPTIONS, MODELS
+from deploy_models import EXPORT_OPTIONS, MODELS, exported, fitted
 from anomaly_kernels.deploy import EXPORT_FORMATS, Inferencer, export_model
 
 # DDP_NOISE: Lightning's remarks on the setup and torch's deprecation notice raised in Lightning.
@@ -29,7 +29,7 @@ TOLERANCE = 1e-4
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_exported_model_predicts_what_the_lightning_model_predicts(fitted, exported, name, fmt):
+def test_exported_model_predicts_what_the_lightning_model_predicts(name, fmt):
     _, _, images, expected = fitted(name)
     inferencer = Inferencer(exported(name, fmt))
     assert (inferencer.model, inferencer.format, inferencer.input_size) == (name, fmt, (SIZE, SIZE))
@@ -50,7 +50,7 @@ def test_exported_model_predicts_what_the_lightning_model_predicts(fitted, expor
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_the_test_images_get_both_labels(fitted, name):
+def test_the_test_images_get_both_labels(name):
     # Otherwise "identical labels" would also hold for a model that labels everything alike.
     expected = fitted(name).expected
     assert set(expected["pred_labels"].tolist()) == {False, True}
@@ -59,7 +59,7 @@ def test_the_test_images_get_both_labels(fitted, name):
 
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
-def test_any_batch_size_runs(fitted, exported, fmt):
+def test_any_batch_size_runs(fmt):
     images = fitted("padim").images
     inferencer = Inferencer(exported("padim", fmt))
     single = inferencer.predict(images[:1])
@@ -69,14 +69,14 @@ def test_any_batch_size_runs(fitted, exported, fmt):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_torch_program_keeps_the_native_operators(exported, name):
+def test_torch_program_keeps_the_native_operators(name):
     program = torch.export.load(exported(name, "torch"))
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert NATIVE_OPERATORS[name] <= targets
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_onnx_model_has_only_standard_operators_and_a_dynamic_batch(exported, name):
+def test_onnx_model_has_only_standard_operators_and_a_dynamic_batch(name):
     model = onnx.load(str(exported(name, "onnx")))
     onnx.checker.check_model(model)
     assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
@@ -87,7 +87,7 @@ def test_onnx_model_has_only_standard_operators_and_a_dynamic_batch(exported, na
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_a_checkpoint_exports_like_its_module(fitted, tmp_path, name):
+def test_a_checkpoint_exports_like_its_module(tmp_path, name):
     # Trainer.save_checkpoint records no image size: DFKDE's export is told it.
     module, images, expected = fitted(name).module, fitted(name).images, fitted(name).expected
     checkpoint = tmp_path / "model.ckpt"

@@ -11,6 +11,7 @@ from PIL import Image
 from support.lightning_noise import DDP_NOISE
 from support.toy_defects import SIZE
 
+from deploy_models import exported, fitted
 from anomaly_kernels.deploy import EXPORT_FORMATS
 from anomaly_kernels.deploy.predict import predict_folder
 
@@ -23,7 +24,7 @@ def _rows(path):
 
 
 @pytest.fixture(scope="module")
-def images_and_checkpoint(fitted, tmp_path_factory):
+def images_and_checkpoint(tmp_path_factory):
     """A folder of the PaDiM test images as PNGs, and the fitted module's checkpoint."""
     folder = tmp_path_factory.mktemp("images")
     for index, image in enumerate(fitted("padim").images):
@@ -35,7 +36,7 @@ def images_and_checkpoint(fitted, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
-def test_an_exported_model_predicts_a_folder_like_its_checkpoint(images_and_checkpoint, exported, tmp_path, fmt):
+def test_an_exported_model_predicts_a_folder_like_its_checkpoint(images_and_checkpoint, tmp_path, fmt):
     folder, checkpoint = images_and_checkpoint
     from_checkpoint = predict_folder(checkpoint, folder, tmp_path / "checkpoint", image_size=SIZE, progress=False)
     from_export = predict_folder(exported("padim", fmt), folder, tmp_path / fmt, batch_size=2)
@@ -52,7 +53,7 @@ def test_an_exported_model_predicts_a_folder_like_its_checkpoint(images_and_chec
         ]
 
 
-def test_an_exported_model_refuses_another_image_size(images_and_checkpoint, exported, tmp_path):
+def test_an_exported_model_refuses_another_image_size(images_and_checkpoint, tmp_path):
     with pytest.raises(ValueError, match=r"takes \(64, 64\) images; image size 32 disagrees") as error:
         predict_folder(exported("padim", "torch"), images_and_checkpoint[0], tmp_path, image_size=32)
     assert error.value.parameter == "image_size"
