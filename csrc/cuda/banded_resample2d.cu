@@ -9,10 +9,10 @@
 //      shared buffer (32 columns), then the vertical band pass out to coalesced row writes;
 //   3. otherwise computes each output of the tile straight from global memory (Ly x Lx reads).
 // The summation order (horizontal, then vertical, taps ascending) is that of the CPU kernel.
-#include <atomic>
 #include <climits>
 
 #include "cuda/async_copy.cuh"
+#include "cuda/device_limits.cuh"
 #include "cuda/banded_resample2d.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -26,7 +26,6 @@ constexpr int kTargetBlocksPerSM = 4;  // shorter tiles until the grid has about
 constexpr size_t kWindowBudget = 48 * 1024;  // shared memory per block when a whole plane won't fit
 constexpr int64_t kMaxTiledDim = int64_t(1) << 30;  // keeps in-tile index math in 32 bits
 constexpr int64_t kMaxTiledTaps = int64_t(1) << 16;
-constexpr int kMaxDevices = 64;
 
 __host__ __device__ inline size_t align16(size_t v) { return (v + 15) / 16 * 16; }
 
@@ -196,39 +195,6 @@ __global__ void resample_direct(const T* __restrict__ in, T* __restrict__ out, i
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Multiprocessor count and opt-in shared memory per block of the current device (cached).
-cudaError_t device_limits(int* device, int* sms, int* smem_optin) {
-  static std::atomic<int> sms_cache[kMaxDevices], smem_cache[kMaxDevices];
-  cudaError_t err = cudaGetDevice(device);
-  if (err != cudaSuccess) return err;
-  const int dev = *device;
-  if (dev >= 0 && dev < kMaxDevices && sms_cache[dev].load() > 0) {
-    *sms = sms_cache[dev].load();
-    *smem_optin = smem_cache[dev].load();
-    return cudaSuccess;
-  }
-  err = cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err == cudaSuccess)
-    err = cudaDeviceGetAttribute(smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (err != cudaSuccess) return err;
-  if (dev >= 0 && dev < kMaxDevices) {
-    smem_cache[dev].store(*smem_optin);
-    sms_cache[dev].store(*sms);
-  }
-  return cudaSuccess;
-}
-
-template <typename T>
-cudaError_t allow_large_smem(int device, int bytes) {
-  static std::atomic<bool> done[kMaxDevices];
-  if (device >= 0 && device < kMaxDevices && done[device].load()) return cudaSuccess;
-  const cudaError_t err =
-      cudaFuncSetAttribute(resample_tiles<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (err != cudaSuccess) return err;
-  if (device >= 0 && device < kMaxDevices) done[device].store(true);
-  return cudaSuccess;
-}
-
 }  // namespace
 
 template <typename T>
@@ -242,9 +208,11 @@ cudaError_t banded_resample2d(const T* input, T* output, int64_t planes, int64_t
   const bool small = h <= kMaxTiledDim && w <= kMaxTiledDim && out_h <= kMaxTiledDim &&
                      out_w <= kMaxTiledDim && taps_y <= kMaxTiledTaps && taps_x <= kMaxTiledTaps;
   if (small) {
-    int device = 0, sms = 0, smem_optin = 0;
-    cudaError_t err = device_limits(&device, &sms, &smem_optin);
+    int device = 0;
+    DeviceLimits limits;
+    cudaError_t err = current_device_limits(&device, &limits);
     if (err != cudaSuccess) return err;
+    const int sms = limits.sms, smem_optin = limits.smem_optin;
     // Tile height as in the blur: at most kMaxTileH, shorter while the grid is small.
     const int64_t tiles_x = ceil_div(out_w, kTileW), across = planes * tiles_x;
     const int64_t wanted = ceil_div(int64_t(kTargetBlocksPerSM) * sms, across);
@@ -263,7 +231,7 @@ cudaError_t banded_resample2d(const T* input, T* output, int64_t planes, int64_t
     }
     if (lay.bytes <= size_t(smem_optin)) {
       if (lay.bytes > 48 * 1024) {
-        err = allow_large_smem<T>(device, smem_optin);
+        err = allow_shared_memory<resample_tiles<T>>(device, smem_optin, false);
         if (err != cudaSuccess) return err;
       }
       const int tiles_y = static_cast<int>(ceil_div(out_h, tile_h));

@@ -10,9 +10,9 @@
 // 8 multiply-adds. The summation order (horizontal, then vertical, taps ascending) is that of the
 // CPU kernel. Very long kernels whose window would not fit in shared memory even with 8-row tiles
 // take a two-pass path through a scratch image instead.
-#include <atomic>
 
 #include "cuda/async_copy.cuh"
+#include "cuda/device_limits.cuh"
 #include "cuda/separable_blur2d.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -28,7 +28,6 @@ constexpr int kMaxTileH = 128;              // taller tiles: less vertical halo,
 constexpr int kTargetBlocksPerSM = 4;       // shorter tiles until the grid has about this many
 constexpr int64_t kMaxTiledDim = int64_t(1) << 30;  // keeps in-plane index math in 32 bits
 constexpr int64_t kMaxTiledTaps = int64_t(1) << 16;
-constexpr int kMaxDevices = 64;
 
 // Byte offsets of the block's shared-memory arrays; computed identically on host and device.
 struct TileLayout {
@@ -226,31 +225,6 @@ int grid_for(int64_t total, int threads) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-struct Limits {
-  int sms, smem_optin;
-};
-
-// Multiprocessor count and opt-in shared memory per block of the current device (cached).
-cudaError_t device_limits(int* device, Limits* lim) {
-  static std::atomic<int> sms_cache[kMaxDevices], smem_cache[kMaxDevices];
-  cudaError_t err = cudaGetDevice(device);
-  if (err != cudaSuccess) return err;
-  const int dev = *device;
-  if (dev >= 0 && dev < kMaxDevices && sms_cache[dev].load() > 0) {
-    *lim = {sms_cache[dev].load(), smem_cache[dev].load()};
-    return cudaSuccess;
-  }
-  err = cudaDeviceGetAttribute(&lim->sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err == cudaSuccess)
-    err = cudaDeviceGetAttribute(&lim->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (err != cudaSuccess) return err;
-  if (dev >= 0 && dev < kMaxDevices) {
-    smem_cache[dev].store(lim->smem_optin);
-    sms_cache[dev].store(lim->sms);
-  }
-  return cudaSuccess;
-}
-
 struct BlurPlan {
   bool tiled = false;
   TileLayout lay{};
@@ -269,8 +243,8 @@ cudaError_t plan_blur(int64_t planes, int64_t h, int64_t w, int64_t nky, int64_t
   if (h > kMaxTiledDim || w > kMaxTiledDim || g.out_h > kMaxTiledDim || g.out_w > kMaxTiledDim ||
       nky > kMaxTiledTaps || nkx > kMaxTiledTaps || planes <= 0 || g.out_h <= 0 || g.out_w <= 0)
     return cudaSuccess;
-  Limits lim;
-  const cudaError_t err = device_limits(&p->device, &lim);
+  DeviceLimits lim;
+  const cudaError_t err = current_device_limits(&p->device, &lim);
   if (err != cudaSuccess) return err;
   const int64_t tiles_x = ceil_div(g.out_w, kTileW);
   const int64_t across = planes * tiles_x;
@@ -290,22 +264,6 @@ cudaError_t plan_blur(int64_t planes, int64_t h, int64_t w, int64_t nky, int64_t
   p->tiles_y = static_cast<int>(ceil_div(g.out_h, tile_h));
   p->tiles = across * p->tiles_y;
   p->smem_optin = lim.smem_optin;
-  return cudaSuccess;
-}
-
-// Lets blur_tiles<T> use the device's whole opt-in shared memory (once per device).
-template <typename T>
-cudaError_t allow_large_smem(int device, int bytes) {
-  static std::atomic<bool> done[kMaxDevices];
-  if (device >= 0 && device < kMaxDevices && done[device].load()) return cudaSuccess;
-  cudaError_t err =
-      cudaFuncSetAttribute(blur_tiles<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (err != cudaSuccess) return err;
-  // A hint: prefer shared memory over L1 so more tiles stay resident per multiprocessor.
-  err = cudaFuncSetAttribute(blur_tiles<T>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             cudaSharedmemCarveoutMaxShared);
-  if (err != cudaSuccess) return err;
-  if (device >= 0 && device < kMaxDevices) done[device].store(true);
   return cudaSuccess;
 }
 
@@ -332,7 +290,7 @@ cudaError_t separable_blur2d(const T* input, T* output, T* scratch, int64_t plan
   cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, &plan);
   if (err != cudaSuccess) return err;
   if (plan.tiled) {
-    err = allow_large_smem<T>(plan.device, plan.smem_optin);
+    err = allow_shared_memory<blur_tiles<T>>(plan.device, plan.smem_optin, true);
     if (err != cudaSuccess) return err;
     const int64_t grid = plan.tiles < INT32_MAX ? plan.tiles : INT32_MAX;
     blur_tiles<T><<<static_cast<unsigned>(grid), kThreads, plan.lay.bytes, stream>>>(

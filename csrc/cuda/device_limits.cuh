@@ -1,0 +1,58 @@
+// Device facts a launcher sizes its grid and tiles by, read once per device and cached: the
+// launchers run at every operator call, and attribute queries cost microseconds each.
+// Torch-free, host code.
+#pragma once
+#include <atomic>
+
+#include <cuda_runtime_api.h>
+
+namespace anomaly_kernels::cuda {
+
+// Devices past this many are queried at every call instead of cached.
+constexpr int kCachedDevices = 64;
+
+struct DeviceLimits {
+  int sms = 0;         // multiprocessors
+  int smem_optin = 0;  // shared memory a block may have once it opts in, bytes
+};
+
+// The current device (written to *device) and its limits.
+inline cudaError_t current_device_limits(int* device, DeviceLimits* limits) {
+  static std::atomic<int> sms_cache[kCachedDevices], smem_cache[kCachedDevices];
+  cudaError_t err = cudaGetDevice(device);
+  if (err != cudaSuccess) return err;
+  const int dev = *device;
+  const bool cached = dev >= 0 && dev < kCachedDevices;
+  if (cached && sms_cache[dev].load() > 0) {
+    *limits = {sms_cache[dev].load(), smem_cache[dev].load()};
+    return cudaSuccess;
+  }
+  err = cudaDeviceGetAttribute(&limits->sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&limits->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (err != cudaSuccess) return err;
+  if (cached) {
+    smem_cache[dev].store(limits->smem_optin);
+    sms_cache[dev].store(limits->sms);
+  }
+  return cudaSuccess;
+}
+
+// Lets `Kernel` take `bytes` of dynamic shared memory on `device` (once per kernel and device);
+// with `prefer_shared`, also asks for the largest shared-memory carve-out of L1, so more blocks
+// stay resident per multiprocessor (a hint).
+template <auto Kernel>
+cudaError_t allow_shared_memory(int device, int bytes, bool prefer_shared) {
+  static std::atomic<bool> done[kCachedDevices];
+  const bool cached = device >= 0 && device < kCachedDevices;
+  if (cached && done[device].load()) return cudaSuccess;
+  cudaError_t err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess && prefer_shared)
+    err = cudaFuncSetAttribute(Kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                               cudaSharedmemCarveoutMaxShared);
+  if (err != cudaSuccess) return err;
+  if (cached) done[device].store(true);
+  return cudaSuccess;
+}
+
+}  // namespace anomaly_kernels::cuda
