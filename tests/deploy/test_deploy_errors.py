@@ -90,6 +90,13 @@ def test_inferencer_checks_the_images():
         inferencer.predict(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\)"):
         inferencer.predict(torch.rand(3, SIZE, SIZE))
+    for fmt in ("torch", "onnx"):
+        corrupted = fitted("padim").images.clone()
+        corrupted[1, 0, 5, 5] = float("nan")
+        with pytest.raises(ValueError, match="images must be finite: image 1 of the batch of 3 holds NaN"):
+            Inferencer(exported("padim", fmt)).predict(corrupted)
+        with pytest.raises(ValueError, match="images give non-finite scores: image 0 of the batch of 1"):
+            Inferencer(exported("padim", fmt)).predict(torch.full((1, 3, SIZE, SIZE), 1e30))
     with pytest.raises(ValueError, match="device: ONNX models run on the CPU here"):
         Inferencer(exported("padim", "onnx"), device="cuda")
 

@@ -11,6 +11,7 @@ from anomaly_kernels.deploy.export import EXPORT_FILES
 from anomaly_kernels.deploy.metadata import METADATA_KEY, parse
 from anomaly_kernels.deploy.program_file import load_program
 from anomaly_kernels.models.backbone import check_images
+from anomaly_kernels.models.finite_images import check_finite_images, check_finite_outputs
 
 # File suffix -> format.
 _FORMATS = {".pt2": "torch", ".onnx": "onnx"}
@@ -98,8 +99,15 @@ class Inferencer:
             ``{"pred_scores": (B,), "pred_labels": (B,) bool}`` and, for PatchCore and PaDiM,
             ``"anomaly_maps": (B, 1, H, W)`` and ``"pred_masks": (B, 1, H, W) bool``, on the
             CPU for ONNX models, on :attr:`device` otherwise.
+
+        Raises:
+            ValueError: images of another shape or size, images holding NaN or infinite values,
+                or images whose scores overflow (each named by its index), as the models raise.
         """
         check_images(images, self.input_size)
+        # The checks of the models' forward, which a traced graph cannot raise: see
+        # anomaly_kernels.models.finite_images for why non-finite results are refused.
+        check_finite_images(images)
         images = images.detach().to(torch.float32)
         if self.format == "torch":
             with torch.no_grad():
@@ -107,7 +115,9 @@ class Inferencer:
         else:
             arrays = self._session.run(list(self.outputs), {"images": images.cpu().contiguous().numpy()})
             values = [torch.from_numpy(array) for array in arrays]
-        return dict(zip(self.outputs, values))
+        predictions = dict(zip(self.outputs, values))
+        check_finite_outputs(images, *(predictions[key] for key in ("pred_scores", "anomaly_maps") if key in predictions))
+        return predictions
 
     __call__ = predict
 
