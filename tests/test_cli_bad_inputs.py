@@ -291,7 +291,7 @@ def _subparsers(parser):
 def test_every_command_and_option_is_described_with_its_default(capsys):
     parser = _parser()
     commands = _subparsers(parser)
-    assert set(commands) == {"bench", "bench-gpu", "bench-distributed", "fit", "predict", "info"}
+    assert set(commands) == {"bench", "bench-gpu", "bench-distributed", "fit", "predict", "export", "info"}
     for name, sub in commands.items():
         assert sub.description, name
         for action in sub._actions:

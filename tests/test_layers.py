@@ -36,6 +36,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("lightning", ("anomaly_kernels.lightning",)),
     ("models", ("anomaly_kernels.models",)),
     ("applications", ("anomaly_kernels.pipeline", "anomaly_kernels.bench", "anomaly_kernels.reference")),
+    ("deployment", ("anomaly_kernels.deploy",)),
     ("command line", ("anomaly_kernels.cli", "anomaly_kernels.__main__")),
 ]
 # The only production modules that may import the oracle.
@@ -65,6 +66,12 @@ DEFERRED_FOR_A_REASON: Dict[Tuple[str, str], str] = {
         "--help, --version and argument errors answer before the benchmark cases load",
     ("anomaly_kernels.cli", "anomaly_kernels.bench.distributed"):
         "--help, --version and argument errors answer before the benchmark cases load",
+    ("anomaly_kernels.cli", "anomaly_kernels.deploy"):
+        "--help, --version and argument errors answer before Lightning and timm load",
+    ("anomaly_kernels.cli", "anomaly_kernels.deploy.predict"):
+        "--help, --version and argument errors answer before Lightning and timm load",
+    ("anomaly_kernels.deploy.inferencer", "onnxruntime"):
+        "optional dependency: only ONNX models need ONNX Runtime",
     ("anomaly_kernels.pipeline.backbone_weights", "timm"):
         "inside the look-up's try: any failure to look means 'not cached'",
     ("anomaly_kernels.pipeline.backbone_weights", "huggingface_hub"):
