@@ -162,10 +162,11 @@ def _parser() -> argparse.ArgumentParser:
 
     low, high = IMAGE_SIZE_RANGE
     fit = command("fit", "train, validate and test a model; save it, its scores and heat maps", """
-        Writes model.ckpt, scores.csv and heatmaps/<defect>/<image>.png into --output. Without
+        Writes model.ckpt, scores.csv, a review panel heatmaps/<defect>/<image>.png per test image
+        and its predicted mask masks/<defect>/<image>.png into --output. Without
         --data a synthetic dataset in MVTec AD layout is generated in <output>/synthetic; a later
         run reuses it when its --seed and --image-size are the same, and regenerates it otherwise.
-        An earlier run's model.ckpt, scores.csv and heatmaps/ are replaced only with --overwrite.""")
+        An earlier run's model.ckpt, scores.csv, heatmaps/ and masks/ are replaced only with --overwrite.""")
     fit.add_argument("--model", choices=["patchcore", "padim", "dfkde"], default="patchcore", help="the model to train")
     fit.add_argument("--data", default=None, help="root of a dataset in MVTec AD layout (default: generate a synthetic one)")
     fit.add_argument("--category", default=None,
@@ -214,10 +215,11 @@ def _parser() -> argparse.ArgumentParser:
                            "before the run fails (a frozen process otherwise blocks the rest)")
     _add_progress(fit)
 
-    predict = command("predict", "anomaly maps (PNG overlays) and scores (CSV) of a folder of images", """
+    predict = command("predict", "scores (CSV), review panels and predicted masks (PNG) of a folder of images", """
         Rebuilds the model from a checkpoint written by 'anomaly-kernels fit' (its checksum is
         verified) or by Lightning's Trainer.save_checkpoint, and writes scores.csv and, for models
-        with anomaly maps, heatmaps/<image file name>.png into --output. Sub-folders, other file
+        with anomaly maps, a review panel heatmaps/<image file name>.png (image, heat map,
+        predicted mask, outline) and the mask masks/<image file name>.png into --output. Sub-folders, other file
         types and unreadable files of --input are skipped, and listed.""")
     predict.add_argument("--checkpoint", required=True, metavar="FILE",
                          help="model.ckpt written by 'anomaly-kernels fit', a checkpoint of Trainer.save_checkpoint, "
@@ -313,6 +315,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     print(f"scores:     {result.scores_csv}")
     if result.heatmaps is not None:
         print(f"heat maps:  {result.heatmaps}")
+        print(f"masks:      {result.heatmaps.parent / 'masks'}")
     return 0
 
 
@@ -333,6 +336,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     print(f"scores:     {result['scores_csv']}")
     if result["heatmaps"] is not None:
         print(f"heat maps:  {result['heatmaps']}")
+        print(f"masks:      {Path(result['heatmaps']).parent / 'masks'}")
     return 0
 
 
