@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
@@ -54,6 +56,8 @@ COMPATIBILITY_MODULES: Dict[str, str] = {
 DEFERRED_FOR_A_REASON: Dict[Tuple[str, str], str] = {
     ("anomaly_kernels.components", "anomaly_kernels.lightning.anomaly_module"):
         "AnomalyModule's documented path; Lightning takes seconds to import and only its users pay",
+    ("anomaly_kernels.components", "anomaly_kernels.components.feature_extractors"):
+        "timm imports torchvision, which does not load beside every torch build: only FeatureExtractor users pay",
     ("anomaly_kernels.components.base", "anomaly_kernels.lightning.anomaly_module"):
         "AnomalyModule's documented path; Lightning takes seconds to import and only its users pay",
     ("anomaly_kernels.cli", "anomaly_kernels.pipeline"):
@@ -254,3 +258,15 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     assert layer_of("anomaly_kernels.models") > layer_of("anomaly_kernels.components.bad")
     assert layer_of("anomaly_kernels.reference") > layer_of("anomaly_kernels.components.bad")
     assert not _deferred_import_is_listed("anomaly_kernels.components.bad", "pytorch_lightning.strategies")
+
+
+def test_components_other_than_the_feature_extractor_import_without_timm():
+    # timm brings torchvision, which fails to load beside some torch builds (PyPI's torchvision
+    # beside a CPU-only torch): the operators and every other component must not need it.
+    code = (
+        "import sys, anomaly_kernels.components as c, anomaly_kernels.reference;"
+        "assert 'timm' not in sys.modules and 'torchvision' not in sys.modules, 'timm loaded';"
+        "c.FeatureExtractor; assert 'timm' in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
