@@ -102,6 +102,15 @@ def clustered_embedding(n: int, dim: int, clusters: int = 300, directions: int =
     return out
 
 
+def coverage_radius(features: torch.Tensor, idxs) -> float:
+    """Largest distance from a row of (N, d) ``features`` to its nearest row among ``idxs``."""
+    centers = features[idxs]
+    radius = torch.zeros((), device=features.device)
+    for chunk in features.split(8192):
+        radius = torch.maximum(radius, torch.cdist(chunk, centers, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1).max())
+    return radius.item()
+
+
 def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float, data: str = "iid") -> Case:
     """Whole coreset selection (projection + greedy loop) of an (n, dim) embedding.
 
@@ -126,13 +135,6 @@ def kcenter_greedy_case(device: str, n: int, dim: int, ratio: float, data: str =
         features = sampler._prepare_features()
         start = int(torch.randint(n, (1,)).item())
         return reference.kcenter_greedy(features, sampler.coreset_size, start).tolist(), features
-
-    def coverage_radius(features, idxs):
-        centers = features[idxs]
-        radius = torch.zeros((), device=features.device)
-        for chunk in features.split(8192):
-            radius = torch.maximum(radius, torch.cdist(chunk, centers, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1).max())
-        return radius.item()
 
     def check(a, b):
         if a[0] == b[0]:

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from anomaly_kernels import ops
-from anomaly_kernels.bench.cases import clustered_embedding
+from anomaly_kernels.bench.cases import clustered_embedding, coverage_radius
 from anomaly_kernels.bench.runner import machine_description
 from anomaly_kernels.bench.timing import cuda_event_time, cuda_fp32_flops, memory_bandwidth_gbs
 from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
 from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
+from anomaly_kernels.components.filters.blur import gaussian_kernel1d
 from anomaly_kernels.components.filters.upsample_blur import upsample_blur2d
 from anomaly_kernels.components.sampling import KCenterGreedy
 
@@ -87,16 +88,10 @@ def _relative_check(tol: float) -> Callable[[torch.Tensor, torch.Tensor], Tuple[
     return check
 
 
-def _gaussian_taps(size: int = 33, sigma: float = 4.0) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64, device="cuda") - (size - 1) / 2
-    taps = torch.exp(-(x**2) / (2 * sigma**2))
-    return (taps / taps.sum()).float()
-
-
 def blur_comparison(b: int, size: int) -> Comparison:
     """Anomaly-map blur, sigma 4, 33 taps, reflect borders, (b, 1, size, size) float32."""
     x = torch.rand(b, 1, size, size, device="cuda")
-    taps = _gaussian_taps()
+    taps = gaussian_kernel1d(33, 4.0).cuda()
     pad = (16, 16, 16, 16)
     kernel2d = torch.outer(taps, taps)[None, None]
 
@@ -125,7 +120,7 @@ def blur_comparison(b: int, size: int) -> Comparison:
 def upsample_blur_comparison(b: int, low: int, high: int) -> Comparison:
     """PatchCore / PaDiM anomaly map: (b, 1, low, low) -> bilinear (high, high) -> blur."""
     maps = torch.rand(b, 1, low, low, device="cuda")
-    taps = _gaussian_taps()
+    taps = gaussian_kernel1d(33, 4.0).cuda()
     kernel2d = torch.outer(taps, taps)[None, None]
 
     def interpolate_conv2d():
@@ -251,12 +246,7 @@ def kcenter_comparison(n: int, dim: int, ratio: float, data: str) -> Comparison:
         return run
 
     def coverage_check(a, b) -> Tuple[bool, str]:
-        radii = []
-        for idxs, sampler in (a, b):
-            features = sampler._prepare_features().float()
-            centers = features[idxs]
-            radius = max(torch.cdist(chunk, centers).amin(dim=1).max().item() for chunk in features.split(16384))
-            radii.append(radius)
+        radii = [coverage_radius(sampler._prepare_features().float(), idxs) for idxs, sampler in (a, b)]
         rel = abs(radii[0] - radii[1]) / max(radii[0], 1e-30)
         return rel <= 1e-3 if data == "iid" else True, f"coverage radius float32 {radii[0]:.4g}, bfloat16 {radii[1]:.4g} (rel {rel:.1e})"
 
