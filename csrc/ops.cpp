@@ -33,9 +33,12 @@ STABLE_TORCH_LIBRARY(anomaly_kernels, m) {
   // PaDiM fit: embedding (B, C, H, W) -> (mean (C, H*W), precision (H*W, C, C)) with
   // precision[p] = inverse(cov_p + ridge * I), cov_p the unbiased covariance of the B vectors at
   // position p; accumulated and inverted (Cholesky) in float64, returned in the input dtype.
-  m.def("gaussian_fit(Tensor embedding, float ridge) -> (Tensor, Tensor)");
-  // PaDiM scoring: embedding (B, C, H, W), mean (C, H*W), precision (H*W, C, C) symmetric ->
-  // (B, 1, H, W) with dist = sqrt(max(d^T precision[p] d, 0)), d = embedding[b, :, p] - mean[:, p].
+  // packed: each precision as its upper triangle row by row, (H*W, C*(C+1)/2), half the memory
+  // (common/packed_triangle.h).
+  m.def("gaussian_fit(Tensor embedding, float ridge, bool packed=False) -> (Tensor, Tensor)");
+  // PaDiM scoring: embedding (B, C, H, W), mean (C, H*W), precision (H*W, C, C) symmetric, or
+  // packed (H*W, C*(C+1)/2) -> (B, 1, H, W) with dist = sqrt(max(d^T precision[p] d, 0)),
+  // d = embedding[b, :, p] - mean[:, p].
   // Fused: no (P, B, C) temporaries; each precision matrix is read once per batch.
   m.def("mahalanobis(Tensor embedding, Tensor mean, Tensor precision) -> Tensor");
   // Separable banded resampling of (B, C, h, w) to (B, C, H, W): out[y, x] =

@@ -31,6 +31,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("core", (
         "anomaly_kernels", "anomaly_kernels._C", "anomaly_kernels._build_info", "anomaly_kernels._info",
         "anomaly_kernels._validation", "anomaly_kernels.ops", "anomaly_kernels.batched_gaussian_fit",
+        "anomaly_kernels.packed_precision",
     )),
     ("metrics", ("anomaly_kernels.metrics",)),
     ("components", ("anomaly_kernels.components",)),

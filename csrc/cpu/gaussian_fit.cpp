@@ -2,13 +2,15 @@
 // a block of consecutive positions (cpu/position_block.h) in float64 and centres them; per
 // position it forms the covariance, its Cholesky factor L, the inverse of L and
 // precision = L^-T L^-1, all in task-local C x C buffers: no (P, C, C) float64 temporaries and
-// no Python loop over positions.
+// no Python loop over positions. The precisions are written full or, on request, packed
+// (common/packed_triangle.h).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
 
+#include "common/packed_triangle.h"
 #include "common/simd.h"
 #include "common/tensor_checks.h"
 #include "cpu/huge_pages.h"
@@ -195,16 +197,20 @@ AK_SIMD_CLONES void forward_substitute_rows(const double* l, int64_t b, int64_t 
   }
 }
 
-// out (c, c) = scale * (S + shift * I) for the symmetric S whose lower triangle is `lower`.
+// out = scale * (S + shift * I) for the symmetric S whose lower triangle is `lower`, as a full
+// (c, c) matrix or, when packed, its upper triangle row by row (common/packed_triangle.h).
 // Written row by row (the upper part of a row is a column of the lower triangle): contiguous
 // stores into the large output, strided loads from the cached buffer.
 template <typename T>
-AK_SIMD_CLONES void write_mirrored(const double* lower, int64_t c, double scale, double shift, T* out) {
+AK_SIMD_CLONES void write_mirrored(const double* lower, int64_t c, double scale, double shift, bool packed, T* out) {
   for (int64_t i = 0; i < c; ++i) {
     const double* lower_i = lower + i * c;
-    T* row = out + i * c;
+    // row[j] is entry (i, j); a packed row holds only j >= i.
+    T* row = packed ? out + packed_offset(i, i, c) - i : out + i * c;
+    if (!packed) {
 #pragma omp simd
-    for (int64_t j = 0; j < i; ++j) row[j] = static_cast<T>(scale * lower_i[j]);
+      for (int64_t j = 0; j < i; ++j) row[j] = static_cast<T>(scale * lower_i[j]);
+    }
     row[i] = static_cast<T>(scale * (lower_i[i] + shift));
 #pragma omp simd
     for (int64_t j = i + 1; j < c; ++j) row[j] = static_cast<T>(scale * lower[j * c + i]);
@@ -234,7 +240,8 @@ struct Workspace {
 // precision = (ridge I + x^T x / (b - 1))^-1 for centred x (b, c) through the c x c Cholesky
 // factor L: precision = L^-T L^-1. False if the covariance is not positive definite.
 template <typename T>
-bool invert_in_feature_space(const double* x, int64_t b, int64_t c, double ridge, Workspace& work, T* out) {
+bool invert_in_feature_space(const double* x, int64_t b, int64_t c, double ridge, bool packed, Workspace& work,
+                             T* out) {
   double* a = work.a.data();
   scatter_lower(x, b, c, a);
   const double norm = 1.0 / static_cast<double>(b - 1);
@@ -245,25 +252,26 @@ bool invert_in_feature_space(const double* x, int64_t b, int64_t c, double ridge
   if (!cholesky_lower(a, c)) return false;
   invert_lower(a, c, work.inv.data());
   gram_of_lower(work.inv.data(), c, work.gram.data());
-  write_mirrored(work.gram.data(), c, 1.0, 0.0, out);
+  write_mirrored(work.gram.data(), c, 1.0, 0.0, packed, out);
   return true;
 }
 
 // The same through the b x b system (see prefer_image_space); overwrites x with W.
 template <typename T>
-bool invert_in_image_space(double* x, int64_t b, int64_t c, double ridge, Workspace& work, T* out) {
+bool invert_in_image_space(double* x, int64_t b, int64_t c, double ridge, bool packed, Workspace& work, T* out) {
   const double norm = 1.0 / static_cast<double>(b - 1);
   image_gram_lower(x, b, c, norm, ridge, work.small.data());
   if (!cholesky_lower(work.small.data(), b)) return false;
   forward_substitute_rows(work.small.data(), b, c, std::sqrt(norm), x);
   scatter_lower(x, b, c, work.a.data());
-  write_mirrored(work.a.data(), c, -1.0 / ridge, -1.0, out);  // (I - W^T W) / ridge
+  write_mirrored(work.a.data(), c, -1.0 / ridge, -1.0, packed, out);  // (I - W^T W) / ridge
   return true;
 }
 
 template <typename T>
-void gaussian_fit_cpu_impl(const T* embedding, int64_t b, int64_t c, int64_t p, double ridge,
+void gaussian_fit_cpu_impl(const T* embedding, int64_t b, int64_t c, int64_t p, double ridge, bool packed,
                            T* mean, T* precision, int64_t* failed_position) {
+  const int64_t matrix_elements = packed ? packed_elements(c) : c * c;
   torch::stable::parallel_for(0, cpu::position_tasks(p), 1, [&](int64_t first, int64_t last) {
     std::vector<double> centred(cpu::kPositionsPerTask * b * c);  // [position][image][channel]
     const bool image_space = prefer_image_space(b, c, ridge);
@@ -276,16 +284,16 @@ void gaussian_fit_cpu_impl(const T* embedding, int64_t b, int64_t c, int64_t p, 
         double* x = centred.data() + q * b * c;
         centre_images(x, b, c, work.mean.data());
         for (int64_t ch = 0; ch < c; ++ch) mean[ch * p + p0 + q] = static_cast<T>(work.mean[ch]);
-        T* out = precision + (p0 + q) * c * c;
-        const bool ok = image_space ? invert_in_image_space(x, b, c, ridge, work, out)
-                                    : invert_in_feature_space(x, b, c, ridge, work, out);
+        T* out = precision + (p0 + q) * matrix_elements;
+        const bool ok = image_space ? invert_in_image_space(x, b, c, ridge, packed, work, out)
+                                    : invert_in_feature_space(x, b, c, ridge, packed, work, out);
         if (!ok) *failed_position = p0 + q;  // benign race: any failing position is worth reporting
       }
     }
   });
 }
 
-std::tuple<Tensor, Tensor> gaussian_fit_cpu(Tensor embedding, double ridge) {
+std::tuple<Tensor, Tensor> gaussian_fit_cpu(Tensor embedding, double ridge, bool packed) {
   STD_TORCH_CHECK(embedding.dim() == 4, "embedding must be 4-D (B, C, H, W), got shape ",
                   shape_str(embedding));
   STD_TORCH_CHECK(
@@ -297,18 +305,19 @@ std::tuple<Tensor, Tensor> gaussian_fit_cpu(Tensor embedding, double ridge) {
   STD_TORCH_CHECK(ridge >= 0.0, "ridge must be >= 0, got ", ridge);
   const Tensor e = torch::stable::contiguous(embedding);
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
-  std::vector<int64_t> mean_shape{c, p}, precision_shape{p, c, c};
+  std::vector<int64_t> mean_shape{c, p};
+  std::vector<int64_t> precision_shape = packed ? std::vector<int64_t>{p, packed_elements(c)} : std::vector<int64_t>{p, c, c};
   Tensor mean = torch::stable::new_empty(e, mean_shape);
   Tensor precision = torch::stable::new_empty(e, precision_shape);
   cpu::advise_huge_pages(precision.data_ptr(), precision.numel() * precision.element_size());
   int64_t failed = -1;
   if (p > 0) {
     if (e.scalar_type() == ScalarType::Float) {
-      gaussian_fit_cpu_impl(e.const_data_ptr<float>(), b, c, p, ridge,
+      gaussian_fit_cpu_impl(e.const_data_ptr<float>(), b, c, p, ridge, packed,
                             mean.mutable_data_ptr<float>(), precision.mutable_data_ptr<float>(),
                             &failed);
     } else {
-      gaussian_fit_cpu_impl(e.const_data_ptr<double>(), b, c, p, ridge,
+      gaussian_fit_cpu_impl(e.const_data_ptr<double>(), b, c, p, ridge, packed,
                             mean.mutable_data_ptr<double>(), precision.mutable_data_ptr<double>(),
                             &failed);
     }

@@ -3,7 +3,8 @@
 // batch, and only its upper triangle: M is symmetric, so
 //   d^T M d = sum_j d_j z_j,  z_j = M_jj d_j + 2 sum_{i<j} M_ij d_i,
 // which halves the arithmetic and (for large C) the bytes read from memory. The kernel relies
-// on that symmetry: the entries below the diagonal are never read.
+// on that symmetry: the entries below the diagonal are never used, so the matrices may also come
+// packed (common/packed_triangle.h), at half the memory.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -12,6 +13,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "common/mahalanobis_args.h"
+#include "common/packed_triangle.h"
 #include "common/simd.h"
 #include "cpu/position_block.h"
 
@@ -37,19 +39,39 @@ struct HalfDiagonalWeights {
 template <typename T>
 constexpr HalfDiagonalWeights<T> kHalfDiagonalWeights{};
 
+// Where the rows of a position's matrix lie, full or packed: row(m, c, r)[j] is M[r, j] for
+// every j >= r. (For a packed matrix the entries left of the diagonal are the previous row's
+// last ones: inside the matrix, and never used.) Row r + k starts k * stride(c, r) - k (k - 1) / 2
+// * kShrink entries after row r (packed rows are one entry shorter each).
+struct FullMatrices {
+  static constexpr int64_t kShrink = 0;
+  static int64_t elements(int64_t c) { return c * c; }
+  static int64_t stride(int64_t c, int64_t) { return c; }
+  template <typename T>
+  static const T* row(const T* m, int64_t c, int64_t r) { return m + r * c; }
+};
+struct PackedMatrices {
+  static constexpr int64_t kShrink = 1;
+  static int64_t elements(int64_t c) { return packed_elements(c); }
+  static int64_t stride(int64_t c, int64_t r) { return c - r - 1; }
+  template <typename T>
+  static const T* row(const T* m, int64_t c, int64_t r) { return m + packed_offset(r, r, c) - r; }
+};
+
 // h_k[block] += sum_{r < kLanes} d_k[r] * M[r, block] over the kLanes rows of a panel, for one
-// column block of K images (`rows` points at the panel's first row in that block, `d[k]` at
-// image k's entries for the panel's rows, `h[k]` at its accumulator for the block). Each row
-// piece is loaded once and feeds K fused multiply-adds; the accumulators stay in registers.
-template <int64_t K, bool Diagonal, typename T>
-AK_SIMD_CLONES void panel_block(const T* rows, int64_t c, const T* const* d, T* const* h) {
+// column block of K images (`rows` points at the panel's first row in that block, the next rows
+// following as Matrices::stride says; `d[k]` at image k's entries for the panel's rows, `h[k]`
+// at its accumulator for the block). Each row piece is loaded once and feeds K fused
+// multiply-adds; the accumulators stay in registers.
+template <int64_t K, bool Diagonal, int64_t Shrink, typename T>
+AK_SIMD_CLONES void panel_block(const T* rows, int64_t stride, const T* const* d, T* const* h) {
   constexpr int64_t L = kLanes<T>;
   T acc[K][L];
   for (int64_t k = 0; k < K; ++k)
 #pragma omp simd
     for (int64_t jj = 0; jj < L; ++jj) acc[k][jj] = h[k][jj];
   for (int64_t r = 0; r < L; ++r) {
-    const T* row = rows + r * c;
+    const T* row = rows + r * stride - r * (r - 1) / 2 * Shrink;
     T m[L];
 #pragma omp simd
     for (int64_t jj = 0; jj < L; ++jj) m[jj] = Diagonal ? row[jj] * kHalfDiagonalWeights<T>.w[r][jj] : row[jj];
@@ -71,12 +93,13 @@ AK_SIMD_CLONES void panel_block(const T* rows, int64_t c, const T* const* d, T* 
     for (int64_t jj = 0; jj < L; ++jj) h[k][jj] = acc[k][jj];
 }
 
-// d_t * z_t for a column t right of the last whole block, z_t = M_tt d_t + 2 sum_{i<t} M_ti d_i:
-// by symmetry the entries M[i, t], i < t, are row t's first t entries, a unit-stride dot product.
+// d_t * z_t for a column t right of the last whole block, z_t = M_tt d_t + 2 sum_{i<t} M_it d_i,
+// from column[i] = M[i, t], i <= t: a unit-stride dot product (for a full matrix, by symmetry,
+// the column is row t's first t + 1 entries).
 template <int64_t K, typename T>
-AK_SIMD_CLONES void tail_column_forms(const T* matrix, int64_t c, int64_t t, const T* const* d, double* q) {
+AK_SIMD_CLONES void tail_column_forms(const T* column, int64_t t, const T* const* d, double* q) {
   constexpr int64_t L = kLanes<T>;
-  const T* row = matrix + t * c;
+  const T* row = column;
   T partial[K][L] = {};
   int64_t i = 0;
   for (; i + L <= t; i += L)
@@ -89,6 +112,18 @@ AK_SIMD_CLONES void tail_column_forms(const T* matrix, int64_t c, int64_t t, con
     for (int64_t ii = i; ii < t; ++ii) off_diagonal += static_cast<double>(row[ii]) * d[k][ii];
     const double dt = d[k][t];
     q[k] += dt * (2.0 * off_diagonal + static_cast<double>(row[t]) * dt);
+  }
+}
+
+// columns[(t - full) * c + i] = M[i, t] for the columns t >= full of a packed matrix and i <= t.
+// Packed rows start at their diagonal, so those entries sit at the end of every row i: they are
+// copied row by row, reading the matrix front to back (one or two cache lines per row) rather
+// than one scattered entry per row for every column.
+template <typename T>
+void gather_tail_columns(const T* matrix, int64_t c, int64_t full, T* columns) {
+  for (int64_t i = 0; i < c; ++i) {
+    const T* row = PackedMatrices::row(matrix, c, i);
+    for (int64_t t = std::max(i, full); t < c; ++t) columns[(t - full) * c + i] = row[t];
   }
 }
 
@@ -111,12 +146,11 @@ AK_SIMD_CLONES double dot(const T* d, const T* h, int64_t n) {
 // overlap with that work instead of stalling it. The lines go to L2 (locality hint 2), which
 // holds many matrices, rather than L1, which the current matrix's rows need (measured ~20%
 // faster than an L1 prefetch at 8 x 100 x 56 x 56).
-template <typename T>
+template <typename T, typename Matrices>
 class UpperTrianglePrefetch {
  public:
-  UpperTrianglePrefetch(const T* matrix, int64_t c, int64_t calls)
-      : matrix_(reinterpret_cast<const char*>(matrix)), c_(c) {
-    if (matrix_ == nullptr) return;
+  UpperTrianglePrefetch(const T* matrix, int64_t c, int64_t calls) : matrix_(matrix), c_(c) {
+    if (matrix == nullptr) return;
     int64_t lines = 0;
     for (int64_t i = 0; i < c_; ++i) lines += (row_end(i) - row_begin(i) + 63) / 64;
     lines_per_call_ = (lines + calls - 1) / calls;
@@ -132,18 +166,22 @@ class UpperTrianglePrefetch {
   }
 
  private:
+  // A row is read from its panel's diagonal block on; a tail row whole (of a packed matrix,
+  // from its diagonal on).
   const char* row_begin(int64_t i) const {
     const int64_t full = c_ / kLanes<T> * kLanes<T>;
     const int64_t first_column = i < full ? i / kLanes<T> * kLanes<T> : 0;
-    return matrix_ + (i * c_ + first_column) * static_cast<int64_t>(sizeof(T));
+    const T* row = Matrices::row(matrix_, c_, i);
+    return reinterpret_cast<const char*>(std::is_same_v<Matrices, PackedMatrices> ? row + std::max(first_column, i)
+                                                                                  : row + first_column);
   }
-  const char* row_end(int64_t i) const { return matrix_ + (i + 1) * c_ * static_cast<int64_t>(sizeof(T)); }
+  const char* row_end(int64_t i) const { return reinterpret_cast<const char*>(Matrices::row(matrix_, c_, i) + c_); }
   void start_row(int64_t i) {
     row_ = i;
     if (row_ < c_) line_ = row_begin(row_);
   }
 
-  const char* matrix_;
+  const T* matrix_;
   int64_t c_;
   int64_t lines_per_call_ = 0;
   int64_t row_ = 0;
@@ -172,21 +210,23 @@ void for_image_groups(int64_t count, Body&& body) {
 // h over the columns of whole blocks is accumulated panel by panel (kLanes rows at a time,
 // columns from the panel's diagonal block on), so the matrix is read front to back in nearly
 // contiguous pieces, which hardware prefetchers follow; `h` holds count x full accumulators.
-// Columns right of the last whole block are done by tail_column_forms. `next_matrix` (or
-// nullptr) is the matrix of the position that comes next, prefetched along the way.
-template <typename T>
+// Columns right of the last whole block are done by tail_column_forms (packed matrices' columns
+// gathered into `tail_columns`, kLanes * c entries of scratch, first). `next_matrix` (or nullptr)
+// is the matrix of the position that comes next, prefetched along the way.
+template <typename Matrices, typename T>
 void position_forms(const T* matrix, const T* next_matrix, const T* delta, int64_t count, int64_t c,
-                    T* h, double* q) {
+                    T* h, T* tail_columns, double* q) {
   constexpr int64_t L = kLanes<T>;
   const int64_t full = c / L * L;
   std::fill(h, h + count * full, T(0));
   const int64_t panels = full / L;
-  UpperTrianglePrefetch<T> prefetch(next_matrix, c, panels * (panels + 1) / 2 + 1);
+  UpperTrianglePrefetch<T, Matrices> prefetch(next_matrix, c, panels * (panels + 1) / 2 + 1);
   const T* d[kLargestImageGroup];
   T* acc[kLargestImageGroup];
   for (int64_t r0 = 0; r0 < full; r0 += L) {
+    const int64_t stride = Matrices::stride(c, r0);
     for (int64_t j0 = r0; j0 < full; j0 += L) {
-      const T* rows = matrix + r0 * c + j0;
+      const T* rows = Matrices::row(matrix, c, r0) + j0;
       prefetch.next();
       for_image_groups(count, [&](auto group, int64_t first) {
         constexpr int64_t K = decltype(group)::value;
@@ -195,28 +235,34 @@ void position_forms(const T* matrix, const T* next_matrix, const T* delta, int64
           acc[k] = h + (first + k) * full + j0;
         }
         if (j0 == r0) {
-          panel_block<K, true>(rows, c, d, acc);
+          panel_block<K, true, Matrices::kShrink>(rows, stride, d, acc);
         } else {
-          panel_block<K, false>(rows, c, d, acc);
+          panel_block<K, false, Matrices::kShrink>(rows, stride, d, acc);
         }
       });
     }
   }
   prefetch.next();
   for (int64_t img = 0; img < count; ++img) q[img] = 2.0 * dot(delta + img * c, h + img * full, full);
-  for (int64_t t = full; t < c; ++t)
+  if (full == c) return;
+  if constexpr (std::is_same_v<Matrices, PackedMatrices>) gather_tail_columns(matrix, c, full, tail_columns);
+  for (int64_t t = full; t < c; ++t) {
+    const T* column = std::is_same_v<Matrices, PackedMatrices> ? tail_columns + (t - full) * c : matrix + t * c;
     for_image_groups(count, [&](auto group, int64_t first) {
       for (int64_t k = 0; k < decltype(group)::value; ++k) d[k] = delta + (first + k) * c;
-      tail_column_forms<decltype(group)::value>(matrix, c, t, d, q + first);
+      tail_column_forms<decltype(group)::value>(column, t, d, q + first);
     });
+  }
 }
 
-template <typename T>
+template <typename Matrices, typename T>
 void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision, int64_t b,
                           int64_t c, int64_t p, T* out) {
+  const int64_t matrix_elements = Matrices::elements(c);
   torch::stable::parallel_for(0, cpu::position_tasks(p), 1, [&](int64_t first, int64_t last) {
     std::vector<T> delta(cpu::kPositionsPerTask * b * c);  // [position][image][channel]
     std::vector<T> half_z(b * (c / kLanes<T> * kLanes<T>));
+    std::vector<T> tail_columns(std::is_same_v<Matrices, PackedMatrices> ? kLanes<T> * c : 0);
     std::vector<double> forms(b);
     for (int64_t task = first; task < last; ++task) {
       const int64_t p0 = task * cpu::kPositionsPerTask;
@@ -224,9 +270,9 @@ void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision,
       cpu::stage_positions(embedding, mean, b, c, p, p0, np, delta.data());
       for (int64_t q = 0; q < np; ++q) {
         const int64_t position = p0 + q;
-        const T* next = position + 1 < p ? precision + (position + 1) * c * c : nullptr;
-        position_forms(precision + position * c * c, next, delta.data() + q * b * c, b, c,
-                       half_z.data(), forms.data());
+        const T* next = position + 1 < p ? precision + (position + 1) * matrix_elements : nullptr;
+        position_forms<Matrices>(precision + position * matrix_elements, next, delta.data() + q * b * c, b, c,
+                                 half_z.data(), tail_columns.data(), forms.data());
         for (int64_t img = 0; img < b; ++img)
           out[img * p + position] = static_cast<T>(std::sqrt(std::max(forms[img], 0.0)));
       }
@@ -244,12 +290,20 @@ Tensor mahalanobis_cpu(Tensor embedding, Tensor mean, Tensor precision) {
   Tensor out = torch::stable::new_empty(e, out_shape);
   if (out.numel() == 0) return out;
   if (c == 0) return torch::stable::zero_(out);
-  if (e.scalar_type() == ScalarType::Float) {
-    mahalanobis_cpu_impl(e.const_data_ptr<float>(), mu.const_data_ptr<float>(),
-                         m.const_data_ptr<float>(), b, c, p, out.mutable_data_ptr<float>());
+  auto run = [&](auto matrices) {
+    using Matrices = decltype(matrices);
+    if (e.scalar_type() == ScalarType::Float) {
+      mahalanobis_cpu_impl<Matrices>(e.const_data_ptr<float>(), mu.const_data_ptr<float>(),
+                                     m.const_data_ptr<float>(), b, c, p, out.mutable_data_ptr<float>());
+    } else {
+      mahalanobis_cpu_impl<Matrices>(e.const_data_ptr<double>(), mu.const_data_ptr<double>(),
+                                     m.const_data_ptr<double>(), b, c, p, out.mutable_data_ptr<double>());
+    }
+  };
+  if (m.dim() == 2) {
+    run(PackedMatrices{});
   } else {
-    mahalanobis_cpu_impl(e.const_data_ptr<double>(), mu.const_data_ptr<double>(),
-                         m.const_data_ptr<double>(), b, c, p, out.mutable_data_ptr<double>());
+    run(FullMatrices{});
   }
   return out;
 }

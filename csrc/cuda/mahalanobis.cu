@@ -22,10 +22,14 @@
 //  3. finish_kernel adds them in a fixed order (deterministic: no float atomics).
 // Tiles stream through shared memory in pieces of kStageRows rows, kStages pieces deep, by
 // cp.async (plain loads before sm_80). Accumulation is in T (fp32 FMA for float, no TF32).
+// Packed precisions (upper triangles row by row, common/packed_triangle.h) are read in place:
+// their rows start at every alignment, so they are copied one entry at a time (the diagonal
+// tiles' lower halves from their mirror images, which the same tile has just brought to cache).
 #include <climits>
 #include <cstdint>
 #include <type_traits>
 
+#include "common/packed_triangle.h"
 #include "cuda/mahalanobis.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -208,11 +212,13 @@ __global__ void centre_kernel(const T* __restrict__ embedding, const T* __restri
 template <typename T>
 struct FormsArgs {
   const T* centred;    // [p][groups][c_pad][images]
-  const T* precision;  // [p][c][c]
+  const T* precision;  // [p][c][c], or [p][c (c + 1) / 2] when packed
   T* out;              // [b][p] distances, when splits == 1
   T* partial;          // [splits][b][p] partial forms, when splits > 1
   int64_t b, c, p, c_pad, groups;
+  int64_t matrix_elements;  // of one position's precision
   int splits, tiles_per_side, vec_bytes;
+  bool packed;
 };
 
 // A block's walk over its share of the upper-triangle tiles (I, J), J >= I, in row-major
@@ -257,9 +263,30 @@ __device__ __forceinline__ void issue_tile(const T* matrix, int64_t c, const Til
   }
 }
 
+// The same piece of a packed matrix, one entry per copy: entries below the diagonal (in
+// diagonal tiles only) are copied from their mirror images above it.
 template <typename T>
-__device__ __forceinline__ void issue(const T* matrix, int64_t c, int vec_bytes, const TileCursor& at, T* stage) {
-  if (vec_bytes == 16) {
+__device__ __forceinline__ void issue_packed_tile(const T* matrix, int64_t c, const TileCursor& at, T* stage) {
+  const int64_t row0 = static_cast<int64_t>(at.i) * kTile + at.piece * kStageRows;
+  const int64_t col0 = static_cast<int64_t>(at.j) * kTile;
+  static_assert(kStageRows * kTile % kThreads == 0, "whole copies per thread");
+#pragma unroll 4
+  for (int k = 0; k < kStageRows * kTile / kThreads; ++k) {
+    const int v = threadIdx.x + k * kThreads;
+    const int r = v / kTile, x = v % kTile;  // a warp copies 32 consecutive entries of one row
+    const int64_t row = row0 + r, col = col0 + x;
+    const bool valid = row < c && col < c;
+    const int64_t offset = row <= col ? packed_offset(row, col, c) : packed_offset(col, row, c);
+    copy_async<static_cast<int>(sizeof(T))>(stage + r * kTile + x, valid ? matrix + offset : matrix, valid);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void issue(const T* matrix, int64_t c, int vec_bytes, bool packed, const TileCursor& at,
+                                      T* stage) {
+  if (packed) {
+    issue_packed_tile<T>(matrix, c, at, stage);
+  } else if (vec_bytes == 16) {
     issue_tile<T, 16>(matrix, c, at, stage);
   } else if (vec_bytes == 8) {
     issue_tile<T, 8>(matrix, c, at, stage);
@@ -292,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
     const int split = static_cast<int>(item % a.splits);
     const int64_t position_group = item / a.splits;
     const int64_t group = position_group % a.groups, pos = position_group / a.groups;
-    const T* matrix = a.precision + pos * c * c;
+    const T* matrix = a.precision + pos * a.matrix_elements;
 
     // Prologue: the centred vectors (part of the first copy group) and kDepth - 1 pieces.
     {
@@ -311,7 +338,7 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 #pragma unroll
     for (int s = 0; s < kDepth - 1; ++s) {
       if (load.remaining > 0) {
-        issue(matrix, c, a.vec_bytes, load, stages + s * kStageElements);
+        issue(matrix, c, a.vec_bytes, a.packed, load, stages + s * kStageElements);
         load.advance();
       }
       copy_commit();
@@ -325,7 +352,7 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
       copy_wait<kDepth - 2>();  // piece t (and, at t = 0, the vectors) has landed for this thread
       __syncthreads();           // ... for every thread, and piece t - 1's buffer is free
       if (load.remaining > 0) {
-        issue(matrix, c, a.vec_bytes, load, stages + ((t + kDepth - 1) % kDepth) * kStageElements);
+        issue(matrix, c, a.vec_bytes, a.packed, load, stages + ((t + kDepth - 1) % kDepth) * kStageElements);
         load.advance();
       }
       copy_commit();
@@ -498,7 +525,7 @@ cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int6
 }
 
 template <typename T>
-cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, int64_t b, int64_t c,
+cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, bool packed, int64_t b, int64_t c,
                         int64_t p, T* workspace, T* out, cudaStream_t stream) {
   if (b == 0 || c == 0 || p == 0) return cudaSuccess;
   Plan plan;
@@ -518,6 +545,8 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, i
   FormsArgs<T> args;
   args.centred = workspace;
   args.precision = precision;
+  args.packed = packed;
+  args.matrix_elements = packed ? packed_elements(c) : c * c;
   args.out = out;
   args.partial = workspace + plan.centred_elements;
   args.b = b, args.c = c, args.p = p, args.c_pad = plan.c_pad, args.groups = plan.groups;
@@ -546,9 +575,9 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, i
 
 template cudaError_t mahalanobis_workspace_elements<float>(int64_t, int64_t, int64_t, int64_t*);
 template cudaError_t mahalanobis_workspace_elements<double>(int64_t, int64_t, int64_t, int64_t*);
-template cudaError_t mahalanobis<float>(const float*, const float*, const float*, int64_t, int64_t, int64_t,
-                                        float*, float*, cudaStream_t);
-template cudaError_t mahalanobis<double>(const double*, const double*, const double*, int64_t, int64_t,
+template cudaError_t mahalanobis<float>(const float*, const float*, const float*, bool, int64_t, int64_t,
+                                        int64_t, float*, float*, cudaStream_t);
+template cudaError_t mahalanobis<double>(const double*, const double*, const double*, bool, int64_t, int64_t,
                                          int64_t, double*, double*, cudaStream_t);
 
 }  // namespace anomaly_kernels::cuda

@@ -14,10 +14,11 @@ cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int6
 
 // out (b, p) = sqrt(q) with q = d^T precision[p] d clamped below at 0 (NaN stays NaN),
 // d = embedding[img, :, p] - mean[:, p], for an embedding (b, c, p), mean (c, p) and symmetric
-// precision (p, c, c), of which only the upper-triangle tiles are read. `workspace` holds
+// precision (p, c, c), of which only the upper-triangle tiles are read, or with `packed` the
+// upper triangles alone (p, c (c + 1) / 2) (common/packed_triangle.h). `workspace` holds
 // mahalanobis_workspace_elements<T>(b, c, p) elements. Device pointers, c >= 1.
 template <typename T>
-cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, int64_t b,
+cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, bool packed, int64_t b,
                         int64_t c, int64_t p, T* workspace, T* out, cudaStream_t stream);
 
 }  // namespace anomaly_kernels::cuda

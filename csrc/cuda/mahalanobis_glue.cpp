@@ -17,9 +17,9 @@ void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
   // The centred vectors in the kernel's layout (about the embedding's size) and partial forms.
   std::vector<int64_t> workspace_shape{elements};
   Tensor workspace = torch::stable::new_empty(e, workspace_shape);
-  check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(), m.const_data_ptr<T>(), b, c,
-                                    p, workspace.mutable_data_ptr<T>(), out.mutable_data_ptr<T>(),
-                                    current_stream(e)),
+  check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(), m.const_data_ptr<T>(),
+                                    /*packed=*/m.dim() == 2, b, c, p, workspace.mutable_data_ptr<T>(),
+                                    out.mutable_data_ptr<T>(), current_stream(e)),
                "mahalanobis");
 }
 

@@ -21,7 +21,9 @@ module adds over one big batched call is bounded memory and fewer operations:
   W^T W with its rank-B inner dimension is one batched float64 GEMM per chunk and the only
   large step; the identity and the 1 / r scaling are folded into it (``baddbmm``).
 - Precisions are exactly symmetric: the upper triangle is mirrored onto the lower one while the
-  result is written out (a batched GEMM need not give bit-equal (i, j) and (j, i) entries).
+  result is written out (a batched GEMM need not give bit-equal (i, j) and (j, i) entries), or
+  written alone when packed (:mod:`anomaly_kernels.packed_precision`): then no (P, C, C) tensor
+  exists at any time, only one chunk's.
 - A non-positive-definite covariance is detected without a host synchronisation per chunk: the
   Cholesky status of every chunk is kept on the device and read once at the end.
 
@@ -34,6 +36,8 @@ import math
 
 import torch
 
+from anomaly_kernels.packed_precision import packed_length
+
 # Float64 working memory per chunk of positions.
 DEFAULT_MAX_TEMPORARY_BYTES = 1 << 30
 
@@ -44,7 +48,10 @@ def uses_image_space(images: int, channels: int, ridge: float) -> bool:
 
 
 def batched_gaussian_fit(
-    embedding: torch.Tensor, ridge: float = 0.01, max_temporary_bytes: int = DEFAULT_MAX_TEMPORARY_BYTES
+    embedding: torch.Tensor,
+    ridge: float = 0.01,
+    max_temporary_bytes: int = DEFAULT_MAX_TEMPORARY_BYTES,
+    packed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and inverse covariance at every position, in chunks of positions.
 
@@ -53,10 +60,11 @@ def batched_gaussian_fit(
         ridge: added to every covariance's diagonal, >= 0.
         max_temporary_bytes: float64 working memory per chunk of positions (at least one
             position per chunk).
+        packed: return the precisions' upper triangles, (H*W, C*(C+1)/2).
 
     Returns:
-        ``(mean (C, H*W), precision (H*W, C, C))`` in the embedding's dtype, on its device;
-        every precision is exactly symmetric.
+        ``(mean (C, H*W), precision (H*W, C, C) or packed (H*W, C*(C+1)/2))`` in the
+        embedding's dtype, on its device; every precision is exactly symmetric.
 
     Raises:
         RuntimeError: a covariance is not positive definite (the first such position is named).
@@ -66,7 +74,7 @@ def batched_gaussian_fit(
     dtype, device = embedding.dtype, embedding.device
     samples = embedding.reshape(b, c, p)
     mean = samples.mean(dim=0, dtype=torch.float64)  # (C, P)
-    precision = torch.empty(p, c, c, dtype=dtype, device=device)
+    precision = torch.empty((p, packed_length(c)) if packed else (p, c, c), dtype=dtype, device=device)
     if p == 0:
         return mean.to(dtype), precision
     image_space = uses_image_space(b, c, ridge)
@@ -80,6 +88,7 @@ def batched_gaussian_fit(
     per_position += precision.element_size() * c * c
     chunk = max(1, max_temporary_bytes // per_position)
     upper = torch.ones(c, c, dtype=torch.bool, device=device).triu_()
+    upper_entries = torch.nonzero(upper.flatten()).squeeze(1) if packed else None  # row by row
     status = torch.zeros(p, dtype=torch.int32, device=device)  # Cholesky info per position
     for start in range(0, p, chunk):
         stop = min(p, start + chunk)
@@ -91,8 +100,11 @@ def batched_gaussian_fit(
         del centred
         if result.dtype != dtype:
             result = result.to(dtype)
-        # The upper triangle, mirrored: exactly symmetric output.
-        torch.where(upper, result, result.mT, out=precision[start:stop])
+        if packed:
+            torch.index_select(result.flatten(1), 1, upper_entries, out=precision[start:stop])
+        else:
+            # The upper triangle, mirrored: exactly symmetric output.
+            torch.where(upper, result, result.mT, out=precision[start:stop])
         del result
     failed = torch.nonzero(status)  # the one host synchronisation
     if failed.numel():

@@ -27,13 +27,14 @@ FLAGS: Dict[str, str] = {
     "accelerator": "--accelerator", "batch_size": "--batch-size", "seed": "--seed",
     "checkpoint": "--checkpoint", "input_path": "--input", "layers": "--layers", "n_features": "--n-features",
     "coreset_sampling_ratio": "--coreset-ratio", "num_neighbors": "--num-neighbors",
-    "n_pca_components": "--pca-components", "val_split": "--val-split", "val_split_ratio": "--val-ratio",
+    "n_pca_components": "--pca-components", "packed_precision": "--packed-precision", "val_split": "--val-split", "val_split_ratio": "--val-ratio",
     "devices": "--devices", "strategy": "--strategy", "ddp_timeout": "--ddp-timeout", "overwrite": "--overwrite",
 }
 # The fit flags that set an argument of the model class: (flag's attribute, model argument).
 MODEL_OPTION_FLAGS = (
     ("layers", "layers"), ("n_features", "n_features"), ("coreset_ratio", "coreset_sampling_ratio"),
     ("num_neighbors", "num_neighbors"), ("pca_components", "n_pca_components"),
+    ("packed_precision", "packed_precision"),
 )
 
 
@@ -192,6 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--n-features", type=_int_in(1), default=None, metavar="N",
                         help="padim: feature channels kept (default: 100 for resnet18, 550 for wide_resnet50_2; "
                              "required for other backbones)")
+    models.add_argument("--packed-precision", action="store_true", default=None,
+                        help="padim: store the inverse covariances as upper triangles, half the memory, same scores "
+                             "(wide_resnet50_2 at 256 px: 2.5 GB instead of 5 GB)")
     models.add_argument("--coreset-ratio", type=_ratio, default=None, metavar="RATIO",
                         help="patchcore: share of the patch features kept in the memory bank, in (0, 1] "
                              "(default: 0.1)")

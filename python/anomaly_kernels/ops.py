@@ -14,6 +14,7 @@ from typing import Union
 import torch
 
 from anomaly_kernels.batched_gaussian_fit import batched_gaussian_fit
+from anomaly_kernels.packed_precision import packed_length, unpack_upper_triangle
 
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
 PADDINGS = ("same", "valid")
@@ -275,7 +276,9 @@ def _kde_log_sum_exp_fake(queries, dataset):
 # --------------------------------------------------------------------------------------------
 # Gaussian fit (PaDiM statistics)
 # --------------------------------------------------------------------------------------------
-def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_fit(
+    embedding: torch.Tensor, ridge: float = 0.01, packed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and inverse covariance of the B feature vectors at every position.
 
     ``precision[p] = inverse(cov_p + ridge * I)`` with ``cov_p`` the unbiased (``B - 1``)
@@ -291,9 +294,12 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
     Args:
         embedding: (B, C, H, W) float32 or float64, B >= 2, finite.
         ridge: added to every covariance's diagonal, >= 0.
+        packed: return each precision as its upper triangle row by row, (H*W, C*(C+1)/2):
+            half the memory, written directly (no full temporary of all positions; see
+            :mod:`anomaly_kernels.packed_precision`).
 
     Returns:
-        ``(mean (C, H*W), precision (H*W, C, C))``.
+        ``(mean (C, H*W), precision (H*W, C, C))``, or ``(H*W, C*(C+1)/2)`` when packed.
 
     Raises:
         RuntimeError: a covariance is not positive definite (its position is named).
@@ -307,17 +313,20 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
         raise ValueError(f"embedding must have at least one channel, got shape {tuple(embedding.shape)}")
     if not ridge >= 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
-    return _ops.gaussian_fit(embedding, float(ridge))
+    if not isinstance(packed, bool):
+        raise TypeError(f"packed must be a bool, got {type(packed).__name__}")
+    return _ops.gaussian_fit(embedding, float(ridge), packed)
 
 
 @torch.library.register_fake("anomaly_kernels::gaussian_fit")
-def _gaussian_fit_fake(embedding, ridge):
+def _gaussian_fit_fake(embedding, ridge, packed=False):
     b, c, h, w = embedding.shape
-    return embedding.new_empty((c, h * w)), embedding.new_empty((h * w, c, c))
+    precision_shape = (h * w, packed_length(c)) if packed else (h * w, c, c)
+    return embedding.new_empty((c, h * w)), embedding.new_empty(precision_shape)
 
 
 @torch.library.register_kernel("anomaly_kernels::gaussian_fit", "cuda")
-def _gaussian_fit_cuda(embedding, ridge):
+def _gaussian_fit_cuda(embedding, ridge, packed=False):
     # The CUDA kernel is a sequence of cuBLAS / cuSOLVER calls (batched_gaussian_fit), registered
     # with the dispatcher so that opcheck and torch.compile see it like the native CPU kernel.
     # The checks repeat the native kernel's, for callers that reach the operator directly.
@@ -329,7 +338,7 @@ def _gaussian_fit_cuda(embedding, ridge):
         raise RuntimeError(f"embedding must hold at least 2 images and 1 channel, got shape {tuple(embedding.shape)}")
     if not ridge >= 0:
         raise RuntimeError(f"ridge must be >= 0, got {ridge}")
-    return batched_gaussian_fit(embedding, float(ridge))
+    return batched_gaussian_fit(embedding, float(ridge), packed=packed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,13 +351,14 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     ``d = embedding[b, :, h, w] - mean[:, p]``, in one fused pass: no (P, B, C) temporaries, each
     precision matrix read once per batch (per 64 images on CUDA). ``precision`` must be
     symmetric (an inverse covariance): the kernels read only its upper triangle (on CUDA in
-    64 x 64 tiles, the diagonal tiles whole). A NaN form gives NaN (as ``clamp_min`` does),
-    a negative one 0.
+    64 x 64 tiles, the diagonal tiles whole), so it may also be given packed, as the upper
+    triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN form gives NaN (as
+    ``clamp_min`` does), a negative one 0.
 
     Args:
         embedding: (B, C, H, W) float32 or float64.
         mean: (C, H*W), same dtype and device.
-        precision: (H*W, C, C) symmetric, same dtype and device.
+        precision: (H*W, C, C) symmetric, or packed (H*W, C*(C+1)/2); same dtype and device.
 
     Returns:
         (B, 1, H, W) distances in the embedding's dtype.
@@ -361,8 +371,11 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     _check_floating("precision", precision, (embedding.dtype,))
     if mean.shape != (c, h * w):
         raise ValueError(f"mean must have shape ({c}, {h * w}) (C, H*W), got {tuple(mean.shape)}")
-    if precision.shape != (h * w, c, c):
-        raise ValueError(f"precision must have shape ({h * w}, {c}, {c}) (H*W, C, C), got {tuple(precision.shape)}")
+    if precision.shape not in ((h * w, c, c), (h * w, packed_length(c))):
+        raise ValueError(
+            f"precision must have shape ({h * w}, {c}, {c}) (H*W, C, C) or, packed, ({h * w}, {packed_length(c)}) "
+            f"(H*W, C*(C+1)/2), got {tuple(precision.shape)}"
+        )
     _check_same_device("mean", mean, "embedding", embedding)
     _check_same_device("precision", precision, "embedding", embedding)
     if embedding.is_cuda and cublas_scores_faster(b, c, embedding.dtype):
@@ -389,16 +402,23 @@ _MATMUL_SCORE_ELEMENTS = 1 << 26
 
 
 def _mahalanobis_batched_matmul(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """The same distances as ``(d @ precision * d).sum(-1)``, in chunks of positions (CUDA route)."""
+    """The same distances as ``(d @ precision * d).sum(-1)``, in chunks of positions (CUDA route).
+
+    Packed precisions are unpacked one chunk at a time (the full (chunk, C, C) temporary only).
+    """
     b, c, h, w = embedding.shape
     p = h * w
     out = embedding.new_empty((p, b))
     rows = embedding.reshape(b, c, p)
-    chunk = max(1, _MATMUL_SCORE_ELEMENTS // max(1, b * c))
+    per_position = b * c + (c * c if precision.dim() == 2 else 0)  # unpacked matrices are temporaries too
+    chunk = max(1, _MATMUL_SCORE_ELEMENTS // max(1, per_position))
     for first in range(0, p, chunk):
         last = min(p, first + chunk)
         centred = rows[:, :, first:last].permute(2, 0, 1) - mean[:, first:last].T[:, None, :]  # (p', B, C)
-        forms = (torch.bmm(centred, precision[first:last]) * centred).sum(-1)
+        matrices = precision[first:last]
+        if matrices.dim() == 2:
+            matrices = unpack_upper_triangle(matrices)
+        forms = (torch.bmm(centred, matrices) * centred).sum(-1)
         out[first:last] = forms.clamp(min=0).sqrt()  # clamp and sqrt keep NaN, as the kernels do
     return out.T.reshape(b, 1, h, w)
 

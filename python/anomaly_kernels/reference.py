@@ -56,9 +56,25 @@ def kde_log_sum_exp(queries: torch.Tensor, dataset: torch.Tensor) -> torch.Tenso
     return torch.logsumexp(-0.5 * distances.square(), dim=1)
 
 
-def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+def _upper_triangles(matrices: torch.Tensor) -> torch.Tensor:
+    """(P, C, C) -> (P, C*(C+1)/2): the entries on and above the diagonal, row by row."""
+    rows, columns = torch.triu_indices(matrices.shape[-1], matrices.shape[-1], device=matrices.device)
+    return matrices[:, rows, columns]
+
+
+def _symmetric_from_upper(packed: torch.Tensor, channels: int) -> torch.Tensor:
+    """(P, C*(C+1)/2) upper triangles, row by row -> (P, C, C) symmetric matrices."""
+    rows, columns = torch.triu_indices(channels, channels, device=packed.device)
+    full = packed.new_zeros(packed.shape[0], channels, channels)
+    full[:, columns, rows] = packed
+    full[:, rows, columns] = packed
+    return full
+
+
+def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of :func:`anomaly_kernels.ops.gaussian_fit`: batched float64 covariance
-    (P, C, C) by one batched product, batched Cholesky, ``cholesky_inverse``."""
+    (P, C, C) by one batched product, batched Cholesky, ``cholesky_inverse`` (then the upper
+    triangles when packed)."""
     b, c, h, w = embedding.shape
     samples = embedding.reshape(b, c, h * w).to(torch.float64)
     mean = samples.mean(dim=0)
@@ -69,7 +85,10 @@ def gaussian_fit(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Te
     if bool((info != 0).any()):
         position = int(torch.nonzero(info)[0])
         raise RuntimeError(f"the covariance at position {position} is not positive definite")
-    return mean.to(embedding.dtype), torch.cholesky_inverse(factor).to(embedding.dtype)
+    precision = torch.cholesky_inverse(factor)
+    if packed:
+        precision = _upper_triangles(precision)
+    return mean.to(embedding.dtype), precision.to(embedding.dtype)
 
 
 def gaussian_fit_per_position(embedding: torch.Tensor, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,8 +107,10 @@ def gaussian_fit_per_position(embedding: torch.Tensor, ridge: float = 0.01) -> t
 
 def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Reference of :func:`anomaly_kernels.ops.mahalanobis`: the batched-product form, which
-    materialises (P, B, C) temporaries twice."""
+    materialises (P, B, C) temporaries twice (and, for packed precisions, the full matrices)."""
     b, c, h, w = embedding.shape
+    if precision.dim() == 2:
+        precision = _symmetric_from_upper(precision, c)
     delta = (embedding.reshape(b, c, h * w) - mean).permute(2, 0, 1)  # (P, B, C)
     squared = (torch.bmm(delta, precision) * delta).sum(dim=2)  # (P, B)
     return squared.clamp_min(0).sqrt().T.reshape(b, 1, h, w)

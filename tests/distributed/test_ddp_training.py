@@ -324,6 +324,7 @@ def _collective_worker(rank: int, world: int, store: str, results: str) -> None:
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=TIMEOUT)
         first, last = SHARDS[rank]
         mean, precision = distributed_gaussian_fit(_embeddings()[first:last])
+        _, packed = distributed_gaussian_fit(_embeddings()[first:last], packed=True, max_chunk_entries=1)
         gathered = all_gather_rows(_rows()[first:last] if last > first else None)
         indices = distributed_coreset(_rows()[first * 30 : last * 30], 0.05, seed=3)
         bank = gather_selected_rows(_rows()[first * 30 : last * 30], indices)
@@ -336,6 +337,7 @@ def _collective_worker(rank: int, world: int, store: str, results: str) -> None:
             {
                 "mean": mean,
                 "precision": precision,
+                "packed": packed,
                 "gathered": gathered,
                 "indices": indices,
                 "bank": bank,
@@ -381,6 +383,13 @@ def test_distributed_gaussian_fit_equals_numpy_on_all_shards(collective_results)
         np.testing.assert_allclose(result["mean"].numpy(), mean, rtol=1e-13)
         np.testing.assert_allclose(result["precision"].numpy(), inverses, rtol=1e-10)
         assert "NaN or infinite" in result["nan_error"]  # raised on every rank, not only rank 2
+
+
+def test_distributed_gaussian_fit_packs_the_same_precisions_chunk_by_chunk(collective_results):
+    rows, columns = torch.triu_indices(3, 3)
+    for result in collective_results:
+        assert result["packed"].shape == (6, 6)
+        assert torch.equal(result["packed"], result["precision"][:, rows, columns])
 
 
 def test_all_gather_rows_concatenates_in_rank_order(collective_results):

@@ -131,6 +131,10 @@ def _gaussian_fit_samples(device, dtype):
         if i == 4:
             embedding = embedding.transpose(2, 3)  # (6, 5, 3, 4) with swapped strides
         out.append(Sample(f"{tuple(embedding.shape)}{' strided' if i == 4 else ''}", (embedding, 0.01)))
+    # Packed precisions, on both routes.
+    for i, shape in enumerate([(5, 3, 2, 4), (32, 40, 2, 3)]):
+        embedding = _randn(shape, dtype, device, seed=36 + i, scale=2.0) + 1.0
+        out.append(Sample(f"{shape} packed", (embedding, 0.01, True)))
     return out
 
 
@@ -232,6 +236,11 @@ def _mahalanobis_samples(device, dtype):
         if i == 6:
             embedding = embedding.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
         out.append(Sample(f"{(b, c, h, w)}{' strided' if i == 6 else ''}", (embedding, mean, precision)))
+    # Packed precisions: the upper triangles row by row, (H*W, C*(C+1)/2).
+    for i, (b, c, h, w) in enumerate([(3, 7, 4, 4), (1, 1, 1, 1), (5, 100, 3, 3), (8, 64, 4, 5), (4, 70, 2, 3)]):
+        embedding, mean, precision = gaussians(b, c, h, w, dtype, device, seed=140 + i)
+        rows, columns = torch.triu_indices(c, c, device=device)
+        out.append(Sample(f"{(b, c, h, w)} packed", (embedding, mean, precision[:, rows, columns].contiguous())))
     return out
 
 

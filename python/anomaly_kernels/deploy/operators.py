@@ -15,6 +15,8 @@ from typing import Callable, Dict
 
 import torch
 
+from anomaly_kernels.packed_precision import packed_index
+
 
 def band_to_matrix(start: torch.Tensor, weights: torch.Tensor, size_in: int) -> torch.Tensor:
     """Dense (size_out, size_in) matrix of a band: row ``i`` holds ``weights[i]`` from column ``start[i]``.
@@ -55,17 +57,20 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
 
     ``δ`` (positions, B, C) is multiplied by each position's precision (one batched MatMul),
     multiplied by ``δ`` again and summed over the channels; negative forms (rounding) clamp to 0.
-    Memory: the (positions, B, C) differences, which the native kernel avoids.
+    Memory: the (positions, B, C) differences, which the native kernel avoids. Packed
+    precisions are unpacked by one gather (a full (H*W, C, C) temporary).
 
     Args:
         embedding: (B, C, H, W).
         mean: (C, H*W).
-        precision: (H*W, C, C).
+        precision: (H*W, C, C), or packed (H*W, C*(C+1)/2).
 
     Returns:
         (B, 1, H, W) distances.
     """
     batch, channels, height, width = embedding.shape
+    if precision.dim() == 2:
+        precision = precision[:, packed_index(channels, precision.device)]
     centred = embedding.reshape(batch, channels, height * width).permute(2, 0, 1) - mean.T[:, None, :]
     forms = (torch.matmul(centred, precision) * centred).sum(dim=-1)  # (H*W, B)
     return forms.clamp(min=0).sqrt().T.reshape(batch, 1, height, width)

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from anomaly_kernels._validation import all_finite
+from anomaly_kernels.packed_precision import pack_upper_triangle, packed_length
 
 # float64 entries of the temporaries of one chunk of positions (2^25 entries = 256 MB).
 _DEFAULT_CHUNK_ENTRIES = 1 << 25
@@ -40,6 +41,7 @@ def distributed_gaussian_fit(
     ridge: float = 0.01,
     process_group: Optional[dist.ProcessGroup] = None,
     max_chunk_entries: int = _DEFAULT_CHUNK_ENTRIES,
+    packed: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mean and inverse covariance at every position of embeddings spread over the ranks.
 
@@ -53,9 +55,12 @@ def distributed_gaussian_fit(
         ridge: added to every covariance's diagonal, >= 0 (PaDiM: 0.01).
         process_group: the group to work in (default: the default group).
         max_chunk_entries: bound on the float64 entries of one chunk's temporaries.
+        packed: return each precision's upper triangle, (H·W, C·(C+1)/2), written chunk by
+            chunk (no full (H·W, C, C) tensor; :mod:`anomaly_kernels.packed_precision`).
 
     Returns:
-        ``(mean (C, H·W), precision (H·W, C, C))`` in the embedding's dtype, on its device.
+        ``(mean (C, H·W), precision (H·W, C, C) or packed (H·W, C·(C+1)/2))`` in the
+        embedding's dtype, on its device.
 
     Raises:
         TypeError: not a floating tensor.
@@ -98,7 +103,8 @@ def distributed_gaussian_fit(
     mean = first[1:].reshape(channels, positions) / total
 
     out_dtype = local_embedding.dtype if local_embedding.dtype in (torch.float32, torch.float64) else torch.float32
-    precision = torch.empty(positions, channels, channels, dtype=out_dtype, device=device)
+    precision_shape = (positions, packed_length(channels)) if packed else (positions, channels, channels)
+    precision = torch.empty(precision_shape, dtype=out_dtype, device=device)
     # Same chunk boundaries on every rank: they depend only on gathered quantities.
     per_position = 4 * channels * channels + channels * int(counts.max())
     chunk = max(1, max_chunk_entries // per_position)
@@ -117,7 +123,8 @@ def distributed_gaussian_fit(
             raise ValueError(
                 f"the covariance at position {position} is not positive definite; check the embedding's scale"
             )
-        precision[begin:end] = torch.cholesky_inverse(factor).to(out_dtype)
+        inverse = torch.cholesky_inverse(factor).to(out_dtype)
+        precision[begin:end] = pack_upper_triangle(inverse) if packed else inverse
     return mean.to(out_dtype), precision
 
 

@@ -50,6 +50,8 @@ class PadimModel(FrozenBackboneModel):
         pre_trained: load ImageNet weights (needs network access on first use).
         n_features: channels kept, 1 <= n_features <= total channels of the layers; ``None``
             takes the paper's value for resnet18 (100) and wide_resnet50_2 (550).
+        packed_precision: store the inverse covariances as their upper triangles (half the
+            memory, the same scores; see :class:`MultiVariateGaussian`).
 
     Raises:
         ValueError: ``n_features`` out of range, or ``None`` for another backbone.
@@ -62,6 +64,7 @@ class PadimModel(FrozenBackboneModel):
         backbone: str = "resnet18",
         pre_trained: bool = True,
         n_features: Optional[int] = None,
+        packed_precision: bool = False,
     ) -> None:
         input_size = check_input_size(input_size)
         if n_features is None:
@@ -87,7 +90,9 @@ class PadimModel(FrozenBackboneModel):
         selected = torch.randperm(total_channels, generator=generator)[:n_features]
         self.register_buffer("idx", selected.sort().values)
         self.idx: torch.Tensor
-        self.gaussian = MultiVariateGaussian(n_features, self.embedding_size[0] * self.embedding_size[1])
+        self.gaussian = MultiVariateGaussian(
+            n_features, self.embedding_size[0] * self.embedding_size[1], packed_precision=packed_precision
+        )
         self.anomaly_map_generator = AnomalyMapGenerator(input_size, sigma=_MAP_SIGMA)
 
     def _embedding_size(self) -> Tuple[int, int]:
@@ -154,7 +159,9 @@ class PadimModel(FrozenBackboneModel):
         if not is_tensor or local_embeddings.dim() != 4 or tuple(local_embeddings.shape[1:]) != expected:
             shape = tuple(local_embeddings.shape) if is_tensor else type(local_embeddings).__name__
             raise ValueError(f"local_embeddings must have shape (n, {', '.join(map(str, expected))}), got {shape}")
-        mean, inv_covariance = distributed_gaussian_fit(local_embeddings, _COVARIANCE_RIDGE, process_group)
+        mean, inv_covariance = distributed_gaussian_fit(
+            local_embeddings, _COVARIANCE_RIDGE, process_group, packed=self.gaussian.packed_precision
+        )
         self.gaussian.mean = mean
         self.gaussian.inv_covariance = inv_covariance
         self.gaussian.is_fitted = torch.tensor(True, device=mean.device)
@@ -185,7 +192,8 @@ class PaDiM(OnePassAnomalyModule):
     N × n_features × h × w floats on the model's device (resnet18 at 256 px, 100 features,
     64×64 positions: 1.6 MB per image, 328 MB for 200 images; wide_resnet50_2 with 550 features:
     9 MB per image); the fitted inverse covariances take h·w·n_features² floats (164 MB for
-    resnet18 at 256 px, 4.96 GB for wide_resnet50_2). ``validation_step`` adds ``anomaly_maps``
+    resnet18 at 256 px, 4.96 GB for wide_resnet50_2; half with ``packed_precision``, which a
+    16 GB GPU needs for wide_resnet50_2). ``validation_step`` adds ``anomaly_maps``
     (B, 1, H, W) and ``pred_scores`` (B,) = the maximum of each map.
 
     Several processes (DDP): each rank holds only its own images' embeddings; the Gaussians
@@ -200,6 +208,8 @@ class PaDiM(OnePassAnomalyModule):
         pre_trained: load ImageNet weights (needs network access on first use).
         n_features: channels kept; ``None``: 100 for resnet18, 550 for wide_resnet50_2.
         input_size: (H, W) of the input images and anomaly maps.
+        packed_precision: store the inverse covariances as their upper triangles (half the
+            memory, the same scores).
         **anomaly_module_options: passed to :class:`AnomalyModule`.
     """
 
@@ -210,12 +220,18 @@ class PaDiM(OnePassAnomalyModule):
         pre_trained: bool = True,
         n_features: Optional[int] = None,
         input_size: Tuple[int, int] = (256, 256),
+        packed_precision: bool = False,
         **anomaly_module_options: Any,
     ) -> None:
         super().__init__(**anomaly_module_options)
         self.save_hyperparameters()
         self.model: PadimModel = PadimModel(
-            input_size=input_size, layers=layers, backbone=backbone, pre_trained=pre_trained, n_features=n_features
+            input_size=input_size,
+            layers=layers,
+            backbone=backbone,
+            pre_trained=pre_trained,
+            n_features=n_features,
+            packed_precision=packed_precision,
         )
 
     def _fit_model(self, features: torch.Tensor) -> None:
