@@ -4,6 +4,7 @@
 #include <string>
 
 #include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/core/ScalarType.h>
 
@@ -32,6 +33,11 @@ inline const char* dtype_name(ScalarType t) {
     default: return "another dtype";
   }
 }
+
+// The tensor itself when it is already contiguous, else a contiguous copy. The query is one
+// shim call; torch::stable::contiguous goes through the dispatcher even when it has nothing to
+// do (about 1 us a call), which small launches notice.
+inline Tensor as_contiguous(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
 
 inline void check_same_device(const Tensor& a, const char* a_name, const Tensor& b,
                               const char* b_name) {

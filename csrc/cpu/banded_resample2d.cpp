@@ -56,9 +56,9 @@ void banded_cpu_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, 
 Tensor banded_resample2d_cpu(Tensor input, Tensor start_y, Tensor weights_y, Tensor start_x,
                              Tensor weights_x) {
   check_banded_resample2d_args(input, start_y, weights_y, start_x, weights_x);
-  const Tensor x = torch::stable::contiguous(input);
-  const Tensor sy = torch::stable::contiguous(start_y), sx = torch::stable::contiguous(start_x);
-  const Tensor wy = torch::stable::contiguous(weights_y), wx = torch::stable::contiguous(weights_x);
+  const Tensor x = as_contiguous(input);
+  const Tensor sy = as_contiguous(start_y), sx = as_contiguous(start_x);
+  const Tensor wy = as_contiguous(weights_y), wx = as_contiguous(weights_x);
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t out_h = sy.size(0), out_w = sx.size(0), taps_y = wy.size(1), taps_x = wx.size(1);
   const int64_t* sy_ptr = sy.const_data_ptr<int64_t>();

@@ -303,7 +303,7 @@ std::tuple<Tensor, Tensor> gaussian_fit_cpu(Tensor embedding, double ridge, bool
                   embedding.size(0));
   STD_TORCH_CHECK(embedding.size(1) >= 1, "embedding must have at least one channel");
   STD_TORCH_CHECK(ridge >= 0.0, "ridge must be >= 0, got ", ridge);
-  const Tensor e = torch::stable::contiguous(embedding);
+  const Tensor e = as_contiguous(embedding);
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
   std::vector<int64_t> mean_shape{c, p};
   std::vector<int64_t> precision_shape = packed ? std::vector<int64_t>{p, packed_elements(c)} : std::vector<int64_t>{p, c, c};

@@ -75,7 +75,7 @@ void kcenter_greedy_cpu(Tensor features, Tensor min_distances, Tensor nearest, T
                         int64_t begin, int64_t end, bool pick, bool prune) {
   check_kcenter_greedy_args(features, min_distances, nearest, centers, begin, end, pick);
   STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
-  const Tensor rows = torch::stable::contiguous(features);
+  const Tensor rows = as_contiguous(features);
   const int64_t n = rows.size(0), d = rows.size(1);
   float* mind = min_distances.mutable_data_ptr<float>();
   int32_t* near = nearest.mutable_data_ptr<int32_t>();

@@ -36,8 +36,8 @@ Tensor step_against(const Tensor& rows, Tensor& min_distances, const void* cente
 Tensor kcenter_step_cpu(Tensor features, Tensor min_distances, Tensor center) {
   check_kcenter_step_args(features, min_distances, center);
   STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
-  const Tensor rows = torch::stable::contiguous(features);
-  const Tensor center_cpu = torch::stable::contiguous(center);
+  const Tensor rows = as_contiguous(features);
+  const Tensor center_cpu = as_contiguous(center);
   const int64_t c = *center_cpu.const_data_ptr<int64_t>();
   STD_TORCH_CHECK(c >= 0 && c < rows.size(0), "center must index a row of features (0 <= center < ",
                   rows.size(0), "), got ", c);
@@ -48,8 +48,8 @@ Tensor kcenter_step_cpu(Tensor features, Tensor min_distances, Tensor center) {
 Tensor kcenter_step_to_cpu(Tensor features, Tensor min_distances, Tensor center_row) {
   check_kcenter_step_to_args(features, min_distances, center_row);
   STD_TORCH_CHECK(features.is_cpu(), "features must be a CPU tensor for the CPU kernel");
-  const Tensor rows = torch::stable::contiguous(features);
-  const Tensor center = torch::stable::contiguous(center_row);
+  const Tensor rows = as_contiguous(features);
+  const Tensor center = as_contiguous(center_row);
   return step_against(rows, min_distances, center.const_data_ptr());
 }
 

@@ -72,8 +72,8 @@ void kde_cpu_impl(const T* queries, const T* dataset, int64_t m, int64_t n, int6
 
 Tensor kde_log_sum_exp_cpu(Tensor queries, Tensor dataset) {
   check_kde_log_sum_exp_args(queries, dataset);
-  const Tensor q = torch::stable::contiguous(queries);
-  const Tensor x = torch::stable::contiguous(dataset);
+  const Tensor q = as_contiguous(queries);
+  const Tensor x = as_contiguous(dataset);
   const int64_t m = q.size(0), n = x.size(0), d = x.size(1);
   std::vector<int64_t> out_shape{m};
   Tensor out = torch::stable::new_empty(q, out_shape);

@@ -282,9 +282,9 @@ void mahalanobis_cpu_impl(const T* embedding, const T* mean, const T* precision,
 
 Tensor mahalanobis_cpu(Tensor embedding, Tensor mean, Tensor precision) {
   check_mahalanobis_args(embedding, mean, precision);
-  const Tensor e = torch::stable::contiguous(embedding);
-  const Tensor mu = torch::stable::contiguous(mean);
-  const Tensor m = torch::stable::contiguous(precision);
+  const Tensor e = as_contiguous(embedding);
+  const Tensor mu = as_contiguous(mean);
+  const Tensor m = as_contiguous(precision);
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
   std::vector<int64_t> out_shape{b, 1, e.size(2), e.size(3)};
   Tensor out = torch::stable::new_empty(e, out_shape);

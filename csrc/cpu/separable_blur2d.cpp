@@ -69,9 +69,9 @@ Tensor separable_blur2d_cpu(Tensor input, Tensor kernel_y, Tensor kernel_x,
   const BlurGeometry g =
       check_separable_blur2d_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
   STD_TORCH_CHECK(input.is_cpu(), "input must be a CPU tensor for the CPU kernel");
-  const Tensor x = torch::stable::contiguous(input);
-  const Tensor ky = torch::stable::contiguous(kernel_y);
-  const Tensor kx = torch::stable::contiguous(kernel_x);
+  const Tensor x = as_contiguous(input);
+  const Tensor ky = as_contiguous(kernel_y);
+  const Tensor kx = as_contiguous(kernel_x);
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   std::vector<int64_t> out_shape{b, c, g.out_h, g.out_w};
   Tensor out = torch::stable::new_empty(x, out_shape);

@@ -123,10 +123,10 @@ void project_rows(const T* input, int64_t n, int64_t d, const SignedPattern& pat
 Tensor sparse_sign_projection_cpu(Tensor input, Tensor crow_indices, Tensor col_indices,
                                   Tensor signs, double scale) {
   check_sparse_sign_projection_args(input, crow_indices, col_indices, signs);
-  const Tensor x = torch::stable::contiguous(input);
-  const Tensor crow = torch::stable::contiguous(crow_indices);
-  const Tensor col = torch::stable::contiguous(col_indices);
-  const Tensor sgn = torch::stable::contiguous(signs);
+  const Tensor x = as_contiguous(input);
+  const Tensor crow = as_contiguous(crow_indices);
+  const Tensor col = as_contiguous(col_indices);
+  const Tensor sgn = as_contiguous(signs);
   const int64_t n = x.size(0), d = x.size(1), k = crow.size(0) - 1;
   const int64_t* crow_ptr = crow.const_data_ptr<int64_t>();
   const int64_t* col_ptr = col.const_data_ptr<int64_t>();

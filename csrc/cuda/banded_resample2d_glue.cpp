@@ -35,9 +35,9 @@ Tensor banded_resample2d_cuda(Tensor input, Tensor start_y, Tensor weights_y, Te
   STD_TORCH_CHECK(start_x.size(0) == 0 || weights_x.size(1) <= input.size(3), "start_x with ",
                   weights_x.size(1), " taps reads outside the ", input.size(3), " input columns");
   torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
-  const Tensor x = torch::stable::contiguous(input);
-  const Tensor sy = torch::stable::contiguous(start_y), sx = torch::stable::contiguous(start_x);
-  const Tensor wy = torch::stable::contiguous(weights_y), wx = torch::stable::contiguous(weights_x);
+  const Tensor x = as_contiguous(input);
+  const Tensor sy = as_contiguous(start_y), sx = as_contiguous(start_x);
+  const Tensor wy = as_contiguous(weights_y), wx = as_contiguous(weights_x);
   std::vector<int64_t> out_shape{x.size(0), x.size(1), sy.size(0), sx.size(0)};
   Tensor out = torch::stable::new_empty(x, out_shape);
   if (out.numel() == 0) return out;

@@ -36,7 +36,7 @@ void kcenter_greedy_cuda(Tensor features, Tensor min_distances, Tensor nearest, 
   check_kcenter_greedy_args(features, min_distances, nearest, centers, begin, end, pick);
   if (begin == end) return;
   torch::stable::accelerator::DeviceGuard guard(features.get_device_index());
-  const Tensor rows = torch::stable::contiguous(features);
+  const Tensor rows = as_contiguous(features);
   const int64_t bytes = cuda::kcenter_greedy_scratch_bytes(end, prune);
   std::vector<int64_t> scratch_shape{(bytes + 7) / 8};
   Tensor scratch = torch::stable::new_empty(rows, scratch_shape, ScalarType::Long);

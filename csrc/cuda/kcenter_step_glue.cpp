@@ -17,8 +17,8 @@ Tensor step_cuda(const Tensor& features, Tensor& min_distances, const Tensor* ce
   STD_TORCH_CHECK(features.scalar_type() == ScalarType::Float,
                   "features must be float32 on CUDA, got ", dtype_name(features.scalar_type()));
   torch::stable::accelerator::DeviceGuard guard(features.get_device_index());
-  const Tensor rows = torch::stable::contiguous(features);
-  const Tensor center = torch::stable::contiguous(center_index ? *center_index : *center_row);
+  const Tensor rows = as_contiguous(features);
+  const Tensor center = as_contiguous(center_index ? *center_index : *center_row);
   std::vector<int64_t> scalar_shape;
   Tensor out = torch::stable::new_empty(min_distances, scalar_shape, ScalarType::Long);
   std::vector<int64_t> scratch_shape{(cuda::kcenter_step_scratch_bytes() + 7) / 8};

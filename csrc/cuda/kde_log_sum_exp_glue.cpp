@@ -22,8 +22,8 @@ Tensor kde_log_sum_exp_cuda(Tensor queries, Tensor dataset) {
   STD_TORCH_CHECK(dataset.size(1) <= max_dims, "the CUDA KDE kernel supports up to ", max_dims,
                   " dimensions for this dtype, got ", dataset.size(1));
   torch::stable::accelerator::DeviceGuard guard(queries.get_device_index());
-  const Tensor q = torch::stable::contiguous(queries);
-  const Tensor x = torch::stable::contiguous(dataset);
+  const Tensor q = as_contiguous(queries);
+  const Tensor x = as_contiguous(dataset);
   std::vector<int64_t> out_shape{q.size(0)}, partial_shape{2 * q.size(0) * cuda::kde_splits(x.size(0))};
   Tensor out = torch::stable::new_empty(q, out_shape);
   if (q.size(0) == 0) return out;

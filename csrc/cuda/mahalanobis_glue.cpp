@@ -26,9 +26,9 @@ void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
 Tensor mahalanobis_cuda(Tensor embedding, Tensor mean, Tensor precision) {
   check_mahalanobis_args(embedding, mean, precision);
   torch::stable::accelerator::DeviceGuard guard(embedding.get_device_index());
-  const Tensor e = torch::stable::contiguous(embedding);
-  const Tensor mu = torch::stable::contiguous(mean);
-  const Tensor m = torch::stable::contiguous(precision);
+  const Tensor e = as_contiguous(embedding);
+  const Tensor mu = as_contiguous(mean);
+  const Tensor m = as_contiguous(precision);
   std::vector<int64_t> out_shape{e.size(0), 1, e.size(2), e.size(3)};
   Tensor out = torch::stable::new_empty(e, out_shape);
   if (out.numel() == 0) return out;

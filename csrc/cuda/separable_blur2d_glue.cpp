@@ -42,9 +42,9 @@ Tensor separable_blur2d_cuda(Tensor input, Tensor kernel_y, Tensor kernel_x,
   const BlurGeometry g =
       check_separable_blur2d_args(input, kernel_y, kernel_x, border_type, same_padding, &border);
   torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
-  const Tensor x = torch::stable::contiguous(input);
-  const Tensor ky = torch::stable::contiguous(kernel_y);
-  const Tensor kx = torch::stable::contiguous(kernel_x);
+  const Tensor x = as_contiguous(input);
+  const Tensor ky = as_contiguous(kernel_y);
+  const Tensor kx = as_contiguous(kernel_x);
   std::vector<int64_t> out_shape{x.size(0), x.size(1), g.out_h, g.out_w};
   Tensor out = torch::stable::new_empty(x, out_shape);
   if (out.numel() == 0 || x.numel() == 0) return torch::stable::zero_(out);

@@ -16,10 +16,10 @@ Tensor sparse_sign_projection_cuda(Tensor input, Tensor crow_indices, Tensor col
                                    Tensor signs, double scale) {
   check_sparse_sign_projection_args(input, crow_indices, col_indices, signs);
   torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
-  const Tensor x = torch::stable::contiguous(input);
-  const Tensor crow = torch::stable::contiguous(crow_indices);
-  const Tensor col = torch::stable::contiguous(col_indices);
-  const Tensor sgn = torch::stable::contiguous(signs);
+  const Tensor x = as_contiguous(input);
+  const Tensor crow = as_contiguous(crow_indices);
+  const Tensor col = as_contiguous(col_indices);
+  const Tensor sgn = as_contiguous(signs);
   const int64_t n = x.size(0), d = x.size(1), k = crow.size(0) - 1;
   std::vector<int64_t> out_shape{n, k};
   Tensor out = torch::stable::new_empty(x, out_shape);

@@ -528,7 +528,15 @@ def separable_blur2d(
             f"'valid' padding needs H >= {kernel_y.numel()} and W >= {kernel_x.numel()}, "
             f"got input shape {tuple(input.shape)}"
         )
-    return _ops.separable_blur2d(input, kernel_y, kernel_x, border_type, padding == "same")
+    same = padding == "same"
+    records_grad = torch.is_grad_enabled() and (input.requires_grad or kernel_y.requires_grad or kernel_x.requires_grad)
+    if not records_grad and not torch.compiler.is_compiling():
+        # Nothing for autograd to record: go straight to the device kernel, past the autograd
+        # layer that register_autograd adds in Python (about 5 us a call, longer than a GPU
+        # blur of a few maps takes). Traced calls keep the plain path.
+        with torch._C._AutoDispatchBelowAutograd():
+            return _ops.separable_blur2d(input, kernel_y, kernel_x, border_type, same)
+    return _ops.separable_blur2d(input, kernel_y, kernel_x, border_type, same)
 
 
 @torch.library.register_fake("anomaly_kernels::separable_blur2d")

@@ -139,3 +139,18 @@ def test_cuda_gradient_across_tiles(device):
     (native,) = torch.autograd.grad(ops.separable_blur2d(x, k_y, k_x, "reflect", "same"), x, grad_out)
     (expected,) = torch.autograd.grad(reference.separable_blur2d(x, k_y, k_x, "reflect", "same"), x, grad_out)
     torch.testing.assert_close(native, expected)
+
+
+def test_autograd_records_only_when_a_gradient_is_wanted(device):
+    """Calls with nothing to differentiate skip the autograd layer; the result is the same and
+    carries no graph, while calls that need one still record it."""
+    x = torch.rand(2, 3, 9, 11, generator=torch.Generator().manual_seed(0)).to(device)
+    taps = torch.tensor([0.25, 0.5, 0.25], device=device)
+    plain = ops.separable_blur2d(x, taps, taps)
+    assert plain.grad_fn is None and not plain.requires_grad
+    leaf = x.clone().requires_grad_()
+    recorded = ops.separable_blur2d(leaf, taps, taps)
+    assert recorded.grad_fn is not None and torch.equal(recorded.detach(), plain)
+    with torch.no_grad():
+        assert ops.separable_blur2d(leaf, taps, taps).grad_fn is None
+    assert ops.separable_blur2d(x, taps.clone().requires_grad_(), taps).requires_grad

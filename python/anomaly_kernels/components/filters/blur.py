@@ -165,13 +165,18 @@ class GaussianBlur2d(nn.Module):
         if not input_tensor.is_floating_point():
             raise TypeError(f"input_tensor must be a floating tensor, got {input_tensor.dtype}")
         compute_dtype = input_tensor.dtype if input_tensor.dtype == torch.float64 else torch.float32
-        x = input_tensor.to(compute_dtype)
+        # Conversions only where needed: even a no-op .to() costs about a microsecond, which a
+        # GPU blur of a few maps (a few microseconds of kernel time) would wait for.
+        x = input_tensor if input_tensor.dtype == compute_dtype else input_tensor.to(compute_dtype)
         if not self.separable:  # a loaded kernel with no 1-D factors: the depthwise 2-D correlation
             return self._blur_2d(x).to(input_tensor.dtype)
-        kernel_y = self.kernel_y.to(device=x.device, dtype=compute_dtype)
-        kernel_x = self.kernel_x.to(device=x.device, dtype=compute_dtype)
+        kernel_y, kernel_x = self.kernel_y, self.kernel_x
+        device = x.device
+        if kernel_y.dtype != compute_dtype or kernel_x.dtype != compute_dtype or not kernel_y.device == kernel_x.device == device:
+            kernel_y = kernel_y.to(device=device, dtype=compute_dtype)
+            kernel_x = kernel_x.to(device=device, dtype=compute_dtype)
         out = ops.separable_blur2d(x, kernel_y, kernel_x, self.border_type, self.padding)
-        return out.to(input_tensor.dtype)
+        return out if out.dtype == input_tensor.dtype else out.to(input_tensor.dtype)
 
     def _blur_2d(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "same":
