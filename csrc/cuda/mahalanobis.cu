@@ -461,7 +461,7 @@ size_t shared_bytes_for(int layout, int64_t c_pad) {
 }
 
 template <typename T>
-cudaError_t make_plan(int64_t b, int64_t c, int64_t p, Plan* plan) {
+cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, Plan* plan) {
   int device = 0, max_shared = 48 * 1024, sms = 1;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
@@ -471,10 +471,11 @@ cudaError_t make_plan(int64_t b, int64_t c, int64_t p, Plan* plan) {
   if (err != cudaSuccess) return err;
   plan->c_pad = (c + kTile - 1) / kTile * kTile;
   plan->tiles_per_side = static_cast<int>(plan->c_pad / kTile);
-  // The smallest group that holds the batch, or a smaller one where shared memory is short.
+  // The smallest group that holds the batch (or the group size asked for), or a smaller one
+  // where shared memory is short.
   int wanted = kLayouts - 1;
   for (int l = 0; l < kLayouts; ++l)
-    if (kGroupSizes[l] >= b) {
+    if (group_images > 0 ? kGroupSizes[l] >= group_images : kGroupSizes[l] >= b) {
       wanted = l;
       break;
     }
@@ -514,11 +515,11 @@ cudaError_t launch_forms(const FormsArgs<T>& args, size_t shared, cudaStream_t s
 }  // namespace
 
 template <typename T>
-cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int64_t* elements) {
+cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int group_images, int64_t* elements) {
   *elements = 0;
   if (b == 0 || c == 0 || p == 0) return cudaSuccess;
   Plan plan;
-  const cudaError_t err = make_plan<T>(b, c, p, &plan);
+  const cudaError_t err = make_plan<T>(b, c, p, group_images, &plan);
   if (err != cudaSuccess) return err;
   *elements = plan.centred_elements + plan.partial_elements;
   return cudaSuccess;
@@ -526,10 +527,10 @@ cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int6
 
 template <typename T>
 cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, bool packed, int64_t b, int64_t c,
-                        int64_t p, T* workspace, T* out, cudaStream_t stream) {
+                        int64_t p, int group_images, T* workspace, T* out, cudaStream_t stream) {
   if (b == 0 || c == 0 || p == 0) return cudaSuccess;
   Plan plan;
-  cudaError_t err = make_plan<T>(b, c, p, &plan);
+  cudaError_t err = make_plan<T>(b, c, p, group_images, &plan);
   if (err != cudaSuccess) return err;
 
   const int64_t row_len = plan.groups * plan.c_pad * plan.images;
@@ -573,11 +574,11 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
   return cudaGetLastError();
 }
 
-template cudaError_t mahalanobis_workspace_elements<float>(int64_t, int64_t, int64_t, int64_t*);
-template cudaError_t mahalanobis_workspace_elements<double>(int64_t, int64_t, int64_t, int64_t*);
+template cudaError_t mahalanobis_workspace_elements<float>(int64_t, int64_t, int64_t, int, int64_t*);
+template cudaError_t mahalanobis_workspace_elements<double>(int64_t, int64_t, int64_t, int, int64_t*);
 template cudaError_t mahalanobis<float>(const float*, const float*, const float*, bool, int64_t, int64_t,
-                                        int64_t, float*, float*, cudaStream_t);
+                                        int64_t, int, float*, float*, cudaStream_t);
 template cudaError_t mahalanobis<double>(const double*, const double*, const double*, bool, int64_t, int64_t,
-                                         int64_t, double*, double*, cudaStream_t);
+                                         int64_t, int, double*, double*, cudaStream_t);
 
 }  // namespace anomaly_kernels::cuda

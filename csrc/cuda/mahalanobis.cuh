@@ -6,19 +6,21 @@
 
 namespace anomaly_kernels::cuda {
 
+// Images scored together (each group reads every precision once): 1, 4, 8, 16, 32 or 64; 0
+// takes the smallest group that holds the batch. Other values round up to the next size.
 // Elements of type T of the scratch buffer that mahalanobis<T> needs for these sizes on the
 // current device (the centred vectors in the kernel's shared-memory layout, plus partial forms
 // when a position's work is split over several blocks). Never zero when b, c, p > 0.
 template <typename T>
-cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int64_t* elements);
+cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int group_images, int64_t* elements);
 
 // out (b, p) = sqrt(q) with q = d^T precision[p] d clamped below at 0 (NaN stays NaN),
 // d = embedding[img, :, p] - mean[:, p], for an embedding (b, c, p), mean (c, p) and symmetric
 // precision (p, c, c), of which only the upper-triangle tiles are read, or with `packed` the
 // upper triangles alone (p, c (c + 1) / 2) (common/packed_triangle.h). `workspace` holds
-// mahalanobis_workspace_elements<T>(b, c, p) elements. Device pointers, c >= 1.
+// mahalanobis_workspace_elements<T>(b, c, p, group_images) elements. Device pointers, c >= 1.
 template <typename T>
 cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, bool packed, int64_t b,
-                        int64_t c, int64_t p, T* workspace, T* out, cudaStream_t stream);
+                        int64_t c, int64_t p, int group_images, T* workspace, T* out, cudaStream_t stream);
 
 }  // namespace anomaly_kernels::cuda

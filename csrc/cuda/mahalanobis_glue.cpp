@@ -1,5 +1,12 @@
 // CUDA entry point of anomaly_kernels::mahalanobis: checks, device guard, stream, scratch
 // buffer, launch.
+//
+// Environment (read at every call, for measurements):
+//   ANOMALY_KERNELS_MAHALANOBIS_GROUP=g  score g images per read of the precisions (1, 4, 8,
+//                                        16, 32 or 64) instead of the smallest group that
+//                                        holds the batch
+#include <cstdlib>
+
 #include <torch/csrc/stable/ops.h>
 
 #include "common/mahalanobis_args.h"
@@ -12,13 +19,15 @@ namespace {
 template <typename T>
 void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
+  const char* group_setting = std::getenv("ANOMALY_KERNELS_MAHALANOBIS_GROUP");
+  const int group_images = group_setting ? std::atoi(group_setting) : 0;
   int64_t elements = 0;
-  check_launch(cuda::mahalanobis_workspace_elements<T>(b, c, p, &elements), "mahalanobis");
+  check_launch(cuda::mahalanobis_workspace_elements<T>(b, c, p, group_images, &elements), "mahalanobis");
   // The centred vectors in the kernel's layout (about the embedding's size) and partial forms.
   std::vector<int64_t> workspace_shape{elements};
   Tensor workspace = torch::stable::new_empty(e, workspace_shape);
   check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(), m.const_data_ptr<T>(),
-                                    /*packed=*/m.dim() == 2, b, c, p, workspace.mutable_data_ptr<T>(),
+                                    /*packed=*/m.dim() == 2, b, c, p, group_images, workspace.mutable_data_ptr<T>(),
                                     out.mutable_data_ptr<T>(), current_stream(e)),
                "mahalanobis");
 }

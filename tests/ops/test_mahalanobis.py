@@ -160,3 +160,16 @@ def test_routed_cuda_scores_equal_the_native_kernel_and_reference():
     native = torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision)
     torch.testing.assert_close(routed, native, rtol=1e-4, atol=1e-4)
     _check_against_float64_reference(embedding, mean, precision)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("group", [1, 4, 8, 16, 32, 64, 48])
+def test_every_image_group_asked_for_gives_the_same_scores_on_cuda(monkeypatch, group):
+    """ANOMALY_KERNELS_MAHALANOBIS_GROUP (a tuning knob of the benchmarks) changes how many
+    images share a read of the precisions, never the scores; 48 rounds up to 64."""
+    embedding, mean, precision = gaussians(37, 70, 2, 3, torch.float32, "cuda", seed=group)
+    default = torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision)
+    monkeypatch.setenv("ANOMALY_KERNELS_MAHALANOBIS_GROUP", str(group))
+    torch.testing.assert_close(torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision), default,
+                               rtol=1e-5, atol=1e-5)
+    _check_against_float64_reference(embedding, mean, precision)

@@ -72,6 +72,23 @@ def _with_flags(fn: Callable[[], object], **flags) -> Callable[[], object]:
     return run
 
 
+def _with_environment(fn: Callable[[], object], name: str, value: str) -> Callable[[], object]:
+    """``fn`` with the environment variable ``name`` set to ``value`` (a kernel's tuning knob)."""
+
+    def run():
+        saved = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn()
+        finally:
+            if saved is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = saved
+
+    return run
+
+
 def _relative_check(tol: float) -> Callable[[torch.Tensor, torch.Tensor], Tuple[bool, str]]:
     """Finite values within ``tol`` of the reference's largest magnitude; NaN and inf where it has them."""
 
@@ -189,16 +206,24 @@ def mahalanobis_comparison(b: int, c: int, h: int, w: int) -> Comparison:
 
     packed = pack_upper_triangle(precision)
     kernel = torch.ops.anomaly_kernels.mahalanobis  # the native kernel whatever ops.mahalanobis routes to
+    forms = {
+        "native": lambda: ops.mahalanobis(embedding, mean, precision),
+        "batched_matmul": batched_matmul,
+        "native_kernel": lambda: kernel(embedding, mean, precision),
+        "native_kernel_packed": lambda: kernel(embedding, mean, packed),
+        "native_packed": lambda: ops.mahalanobis(embedding, mean, packed),
+    }
+    # The kernel with other image groups than its default (the smallest that holds the batch):
+    # smaller groups read the precisions more often but hold fewer registers per thread.
+    for group in (4, 8, 16, 32, 64):
+        if b >= 4 and group <= 2 * b:
+            forms[f"native_kernel_group{group}"] = _with_environment(
+                lambda: kernel(embedding, mean, precision), "ANOMALY_KERNELS_MAHALANOBIS_GROUP", str(group)
+            )
     targets = {(32, 550, 64): 1.2, (8, 550, 64): 0.8, (1, 550, 64): 0.7, (32, 100, 56): 0.08}
     return Comparison(
         "mahalanobis", f"{b}x{c}x{h}x{w}",
-        {
-            "native": lambda: ops.mahalanobis(embedding, mean, precision),
-            "batched_matmul": batched_matmul,
-            "native_kernel": lambda: kernel(embedding, mean, precision),
-            "native_kernel_packed": lambda: kernel(embedding, mean, packed),
-            "native_packed": lambda: ops.mahalanobis(embedding, mean, packed),
-        },
+        forms,
         floor_bytes=(p * c * (c + 1) // 2 + b * c * p + c * p + b * p) * 4,
         check=_relative_check(1e-4),
         floor_flops=float(p) * b * c * (c + 1),
