@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "common/packed_triangle.h"
+#include "cuda/device_limits.cuh"
 #include "cuda/mahalanobis.cuh"
 
 namespace anomaly_kernels::cuda {
@@ -446,6 +447,7 @@ __global__ void finish_kernel(const T* __restrict__ partial, int64_t n, int spli
 
 // ---- host side -------------------------------------------------------------------------------
 struct Plan {
+  int device = 0, smem_optin = 0;
   int layout = -1;  // index into kGroupSizes
   int64_t images = 0, groups = 0, c_pad = 0;
   int tiles_per_side = 0, splits = 1;
@@ -462,13 +464,11 @@ size_t shared_bytes_for(int layout, int64_t c_pad) {
 
 template <typename T>
 cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, Plan* plan) {
-  int device = 0, max_shared = 48 * 1024, sms = 1;
-  cudaError_t err = cudaGetDevice(&device);
+  DeviceLimits limits;
+  const cudaError_t err = current_device_limits(&plan->device, &limits);
   if (err != cudaSuccess) return err;
-  err = cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (err != cudaSuccess) return err;
-  err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) return err;
+  const int max_shared = limits.smem_optin, sms = limits.sms;
+  plan->smem_optin = max_shared;
   plan->c_pad = (c + kTile - 1) / kTile * kTile;
   plan->tiles_per_side = static_cast<int>(plan->c_pad / kTile);
   // The smallest group that holds the batch (or the group size asked for), or a smaller one
@@ -485,7 +485,7 @@ cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, Plan* p
       plan->layout = l;
       break;
     }
-  if (plan->layout < 0) return cudaErrorInvalidValue;  // one centred vector does not fit in shared memory
+  if (plan->layout < 0) return cudaErrorInvalidValue;  // see mahalanobis_fits
   plan->images = kGroupSizes[plan->layout];
   plan->groups = (b + plan->images - 1) / plan->images;
   plan->shared = shared_bytes_for<T>(plan->layout, plan->c_pad);
@@ -502,10 +502,12 @@ cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, Plan* p
 }
 
 template <typename T, typename L>
-cudaError_t launch_forms(const FormsArgs<T>& args, size_t shared, cudaStream_t stream) {
-  cudaError_t err = cudaFuncSetAttribute(forms_kernel<T, L>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(shared));
+cudaError_t launch_forms(const FormsArgs<T>& args, const Plan& plan, cudaStream_t stream) {
+  // Opted in once per device to all the shared memory a block may have (a per-call setting of
+  // this call's size would race with another thread's launch of the same kernel).
+  cudaError_t err = allow_shared_memory<forms_kernel<T, L>>(plan.device, plan.smem_optin, false);
   if (err != cudaSuccess) return err;
+  const size_t shared = plan.shared;
   const int64_t items = args.p * args.groups * args.splits;
   const unsigned grid = static_cast<unsigned>(items < INT_MAX ? items : INT_MAX);
   forms_kernel<T, L><<<grid, kThreads, shared, stream>>>(args);
@@ -513,6 +515,14 @@ cudaError_t launch_forms(const FormsArgs<T>& args, size_t shared, cudaStream_t s
 }
 
 }  // namespace
+
+template <typename T>
+cudaError_t mahalanobis_fits(int64_t c, bool* fits) {
+  Plan plan;
+  const cudaError_t err = make_plan<T>(1, c, 1, 1, &plan);
+  *fits = err == cudaSuccess;
+  return err == cudaErrorInvalidValue ? cudaSuccess : err;
+}
 
 template <typename T>
 cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int group_images, int64_t* elements) {
@@ -558,13 +568,16 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
   args.vec_bytes = (row_bytes % 16 == 0 && address % 16 == 0)  ? 16
                    : (row_bytes % 8 == 0 && address % 8 == 0) ? 8
                                                                 : 4;
+  // An entry is never split: a float64 matrix off the 8-byte grid is copied in 8-byte pieces
+  // (such a pointer cannot come from a tensor; the copy would fault rather than skip entries).
+  if (args.vec_bytes < static_cast<int>(sizeof(T))) args.vec_bytes = static_cast<int>(sizeof(T));
   switch (plan.layout) {
-    case 0: err = launch_forms<T, Layout1>(args, plan.shared, stream); break;
-    case 1: err = launch_forms<T, Layout4>(args, plan.shared, stream); break;
-    case 2: err = launch_forms<T, Layout8>(args, plan.shared, stream); break;
-    case 3: err = launch_forms<T, Layout16>(args, plan.shared, stream); break;
-    case 4: err = launch_forms<T, Layout32>(args, plan.shared, stream); break;
-    default: err = launch_forms<T, Layout64>(args, plan.shared, stream); break;
+    case 0: err = launch_forms<T, Layout1>(args, plan, stream); break;
+    case 1: err = launch_forms<T, Layout4>(args, plan, stream); break;
+    case 2: err = launch_forms<T, Layout8>(args, plan, stream); break;
+    case 3: err = launch_forms<T, Layout16>(args, plan, stream); break;
+    case 4: err = launch_forms<T, Layout32>(args, plan, stream); break;
+    default: err = launch_forms<T, Layout64>(args, plan, stream); break;
   }
   if (err != cudaSuccess || plan.splits == 1) return err;
   const int64_t n = b * p;
@@ -574,6 +587,8 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
   return cudaGetLastError();
 }
 
+template cudaError_t mahalanobis_fits<float>(int64_t, bool*);
+template cudaError_t mahalanobis_fits<double>(int64_t, bool*);
 template cudaError_t mahalanobis_workspace_elements<float>(int64_t, int64_t, int64_t, int, int64_t*);
 template cudaError_t mahalanobis_workspace_elements<double>(int64_t, int64_t, int64_t, int, int64_t*);
 template cudaError_t mahalanobis<float>(const float*, const float*, const float*, bool, int64_t, int64_t,

@@ -378,21 +378,34 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
         )
     _check_same_device("mean", mean, "embedding", embedding)
     _check_same_device("precision", precision, "embedding", embedding)
-    if embedding.is_cuda and cublas_scores_faster(b, c, embedding.dtype):
+    if not embedding.is_cuda:
+        return _ops.mahalanobis(embedding, mean, precision)
+    if precision.dim() == 3 and cublas_scores_faster(b, c, embedding.dtype):
         return _mahalanobis_batched_matmul(embedding, mean, precision)
-    return _ops.mahalanobis(embedding, mean, precision)
+    try:
+        return _ops.mahalanobis(embedding, mean, precision)
+    except RuntimeError as error:  # raised before any work is queued
+        if "exceed what the CUDA kernel holds" not in str(error):
+            raise
+        return _mahalanobis_batched_matmul(embedding, mean, precision)
 
 
 def cublas_scores_faster(images: int, channels: int, dtype: torch.dtype) -> bool:
     """Whether cuBLAS batched matmul scores (B, C) float32 faster than the native CUDA kernel.
 
-    Measured on an H200 (``bench/results/NVIDIA-H200-2026-11-27-extra.md``): the native kernel
-    reads each precision tile once per group of 16 images, so it wins while the batch is one
-    group and, at C = 550, up to 8 images; beyond that the product is arithmetic-bound and
-    cuBLAS's register-blocked GEMM wins (32 x 550 x 64 x 64: 3.7 ms against 6.3 ms). At C = 100
-    the native kernel still wins at 32 images. float64 always takes the native kernel.
+    Measured on an H200 (``bench/results/NVIDIA-H200-2026-11-27-extra.md``) with the kernel
+    before its last shared-memory sizing: the native kernel won while the batch fitted one
+    image group with few channels and, at C = 550, up to 8 images; beyond that the product is
+    arithmetic-bound and cuBLAS's register-blocked GEMM won (32 x 550 x 64 x 64: 3.7 ms against
+    6.3 ms). At C = 100 the native kernel still won at 32 images. ``anomaly-kernels bench-gpu``
+    times both (``native_kernel`` beside ``native``) so the bounds can follow the kernel.
+
+    The route is taken only where it is as exact as the kernel: float32 with full-precision
+    matmuls (``torch.get_float32_matmul_precision() == "highest"``, i.e. TF32 off; the product
+    runs with autocast disabled). float64 and packed precisions (which the route would first
+    have to unpack: 2.5 times the memory traffic) always take the native kernel.
     """
-    if dtype != torch.float32:
+    if dtype != torch.float32 or torch.get_float32_matmul_precision() != "highest":
         return False
     return (channels >= 160 and images > 16) or (channels >= 512 and images > 8)
 
@@ -402,10 +415,17 @@ _MATMUL_SCORE_ELEMENTS = 1 << 26
 
 
 def _mahalanobis_batched_matmul(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """The same distances as ``(d @ precision * d).sum(-1)``, in chunks of positions (CUDA route).
+    """The same distances as ``(d @ precision * d).sum(-1)``, in chunks of positions (CUDA route,
+    and the fallback for more channels than the CUDA kernel holds).
 
-    Packed precisions are unpacked one chunk at a time (the full (chunk, C, C) temporary only).
+    Autocast is off (the inputs are float32 or float64 and stay so). Packed precisions are
+    unpacked one chunk at a time (the full (chunk, C, C) temporary only).
     """
+    with torch.autocast(device_type=embedding.device.type, enabled=False):
+        return _batched_matmul_forms(embedding, mean, precision)
+
+
+def _batched_matmul_forms(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     b, c, h, w = embedding.shape
     p = h * w
     out = embedding.new_empty((p, b))

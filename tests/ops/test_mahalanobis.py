@@ -141,6 +141,28 @@ def test_cublas_route_is_taken_only_where_it_was_measured_faster():
     assert not ops.cublas_scores_faster(64, 550, torch.float64)
 
 
+def test_cublas_route_is_not_taken_with_tf32_matmuls():
+    """With TF32 allowed the batched product would round its inputs to 10-bit mantissas; the
+    native kernel stays exact in float32, so it keeps the call."""
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert not ops.cublas_scores_faster(32, 550, torch.float32)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert ops.cublas_scores_faster(32, 550, torch.float32)
+
+
+def test_batched_matmul_route_ignores_autocast():
+    """Under autocast the batched product would run in bfloat16 (about 3 significant digits);
+    the route turns autocast off and gives the float32 result."""
+    embedding, mean, precision = gaussians(4, 48, 2, 3, torch.float32, "cpu", seed=21)
+    exact = ops._mahalanobis_batched_matmul(embedding, mean, precision)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_autocast = ops._mahalanobis_batched_matmul(embedding, mean, precision)
+    assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, exact)
+
+
 def test_batched_matmul_route_matches_reference_in_chunks_with_nan(device, monkeypatch):
     embedding, mean, precision = gaussians(5, 40, 3, 7, torch.float32, device, seed=11)
     embedding[2, 3, 1, 4] = float("nan")
@@ -173,3 +195,18 @@ def test_every_image_group_asked_for_gives_the_same_scores_on_cuda(monkeypatch, 
     torch.testing.assert_close(torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision), default,
                                rtol=1e-5, atol=1e-5)
     _check_against_float64_reference(embedding, mean, precision)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_more_channels_than_the_cuda_kernel_holds_fall_back_to_batched_matmul_on_cuda():
+    """float64 C = 25,000 exceeds the kernel's shared memory on every GPU (24,896 at 227 KB):
+    the operator says so by name and ops.mahalanobis scores with the batched product instead."""
+    c = 25_000
+    embedding = torch.randn(2, c, 1, 1, dtype=torch.float64, device="cuda")
+    mean = torch.zeros(c, 1, dtype=torch.float64, device="cuda")
+    precision = (0.5 * torch.eye(c, dtype=torch.float64, device="cuda"))[None]
+    with pytest.raises(RuntimeError, match="C = 25000 channels exceed what the CUDA kernel holds"):
+        torch.ops.anomaly_kernels.mahalanobis(embedding, mean, precision)
+    out = ops.mahalanobis(embedding, mean, precision)
+    expected = (0.5 * embedding.square().sum(dim=1, keepdim=True)).sqrt()
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
