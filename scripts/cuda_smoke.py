@@ -74,6 +74,13 @@ def main() -> int:
     query = torch.randn(3, 40, 5, 7)
     results.append(_close("mahalanobis", ops.mahalanobis(query.to(cuda), mean.to(cuda), precision.to(cuda)),
                           reference.mahalanobis(query, mean, precision), 1e-3))
+    # Packed precisions, 65 channels (a partial second tile, a diagonal tile read from its mirror).
+    wide = torch.randn(20, 65, 3, 4)
+    wide_mean, wide_precision = ops.gaussian_fit(wide)
+    gpu_wide_mean, gpu_packed = ops.gaussian_fit(wide.to(cuda), packed=True)
+    wide_query = torch.randn(5, 65, 3, 4)
+    results.append(_close("mahalanobis, packed precision", ops.mahalanobis(wide_query.to(cuda), gpu_wide_mean, gpu_packed),
+                          reference.mahalanobis(wide_query, wide_mean, wide_precision), 1e-3))
 
     data, queries = torch.randn(5000, 16), torch.randn(300, 16) * 2
     results.append(_close("kde_log_sum_exp", ops.kde_log_sum_exp(queries.to(cuda), data.to(cuda)),
