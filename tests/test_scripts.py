@@ -13,7 +13,7 @@ def test_cuda_smoke_script_passes_on_the_cpu_kernels():
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("15 passed, 0 failed")
+    assert result.stdout.strip().endswith("16 passed, 0 failed")
 
 
 def test_gpu_check_script_is_valid_bash():
