@@ -483,6 +483,12 @@ def banded_resample2d(
 
     Returns:
         (B, C, H, W).
+
+    The starts are checked against the input's size; for CUDA bands that reads them back (a
+    host synchronisation per axis). A caller applying one band many times can check it once and
+    call ``torch.ops.anomaly_kernels.banded_resample2d`` directly, as ``upsample_blur2d`` does
+    (the CUDA kernel clamps every start into the input, so an unchecked band never reads
+    outside it).
     """
     _check_floating("input", input)
     if input.dim() != 4:

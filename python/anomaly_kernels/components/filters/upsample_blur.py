@@ -112,5 +112,9 @@ def upsample_blur2d(
         _band_on(maps.device, dtype, maps.shape[axis], out, mode, kernel_size, float(sigma), border_type)
         for axis, out in ((2, height), (3, width))
     ]
-    out = ops.banded_resample2d(maps.to(dtype), start_y, weights_y, start_x, weights_x)
-    return out.to(maps.dtype)
+    # The operator itself, not ops.banded_resample2d: these bands are in range by construction,
+    # and checking a CUDA band's starts means reading them back (a synchronisation per axis, ten
+    # times the fused kernel's own time).
+    x = maps if maps.dtype == dtype else maps.to(dtype)
+    out = torch.ops.anomaly_kernels.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    return out if out.dtype == maps.dtype else out.to(maps.dtype)
