@@ -378,7 +378,8 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
         )
     _check_same_device("mean", mean, "embedding", embedding)
     _check_same_device("precision", precision, "embedding", embedding)
-    if not embedding.is_cuda:
+    if not embedding.is_cuda or torch.compiler.is_compiling():
+        # Traced calls record the operator itself (its fake kernel gives the shape).
         return _ops.mahalanobis(embedding, mean, precision)
     if precision.dim() == 3 and cublas_scores_faster(b, c, embedding.dtype):
         return _mahalanobis_batched_matmul(embedding, mean, precision)
@@ -405,9 +406,17 @@ def cublas_scores_faster(images: int, channels: int, dtype: torch.dtype) -> bool
     runs with autocast disabled). float64 and packed precisions (which the route would first
     have to unpack: 2.5 times the memory traffic) always take the native kernel.
     """
-    if dtype != torch.float32 or torch.get_float32_matmul_precision() != "highest":
+    if dtype != torch.float32 or not _float32_matmuls_are_exact():
         return False
     return (channels >= 160 and images > 16) or (channels >= 512 and images > 8)
+
+
+def _float32_matmuls_are_exact() -> bool:
+    """Whether float32 CUDA matmuls run in full precision (no TF32), set by either of torch's APIs."""
+    try:
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # the per-backend fp32_precision settings are in use, which this getter refuses
+        return getattr(torch.backends.cuda.matmul, "fp32_precision", None) == "ieee"
 
 
 # Positions scored per batched product: bounds the (positions, B, C) temporaries to ~256 MB.

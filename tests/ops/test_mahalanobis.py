@@ -210,3 +210,32 @@ def test_more_channels_than_the_cuda_kernel_holds_fall_back_to_batched_matmul_on
     out = ops.mahalanobis(embedding, mean, precision)
     expected = (0.5 * embedding.square().sum(dim=1, keepdim=True)).sqrt()
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_route_choice_follows_the_per_backend_precision_setting():
+    """torch's newer per-backend setting (fp32_precision) makes get_float32_matmul_precision
+    raise; the route then reads that setting instead: TF32 keeps the native kernel."""
+    saved = torch.backends.cuda.matmul.fp32_precision
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        assert not ops.cublas_scores_faster(32, 550, torch.float32)
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        assert ops.cublas_scores_faster(32, 550, torch.float32)
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved
+
+
+def test_traced_cuda_calls_record_the_operator_without_choosing_a_route(monkeypatch):
+    """Under tracing the route (a Python decision on sizes and global settings) is not taken:
+    the graph holds the operator. Checked with fake CUDA tensors, which need no GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def no_route(*args):
+        raise AssertionError("the cuBLAS route was taken while tracing")
+
+    monkeypatch.setattr(ops, "_mahalanobis_batched_matmul", no_route)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with FakeTensorMode():
+        embedding = torch.empty(32, 550, 2, 2, device="cuda")
+        out = ops.mahalanobis(embedding, torch.empty(550, 4, device="cuda"), torch.empty(4, 550, 550, device="cuda"))
+    assert out.shape == (32, 1, 2, 2) and out.device.type == "cuda"

@@ -308,3 +308,26 @@ def test_wide_resnet50_padim_gaussians_fit_and_score_within_16_gb_on_cuda():
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
+
+
+def test_a_pickled_module_from_before_the_option_keeps_working():
+    """Modules pickled whole before packed_precision existed have no such attribute: the class
+    default (full matrices) applies."""
+    gaussian = MultiVariateGaussian(5, 12)
+    del gaussian.__dict__["packed_precision"]
+    buffer = io.BytesIO()
+    torch.save(gaussian, buffer)
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=False)
+    restored.fit(_training_embedding(7))
+    assert restored.inv_covariance.shape == (12, 5, 5)
+    assert restored.mahalanobis(_training_embedding(8, batch=2).to(torch.bfloat16)).shape == (2, 1, 3, 4)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_checkpoint_of_other_positions_is_reported_with_its_own_shape(packed):
+    target = MultiVariateGaussian(5, 12, packed_precision=packed)
+    with pytest.raises(RuntimeError, match=r"copying a param with shape torch.Size\(\[13, 5, 5\]\) from checkpoint"):
+        target.load_state_dict({"inv_covariance": torch.zeros(13, 5, 5)}, strict=False)
+    with pytest.raises(RuntimeError, match=r"copying a param with shape torch.Size\(\[13, 15\]\) from checkpoint"):
+        target.load_state_dict({"inv_covariance": torch.zeros(13, 15)}, strict=False)

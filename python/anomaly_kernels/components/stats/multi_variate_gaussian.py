@@ -51,6 +51,9 @@ class MultiVariateGaussian(nn.Module):
         torch.Size([2, 1, 2, 3])
     """
 
+    # Class default: modules pickled before the option existed hold full precisions.
+    packed_precision: bool = False
+
     def __init__(self, n_features: int, n_patches: int, packed_precision: bool = False) -> None:
         super().__init__()
         for name, value in (("n_features", n_features), ("n_patches", n_patches)):
@@ -235,11 +238,13 @@ class MultiVariateGaussian(nn.Module):
     def _in_own_layout(self, precision: Tensor) -> Tensor:
         """``precision`` packed or unpacked to this module's layout; returned as is if it fits neither."""
         c, k = self.n_features, packed_length(self.n_features)
+        if precision.dim() < 1 or precision.shape[0] != self.n_patches:
+            return precision  # another model's: the usual size-mismatch error names its own shape
         if self.packed_precision and precision.shape[1:] == (c, c):
             return pack_upper_triangle(precision)
         if not self.packed_precision and precision.dim() == 2 and precision.shape[1] == k:
             return unpack_upper_triangle(precision)
-        return precision  # the usual size-mismatch error names it
+        return precision
 
     def _check_embedding(self, embedding: Tensor) -> None:
         if not isinstance(embedding, Tensor):
