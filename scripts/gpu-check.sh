@@ -5,7 +5,9 @@
 #   2. every CUDA test case (kornia and other missing test packages come as wheels from .whl/,
 #      installed into a scratch folder on PYTHONPATH);
 #   3. every CUDA operator under compute-sanitizer memcheck (scripts/cuda_smoke.py);
-#   4. `anomaly-kernels bench-gpu`: the kernels against the cuDNN / cuBLAS / eager forms.
+#   4. `anomaly-kernels bench-gpu`: the kernels against the cuDNN / cuBLAS / eager forms;
+#   5. where Nsight Compute is installed, one profiled launch of each kernel at the target sizes
+#      (scripts/profile_kernels.py; at most 150 s): why a kernel sits where it does.
 # Logs and the benchmark JSON go to ${OUT:-gpu-check-results}. Each step runs even when an
 # earlier one failed, so one call reports everything; the exit status is that of the first failure.
 #   usage: scripts/gpu-check.sh [ARCH] [BENCH ARGS...]   e.g. scripts/gpu-check.sh 90 --quick
@@ -54,4 +56,12 @@ fi
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 python3 -m anomaly_kernels bench-gpu --output "$out/${gpu}-$(date +%F).json" "$@" 2>&1 | tee "$out/bench-gpu.log" \
   || failed $?
+
+if command -v ncu >/dev/null; then
+  timeout 150 ncu --profile-from-start off --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section MemoryWorkloadAnalysis --section WarpStateStats python3 scripts/profile_kernels.py \
+    > "$out/ncu.log" 2>&1 || echo "=== the profile did not complete (status $?): a diagnosis, not a check"
+  grep -E "profiled:|^  [a-z_]+.*\(|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy" \
+    "$out/ncu.log" | head -80
+fi
 exit $status
