@@ -504,8 +504,12 @@ cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, Plan* p
 template <typename T, typename L>
 cudaError_t launch_forms(const FormsArgs<T>& args, const Plan& plan, cudaStream_t stream) {
   // Opted in once per device to all the shared memory a block may have (a per-call setting of
-  // this call's size would race with another thread's launch of the same kernel).
-  cudaError_t err = allow_shared_memory<forms_kernel<T, L>>(plan.device, plan.smem_optin, false);
+  // this call's size would race with another thread's launch of the same kernel), with the
+  // largest shared-memory carve-out of L1 preferred: the layouts are sized for two blocks per SM
+  // (32 images at C = 550: ~106 KB each), which the driver's default carve-out need not leave
+  // room for. 16-byte tile copies bypass L1 anyway (cp.async.cg); narrower ones (packed rows,
+  // odd C) keep the remaining L1.
+  cudaError_t err = allow_shared_memory<forms_kernel<T, L>>(plan.device, plan.smem_optin, true);
   if (err != cudaSuccess) return err;
   const size_t shared = plan.shared;
   const int64_t items = args.p * args.groups * args.splits;
