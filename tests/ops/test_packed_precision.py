@@ -284,11 +284,13 @@ def test_padim_with_packed_precisions_gives_the_same_maps_and_loads_full_checkpo
 
 # ---- PaDiM with wide_resnet50_2 at 256 px within 16 GB of GPU memory ---------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_wide_resnet50_padim_gaussians_fit_and_score_within_16_gb_on_cuda():
+@pytest.mark.parametrize("packed", [True, False])
+def test_wide_resnet50_padim_gaussians_fit_and_score_within_16_gb_on_cuda(packed):
     """550 features at 64 x 64 positions from 391 training images (MVTec AD's largest
-    category): the packed fit and the scoring of a batch of 32 stay under 14 GiB of allocated
-    memory, leaving 2 GiB of a 16 GB card for the backbone and the CUDA context. The cap is
-    enforced (set_per_process_memory_fraction), not just measured."""
+    category): the fit and the scoring of a batch of 32 stay under 14 GiB of allocated memory,
+    leaving 2 GiB of a 16 GB card for the backbone and the CUDA context, in either layout (the
+    unfitted identities are let go during the fit; packed precisions take half the rest). The
+    cap is enforced (set_per_process_memory_fraction), not just measured."""
     gib = 1 << 30
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.empty_cache()
@@ -298,10 +300,10 @@ def test_wide_resnet50_padim_gaussians_fit_and_score_within_16_gb_on_cuda():
     try:
         generator = torch.Generator(device="cuda").manual_seed(0)
         train = torch.randn(391, 550, 64, 64, device="cuda", generator=generator)
-        gaussian = MultiVariateGaussian(550, 64 * 64, packed_precision=True).cuda()
+        gaussian = MultiVariateGaussian(550, 64 * 64, packed_precision=packed).cuda()
         gaussian.fit(train)
         del train
-        assert gaussian.inv_covariance.shape == (4096, packed_length(550))
+        assert gaussian.inv_covariance.shape == ((4096, packed_length(550)) if packed else (4096, 550, 550))
         scores = gaussian.mahalanobis(torch.randn(32, 550, 64, 64, device="cuda", generator=generator))
         assert scores.shape == (32, 1, 64, 64) and bool(torch.isfinite(scores).all())
         assert torch.cuda.max_memory_allocated() - base < 14 * gib
@@ -331,3 +333,40 @@ def test_a_checkpoint_of_other_positions_is_reported_with_its_own_shape(packed):
         target.load_state_dict({"inv_covariance": torch.zeros(13, 5, 5)}, strict=False)
     with pytest.raises(RuntimeError, match=r"copying a param with shape torch.Size\(\[13, 15\]\) from checkpoint"):
         target.load_state_dict({"inv_covariance": torch.zeros(13, 15)}, strict=False)
+
+
+# ---- the unfitted identities are not held through a fit --------------------------------------
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_unfitted_module_lets_its_identities_go_while_fitting(packed, monkeypatch):
+    """Two sets of precisions would coexist at the fit's peak otherwise (5 GB each for
+    wide_resnet50_2 at 256 px); a fitted module keeps its Gaussians until the new ones exist."""
+    gaussian = MultiVariateGaussian(5, 12, packed_precision=packed)
+    held = []
+    fit = gaussian._fit_gaussians
+
+    def recording(embedding):
+        held.append(gaussian.inv_covariance.numel())
+        return fit(embedding)
+
+    monkeypatch.setattr(gaussian, "_fit_gaussians", recording)
+    gaussian.fit(_training_embedding(9))
+    gaussian.fit(_training_embedding(10))
+    assert held == [0, gaussian.inv_covariance.numel()]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_failed_fit_puts_the_identities_back(packed, monkeypatch):
+    gaussian = MultiVariateGaussian(5, 12, packed_precision=packed).double()
+    before = gaussian.inv_covariance.clone()
+
+    def failing(embedding):
+        raise ValueError("the covariance at position 3 is not positive definite")
+
+    monkeypatch.setattr(gaussian, "_fit_gaussians", failing)
+    with pytest.raises(ValueError, match="position 3"):
+        gaussian.fit(_training_embedding(11))
+    assert not bool(gaussian.is_fitted) and torch.equal(gaussian.inv_covariance, before)
+    fitted = MultiVariateGaussian(5, 12, packed_precision=packed)
+    fitted.fit(_training_embedding(12))
+    gaussian.load_state_dict(fitted.state_dict())  # the pre-sized buffer is back
+    assert bool(gaussian.is_fitted)

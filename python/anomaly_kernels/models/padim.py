@@ -159,9 +159,10 @@ class PadimModel(FrozenBackboneModel):
         if not is_tensor or local_embeddings.dim() != 4 or tuple(local_embeddings.shape[1:]) != expected:
             shape = tuple(local_embeddings.shape) if is_tensor else type(local_embeddings).__name__
             raise ValueError(f"local_embeddings must have shape (n, {', '.join(map(str, expected))}), got {shape}")
-        mean, inv_covariance = distributed_gaussian_fit(
-            local_embeddings, _COVARIANCE_RIDGE, process_group, packed=self.gaussian.packed_precision
-        )
+        with self.gaussian.releasing_placeholder():
+            mean, inv_covariance = distributed_gaussian_fit(
+                local_embeddings, _COVARIANCE_RIDGE, process_group, packed=self.gaussian.packed_precision
+            )
         self.gaussian.mean = mean
         self.gaussian.inv_covariance = inv_covariance
         self.gaussian.is_fitted = torch.tensor(True, device=mean.device)
@@ -192,9 +193,10 @@ class PaDiM(OnePassAnomalyModule):
     N × n_features × h × w floats on the model's device (resnet18 at 256 px, 100 features,
     64×64 positions: 1.6 MB per image, 328 MB for 200 images; wide_resnet50_2 with 550 features:
     9 MB per image); the fitted inverse covariances take h·w·n_features² floats (164 MB for
-    resnet18 at 256 px, 4.96 GB for wide_resnet50_2; half with ``packed_precision``, which a
-    16 GB GPU needs for wide_resnet50_2). ``validation_step`` adds ``anomaly_maps``
-    (B, 1, H, W) and ``pred_scores`` (B,) = the maximum of each map.
+    resnet18 at 256 px, 4.96 GB for wide_resnet50_2; half with ``packed_precision``; the
+    identities an unfitted model holds are released while it fits, so the two never coexist).
+    ``validation_step`` adds ``anomaly_maps`` (B, 1, H, W) and ``pred_scores`` (B,) = the
+    maximum of each map.
 
     Several processes (DDP): each rank holds only its own images' embeddings; the Gaussians
     come from count, Σx and the second moments about the global mean, summed over the ranks in

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -66,10 +68,7 @@ class MultiVariateGaussian(nn.Module):
         self.packed_precision = packed_precision
 
         self.register_buffer("mean", torch.zeros(self.n_features, self.n_patches))
-        identities = torch.eye(self.n_features)
-        if packed_precision:
-            identities = pack_upper_triangle(identities)
-        self.register_buffer("inv_covariance", identities.expand(self.n_patches, *identities.shape).clone())
+        self.register_buffer("inv_covariance", self._identities(torch.device("cpu"), torch.get_default_dtype()))
         self.register_buffer("is_fitted", torch.tensor(False))
 
         self.mean: Tensor
@@ -183,12 +182,43 @@ class MultiVariateGaussian(nn.Module):
             raise ValueError("embedding must contain only finite values (no NaN or inf)")
 
         supported = embedding.dtype in (torch.float32, torch.float64)
-        mean, inv_covariance = self._fit_gaussians(embedding if supported else embedding.float())
+        with self.releasing_placeholder():
+            mean, inv_covariance = self._fit_gaussians(embedding if supported else embedding.float())
         mean, inv_covariance = mean.to(embedding.dtype), inv_covariance.to(embedding.dtype)
         self.mean = mean
         self.inv_covariance = inv_covariance
         self.is_fitted = torch.tensor(True, device=embedding.device)
         return [self.mean, self.inv_covariance]
+
+    def _identities(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The unfitted ``inv_covariance``: an identity per position, in this module's layout."""
+        identities = torch.eye(self.n_features, device=device, dtype=dtype)
+        if self.packed_precision:
+            identities = pack_upper_triangle(identities)
+        return identities.expand(self.n_patches, *identities.shape).clone()
+
+    @contextlib.contextmanager
+    def releasing_placeholder(self) -> Iterator[None]:
+        """While a fit computes new Gaussians, an unfitted module's identities are let go.
+
+        :meth:`fit` uses it; code that fits the Gaussians elsewhere (e.g. PaDiM's distributed
+        fit) wraps its computation in it too.
+
+        They carry nothing, and keeping them would hold two sets of precisions at the peak of
+        the fit (4.96 GB each for wide_resnet50_2 at 256 px, full layout): on a GPU that is the
+        difference between fitting in 16 GB or not. A fit that fails puts them back, so the
+        module keeps its pre-sized buffer (checkpoints still load into it).
+        """
+        if bool(self.is_fitted):
+            yield
+            return
+        device, dtype = self.inv_covariance.device, self.inv_covariance.dtype
+        self.inv_covariance = self.inv_covariance.new_empty(0)
+        try:
+            yield
+        except BaseException:
+            self.inv_covariance = self._identities(device, dtype)
+            raise
 
     def _fit_gaussians(self, embedding: Tensor) -> tuple[Tensor, Tensor]:
         """``ops.gaussian_fit`` with the documented ridge, its failure as a ValueError."""
