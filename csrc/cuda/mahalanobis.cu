@@ -485,7 +485,7 @@ cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, Plan* p
       plan->layout = l;
       break;
     }
-  if (plan->layout < 0) return cudaErrorInvalidValue;  // see mahalanobis_fits
+  if (plan->layout < 0) return cudaErrorInvalidValue;  // too many channels (mahalanobis.cuh)
   plan->images = kGroupSizes[plan->layout];
   plan->groups = (b + plan->images - 1) / plan->images;
   plan->shared = shared_bytes_for<T>(plan->layout, plan->c_pad);
@@ -519,14 +519,6 @@ cudaError_t launch_forms(const FormsArgs<T>& args, const Plan& plan, cudaStream_
 }
 
 }  // namespace
-
-template <typename T>
-cudaError_t mahalanobis_fits(int64_t c, bool* fits) {
-  Plan plan;
-  const cudaError_t err = make_plan<T>(1, c, 1, 1, &plan);
-  *fits = err == cudaSuccess;
-  return err == cudaErrorInvalidValue ? cudaSuccess : err;
-}
 
 template <typename T>
 cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int group_images, int64_t* elements) {
@@ -591,8 +583,6 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
   return cudaGetLastError();
 }
 
-template cudaError_t mahalanobis_fits<float>(int64_t, bool*);
-template cudaError_t mahalanobis_fits<double>(int64_t, bool*);
 template cudaError_t mahalanobis_workspace_elements<float>(int64_t, int64_t, int64_t, int, int64_t*);
 template cudaError_t mahalanobis_workspace_elements<double>(int64_t, int64_t, int64_t, int, int64_t*);
 template cudaError_t mahalanobis<float>(const float*, const float*, const float*, bool, int64_t, int64_t,

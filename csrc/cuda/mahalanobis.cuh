@@ -6,18 +6,15 @@
 
 namespace anomaly_kernels::cuda {
 
-// Whether the kernel takes c channels on the current device: a block holds one image's centred
-// vector (c floats, rounded up to 64) in shared memory beside its tile pipeline, so c is bounded
-// by the device's opt-in shared memory (float32: 8,128 channels at 64 KB, 49,856 at 227 KB;
-// float64: 4,032 and 24,896).
-template <typename T>
-cudaError_t mahalanobis_fits(int64_t c, bool* fits);
-
 // Images scored together (each group reads every precision once): 1, 4, 8, 16, 32 or 64; 0
 // takes the smallest group that holds the batch. Other values round up to the next size.
 // Elements of type T of the scratch buffer that mahalanobis<T> needs for these sizes on the
 // current device (the centred vectors in the kernel's shared-memory layout, plus partial forms
 // when a position's work is split over several blocks). Never zero when b, c, p > 0.
+// cudaErrorInvalidValue: the kernel cannot take c channels on this device. A block holds one
+// image's centred vector (c values, rounded up to 64) in shared memory beside its tile pipeline,
+// so c is bounded by the device's opt-in shared memory (float32: 8,128 channels at 64 KB, 49,856
+// at 227 KB; float64: 4,032 and 24,896).
 template <typename T>
 cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int group_images, int64_t* elements);
 

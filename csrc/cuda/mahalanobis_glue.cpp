@@ -21,12 +21,12 @@ void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
   const char* group_setting = std::getenv("ANOMALY_KERNELS_MAHALANOBIS_GROUP");
   const int group_images = group_setting ? std::atoi(group_setting) : 0;
-  bool fits = false;
-  check_launch(cuda::mahalanobis_fits<T>(c, &fits), "mahalanobis");
-  STD_TORCH_CHECK(fits, "mahalanobis: C = ", c, " channels exceed what the CUDA kernel holds in shared memory on ",
-                  "this GPU; score with the batched-matmul form instead");
   int64_t elements = 0;
-  check_launch(cuda::mahalanobis_workspace_elements<T>(b, c, p, group_images, &elements), "mahalanobis");
+  const cudaError_t planned = cuda::mahalanobis_workspace_elements<T>(b, c, p, group_images, &elements);
+  STD_TORCH_CHECK(planned != cudaErrorInvalidValue, "mahalanobis: C = ", c,
+                  " channels exceed what the CUDA kernel holds in shared memory on this GPU; score with the ",
+                  "batched-matmul form instead");
+  check_launch(planned, "mahalanobis");
   // The centred vectors in the kernel's layout (about the embedding's size) and partial forms.
   std::vector<int64_t> workspace_shape{elements};
   Tensor workspace = torch::stable::new_empty(e, workspace_shape);

@@ -87,10 +87,11 @@ def batched_gaussian_fit(
         per_position = 8 * (b * c + 3 * c * c)
     per_position += precision.element_size() * c * c
     chunk = max(1, max_temporary_bytes // per_position)
-    upper = torch.ones(c, c, dtype=torch.bool, device=device).triu_()
     if packed:  # flat indices of the upper triangle, row by row (built on the device: no synchronisation)
         rows, columns = torch.triu_indices(c, c, device=device)
         upper_entries = rows * c + columns
+    else:
+        upper = torch.ones(c, c, dtype=torch.bool, device=device).triu_()
     status = torch.zeros(p, dtype=torch.int32, device=device)  # Cholesky info per position
     for start in range(0, p, chunk):
         stop = min(p, start + chunk)
