@@ -30,6 +30,11 @@ struct KCenterLaunch {
   // rows are streamed with evict-first loads, so that part of the rows stays cached across
   // passes when the features do not fit in L2. Negative: the built-in default.
   float l2_share = -1.0f;
+  // Budget in bytes of the center-to-center distances kept across passes, which let a pruned
+  // pass bound its center's distances instead of waiting for them (one grid barrier per pass
+  // instead of two). Negative: the built-in default (at most 1 GiB and 8x the rows' bytes);
+  // 0: none.
+  int64_t triangle_bytes = -1;
 };
 
 // What the device reported; kind 0: no error.
@@ -43,9 +48,10 @@ enum KCenterErrorKind : int64_t {
   kNearestOutOfRange = 2,  // nearest[where] = value is not in [-1, end)
 };
 
-// Bytes of device scratch that kcenter_greedy needs for `end` passes with or without pruning
-// (256-byte aligned pointer expected).
-int64_t kcenter_greedy_scratch_bytes(int64_t end, bool prune);
+// Bytes of device scratch that kcenter_greedy needs for passes [begin, end) over features of
+// feature_bytes bytes, with the same pick, prune and launch (256-byte aligned pointer expected).
+int64_t kcenter_greedy_scratch_bytes(int64_t begin, int64_t end, bool pick, bool prune,
+                                     int64_t feature_bytes, const KCenterLaunch& launch);
 
 // Passes begin .. end-1 of a greedy selection over features stored as S (float or
 // __nv_bfloat16; distances in float). Pass t applies centers[t] (recording position t in

@@ -6,9 +6,13 @@
 //   ANOMALY_KERNELS_KCENTER_NO_COOPERATIVE=1  one launch per pass instead of one cooperative kernel
 //   ANOMALY_KERNELS_KCENTER_BLOCKS_PER_SM=k   at most k blocks per SM in the cooperative grid
 //   ANOMALY_KERNELS_KCENTER_L2_SHARE=f        share of L2 kept for rows across passes (0..1)
+//   ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES=b  budget of the center-to-center distances kept for
+//                                             the bounded pruned passes (0: exact passes only)
 #include <cuda_bf16.h>
 
 #include <cstdlib>
+#include <exception>
+#include <optional>
 #include <string>
 
 #include <torch/csrc/stable/ops.h>
@@ -28,6 +32,8 @@ cuda::KCenterLaunch launch_from_environment() {
     launch.max_blocks_per_sm = std::atoi(v);
   if (const char* v = std::getenv("ANOMALY_KERNELS_KCENTER_L2_SHARE"))
     launch.l2_share = static_cast<float>(std::atof(v));
+  if (const char* v = std::getenv("ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES"))
+    launch.triangle_bytes = std::atoll(v);
   return launch;
 }
 
@@ -37,10 +43,24 @@ void kcenter_greedy_cuda(Tensor features, Tensor min_distances, Tensor nearest, 
   if (begin == end) return;
   torch::stable::accelerator::DeviceGuard guard(features.get_device_index());
   const Tensor rows = as_contiguous(features);
-  const int64_t bytes = cuda::kcenter_greedy_scratch_bytes(end, prune);
-  std::vector<int64_t> scratch_shape{(bytes + 7) / 8};
-  Tensor scratch = torch::stable::new_empty(rows, scratch_shape, ScalarType::Long);
-  const cuda::KCenterLaunch launch = launch_from_environment();
+  cuda::KCenterLaunch launch = launch_from_environment();
+  const int64_t feature_bytes = rows.numel() * (rows.scalar_type() == ScalarType::Float ? 4 : 2);
+  const auto allocate_scratch = [&] {
+    const int64_t bytes =
+        cuda::kcenter_greedy_scratch_bytes(begin, end, pick, prune, feature_bytes, launch);
+    std::vector<int64_t> shape{(bytes + 7) / 8};
+    return torch::stable::new_empty(rows, shape, ScalarType::Long);
+  };
+  std::optional<Tensor> allocated;
+  try {
+    allocated = allocate_scratch();
+  } catch (const std::exception&) {
+    // The center-to-center triangle only saves time: without room for it, run without it.
+    if (launch.triangle_bytes == 0) throw;
+    launch.triangle_bytes = 0;
+    allocated = allocate_scratch();
+  }
+  Tensor scratch = *allocated;
   cuda::KCenterError error;
   auto run = [&](const auto* x) {
     return cuda::kcenter_greedy(x, rows.size(0), rows.size(1),

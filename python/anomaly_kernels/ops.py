@@ -147,7 +147,13 @@ def kcenter_greedy_(
     instead of testing every row. The selection is the same either way.
     On CUDA all passes of a call run in one cooperative kernel (one launch per pass where the
     device cannot co-schedule the grid); the call then waits for the device once, to raise on
-    bad ``centers`` or ``nearest`` entries the kernel met.
+    bad ``centers`` or ``nearest`` entries the kernel met. With ``prune`` and ``pick`` that
+    kernel also keeps the distances between the call's centers (a triangle of
+    ``(end**2 - begin**2) / 2`` float32, in device scratch memory for the call, at most 1 GiB
+    and 8x the bytes of ``features``): a pruned pass then tests rows against bounds derived
+    from them and from its center's own nearest center, with one grid-wide barrier instead of
+    two. The environment variable ``ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES`` sets another
+    budget (0: none).
 
     Args:
         features: (N, D) float32, or bfloat16 to halve the bytes read per pass (the distances

@@ -191,6 +191,59 @@ def test_cuda_clustered_rows_pruned_chunked_equal_one_unpruned_call(cuda_path, d
 
 
 @requires_cuda
+@pytest.mark.parametrize("triangle_bytes", [None, "200000", "4096", "0"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_bounded_passes_select_what_exact_passes_select(monkeypatch, triangle_bytes, dtype):
+    # Clustered rows: once every cluster holds a center, most pruned passes bound their
+    # center's distances with the kept center-to-center triangle instead of computing them.
+    # The default budget keeps the whole triangle; 200,000 bytes end it mid-selection (rows
+    # past ~316 exact again); 4096 bytes leave it a few rows; 0 turns the bounded form off.
+    # Chunked calls start a new triangle at each chunk.
+    features = _clustered(40000, 48, clusters=300, seed=5, device="cuda").to(dtype)
+    plain = _run(ops.kcenter_greedy_, features, 600, 11, prune=False)
+    if triangle_bytes is None:
+        monkeypatch.delenv("ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES", triangle_bytes)
+    for chunks in [(None,), (1, 2, 90, 91, 400)]:
+        bounded = _run(ops.kcenter_greedy_, features, 600, 11, prune=True, chunks=chunks)
+        assert torch.equal(plain[0], bounded[0]), f"chunks {chunks}"
+        assert torch.equal(plain[1], bounded[1]), f"chunks {chunks}"
+
+
+@requires_cuda
+def test_cuda_selection_without_room_for_the_triangle():
+    # The triangle (4000 centers: 32 MB) is an optional speed-up: when the device cannot hold
+    # it, the passes run in the exact form instead of failing.
+    features = _clustered(100_000, 32, clusters=300, seed=7, device="cuda")
+    plain = _run(ops.kcenter_greedy_, features, 4000, 1, prune=False)
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + (8 << 20)) / total)
+    try:
+        pruned = _run(ops.kcenter_greedy_, features, 4000, 1, prune=True)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert torch.equal(plain[0], pruned[0]) and torch.equal(plain[1], pruned[1])
+
+
+@requires_cuda
+@pytest.mark.parametrize("blocks_per_sm", ["1", "2"])
+def test_cuda_bounded_passes_with_integer_ties(monkeypatch, blocks_per_sm):
+    # Integer rows in few dimensions: exact distances and many equal ones, so bounds meet
+    # their margins exactly and ties decide the winner; other grid sizes move the block
+    # boundaries that the winner's nearest center is read from.
+    monkeypatch.setenv("ANOMALY_KERNELS_KCENTER_BLOCKS_PER_SM", blocks_per_sm)
+    g = torch.Generator().manual_seed(9)
+    features = torch.randint(-3, 4, (30000, 6), generator=g).float().cuda()
+    plain = _run(ops.kcenter_greedy_, features, 500, 3, prune=False)
+    bounded = _run(ops.kcenter_greedy_, features, 500, 3, prune=True, chunks=(5, 250))
+    expected = _run(reference.kcenter_greedy_, features.cpu(), 500, 3, prune=False)
+    assert torch.equal(plain[0].cpu(), expected[0]) and torch.equal(bounded[0], plain[0])
+    assert torch.equal(bounded[1], plain[1])
+
+
+@requires_cuda
 @pytest.mark.parametrize("cuda_path", PATHS, indirect=True)
 @pytest.mark.parametrize("pick", [False, True])
 def test_cuda_out_of_range_center_raises(cuda_path, pick):

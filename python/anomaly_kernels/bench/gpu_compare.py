@@ -287,12 +287,18 @@ def kcenter_comparison(n: int, dim: int, ratio: float, data: str) -> Comparison:
         rel = abs(radii[0] - radii[1]) / max(radii[0], 1e-30)
         return rel <= 1e-3 if data == "iid" else True, f"coverage radius float32 {radii[0]:.4g}, bfloat16 {radii[1]:.4g} (rel {rel:.1e})"
 
+    forms = {"native": select(torch.float32), "native_bfloat16": select(torch.bfloat16)}
+    if data == "clustered":
+        # Every pruned pass in the exact form (two grid barriers), for the bounded form's gain.
+        forms["native_exact_passes"] = _with_environment(select(torch.float32), "ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES", "0")
+        # Half the cooperative grid: cheaper grid barriers, fewer loads in flight.
+        forms["native_one_block_per_sm"] = _with_environment(select(torch.float32), "ANOMALY_KERNELS_KCENTER_BLOCKS_PER_SM", "1")
     picks = int(n * ratio)
     d_proj = min(dim, johnson_lindenstrauss_min_dim(n, 0.9))
     targets = {(219_520, "iid"): 1500.0, (219_520, "clustered"): 200.0}
     return Comparison(
         "kcenter_greedy", f"{n}x{dim} {data} ratio {ratio} (d={d_proj})",
-        {"native": select(torch.float32), "native_bfloat16": select(torch.bfloat16)},
+        forms,
         floor_bytes=n * dim * 4 + picks * n * (d_proj * 4 + 4),
         check=coverage_check if n * dim <= 400_000_000 else None,
         target_ms=targets.get((n, data)),
