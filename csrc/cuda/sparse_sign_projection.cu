@@ -23,6 +23,7 @@
 //
 // When even ROWS rows of the input do not fit in shared memory, the same kernel gathers from
 // global memory instead (slow: one cache line per lane per read, but correct).
+#include "cuda/async_copy.cuh"
 #include "cuda/sparse_sign_projection.cuh"
 
 #include <cub/block/block_scan.cuh>
@@ -154,23 +155,6 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-template <typename T>
-__device__ __forceinline__ void copy_async(T* dst, const T* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(s), "l"(src),
-               "n"(static_cast<int>(sizeof(T))));
-#else
-  *dst = __ldg(src);
-#endif
-}
-
-__device__ __forceinline__ void copy_async_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
-#endif
-}
-
 template <bool STAGED, typename T>
 __device__ __forceinline__ T read_value(const T* row, int c) {
   if constexpr (STAGED) {
@@ -273,7 +257,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         T* dst = tile + r * stride;
         for (int c = lane; c < d; c += 32) copy_async(dst + c, src + c);
       }
-      copy_async_wait_all();
+      copy_wait();
       __syncthreads();
       const int64_t next = t + gridDim.x;
       if (next < tiles) {
