@@ -205,3 +205,32 @@ def test_selected_idxs_must_leave_room_for_the_coreset():
     assert len(sampler.select_coreset_idxs([0, 1, 2, 3, 4])) == 5
     with pytest.raises(ValueError, match=r"selected_idxs must leave at least coreset_size \(5\) of the 10 rows"):
         sampler.select_coreset_idxs([0, 1, 2, 3, 4, 5])
+
+
+def test_progress_chunks_cover_every_pass_once_from_the_device_first_chunk(monkeypatch):
+    # The native passes run in calls between progress-bar updates; the first call covers about
+    # FIRST_CHUNK_BYTES of the device's type, the calls tile the picks without gap or overlap,
+    # and the selection is the one a single call makes.
+    from anomaly_kernels.components.sampling import k_center_greedy as module
+
+    g = torch.Generator().manual_seed(5)
+    embedding = torch.randn(3000, 8, generator=g)  # 8 columns: no projection
+    calls = []
+    native = module.ops.kcenter_greedy_
+
+    def recording(features, min_distances, nearest, centers, begin, end, pick=True, prune=True):
+        calls.append((begin, end, pick))
+        native(features, min_distances, nearest, centers, begin, end, pick, prune)
+
+    monkeypatch.setattr(module.ops, "kcenter_greedy_", recording)
+    monkeypatch.setitem(module.FIRST_CHUNK_BYTES, "cpu", 3000 * 8 * 4 * 7)  # 7 full passes
+    chunked = KCenterGreedy(embedding, sampling_ratio=0.1, progress=False, seed=1).select_coreset_idxs()
+    picks = [(begin, end) for begin, end, pick in calls if pick]
+    assert picks[0][1] - picks[0][0] == 7
+    assert all(a[1] == b[0] for a, b in zip(picks, picks[1:])) and picks[-1][1] == 299
+    assert len(picks) > 1
+    monkeypatch.setitem(module.FIRST_CHUNK_BYTES, "cpu", 1e15)
+    calls.clear()
+    single = KCenterGreedy(embedding, sampling_ratio=0.1, progress=False, seed=1).select_coreset_idxs()
+    assert len([c for c in calls if c[2]]) == 1
+    assert chunked == single

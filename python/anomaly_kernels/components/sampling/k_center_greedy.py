@@ -22,6 +22,10 @@ from anomaly_kernels.components.sampling.coreset_rules import (
 
 # Target duration of one native call between progress-bar updates.
 CHUNK_SECONDS = 0.25
+# Bytes the first call reads if no pass prunes (a CPU reads about 0.5 GB in a fraction of
+# CHUNK_SECONDS; a GPU reads 1000 times that in a similar time). A larger first call on a GPU
+# also means fewer calls: the CUDA kernel's bounds between centers last one call.
+FIRST_CHUNK_BYTES = {"cpu": 5e8, "cuda": 5e11}
 
 
 class KCenterGreedy:
@@ -260,10 +264,12 @@ def run_greedy_passes(
         ops.kcenter_greedy_(features, min_distances, nearest, centers, begin, end, pick, prune)
 
     passes(0, given - 1, pick=False)
-    # The first chunk reads about 0.5 GB; later ones are sized to take about CHUNK_SECONDS:
-    # pruned passes read far less than the whole bank, and the CPU kernel's group pruning pays
-    # off over runs of passes within one call. The selection does not depend on the chunking.
-    chunk = max(1, int(5e8 // (n * dims * features.element_size())))
+    # The first chunk reads about FIRST_CHUNK_BYTES; later ones are sized to take about
+    # CHUNK_SECONDS: pruned passes read far less than the whole bank, and the native kernels'
+    # pruning pays off over runs of passes within one call. The selection does not depend on
+    # the chunking.
+    first_bytes = FIRST_CHUNK_BYTES.get(features.device.type, FIRST_CHUNK_BYTES["cpu"])
+    chunk = max(1, int(first_bytes // (n * dims * features.element_size())))
     last = centers.shape[0] - 1
     with tqdm(
         total=coreset_size, desc=description, unit="pt", leave=False,
