@@ -11,6 +11,8 @@
 // CPU kernel. Very long kernels whose window would not fit in shared memory even with 8-row tiles
 // take a two-pass path through a scratch image instead.
 
+#include <algorithm>
+
 #include "cuda/async_copy.cuh"
 #include "cuda/device_limits.cuh"
 #include "cuda/separable_blur2d.cuh"
@@ -234,11 +236,12 @@ struct BlurPlan {
   int smem_optin = 0;
 };
 
-// Tile height: at most kMaxTileH, shorter while the grid would give fewer than
-// kTargetBlocksPerSM blocks per multiprocessor, shorter again until shared memory fits.
+// Tile height: `tile_rows` when given (a multiple of kStrip up to kMaxTileH), otherwise at most
+// kMaxTileH, shorter while the grid would give fewer than kTargetBlocksPerSM blocks per
+// multiprocessor; shorter again until shared memory fits.
 template <typename T>
 cudaError_t plan_blur(int64_t planes, int64_t h, int64_t w, int64_t nky, int64_t nkx,
-                      const BlurGeometry& g, BlurPlan* p) {
+                      const BlurGeometry& g, int tile_rows, BlurPlan* p) {
   *p = BlurPlan{};
   if (h > kMaxTiledDim || w > kMaxTiledDim || g.out_h > kMaxTiledDim || g.out_w > kMaxTiledDim ||
       nky > kMaxTiledTaps || nkx > kMaxTiledTaps || planes <= 0 || g.out_h <= 0 || g.out_w <= 0)
@@ -252,6 +255,8 @@ cudaError_t plan_blur(int64_t planes, int64_t h, int64_t w, int64_t nky, int64_t
   const int64_t fewest = ceil_div(g.out_h, kMaxTileH), most = ceil_div(g.out_h, kStrip);
   const int64_t bands = wanted < fewest ? fewest : (wanted > most ? most : wanted);
   int tile_h = static_cast<int>(ceil_div(ceil_div(g.out_h, bands), kStrip) * kStrip);
+  if (tile_rows > 0)
+    tile_h = static_cast<int>(std::min<int64_t>(ceil_div(tile_rows, kStrip) * kStrip, kMaxTileH));
   TileLayout lay = tile_layout<T>(tile_h, static_cast<int>(nky), static_cast<int>(nkx));
   while (lay.bytes > size_t(lim.smem_optin) && tile_h > kStrip) {
     tile_h = static_cast<int>(ceil_div(tile_h / 2, kStrip) * kStrip);
@@ -271,11 +276,12 @@ cudaError_t plan_blur(int64_t planes, int64_t h, int64_t w, int64_t nky, int64_t
 
 template <typename T>
 cudaError_t separable_blur2d_scratch_size(int64_t planes, int64_t h, int64_t w, int64_t nky,
-                                          int64_t nkx, BlurGeometry g, int64_t* elements) {
+                                          int64_t nkx, BlurGeometry g, int tile_rows,
+                                          int64_t* elements) {
   *elements = 0;
   if (planes <= 0 || g.out_h <= 0 || g.out_w <= 0) return cudaSuccess;
   BlurPlan plan;
-  const cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, &plan);
+  const cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, tile_rows, &plan);
   if (err != cudaSuccess) return err;
   if (!plan.tiled) *elements = planes * h * g.out_w;
   return cudaSuccess;
@@ -284,10 +290,11 @@ cudaError_t separable_blur2d_scratch_size(int64_t planes, int64_t h, int64_t w, 
 template <typename T>
 cudaError_t separable_blur2d(const T* input, T* output, T* scratch, int64_t planes, int64_t h,
                              int64_t w, const T* kernel_y, int64_t nky, const T* kernel_x,
-                             int64_t nkx, BlurGeometry g, Border border, cudaStream_t stream) {
+                             int64_t nkx, BlurGeometry g, Border border, int tile_rows,
+                             cudaStream_t stream) {
   if (planes <= 0 || g.out_h <= 0 || g.out_w <= 0) return cudaSuccess;
   BlurPlan plan;
-  cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, &plan);
+  cudaError_t err = plan_blur<T>(planes, h, w, nky, nkx, g, tile_rows, &plan);
   if (err != cudaSuccess) return err;
   if (plan.tiled) {
     err = allow_shared_memory<blur_tiles<T>>(plan.device, plan.smem_optin, true);
@@ -312,10 +319,10 @@ cudaError_t separable_blur2d(const T* input, T* output, T* scratch, int64_t plan
 
 #define AK_INSTANTIATE(T)                                                                      \
   template cudaError_t separable_blur2d_scratch_size<T>(int64_t, int64_t, int64_t, int64_t,    \
-                                                        int64_t, BlurGeometry, int64_t*);      \
+                                                        int64_t, BlurGeometry, int, int64_t*); \
   template cudaError_t separable_blur2d<T>(const T*, T*, T*, int64_t, int64_t, int64_t,        \
                                            const T*, int64_t, const T*, int64_t, BlurGeometry, \
-                                           Border, cudaStream_t);
+                                           Border, int, cudaStream_t);
 AK_INSTANTIATE(float)
 AK_INSTANTIATE(double)
 #undef AK_INSTANTIATE

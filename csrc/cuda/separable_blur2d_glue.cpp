@@ -1,6 +1,11 @@
 // CUDA entry point of anomaly_kernels::separable_blur2d: checks, device guard, current stream,
 // launch. The kernels live in separable_blur2d.cu; a scratch image is allocated only for kernels
 // too long for the one-launch tiled path.
+//
+// Environment (read at every call, for measurements):
+//   ANOMALY_KERNELS_BLUR_TILE_ROWS=r  output rows per tile of the tiled kernel (multiple of 8, at
+//                                     most 128) instead of the choice made from the grid size
+#include <cstdlib>
 #include <optional>
 #include <vector>
 
@@ -17,9 +22,11 @@ template <typename T>
 void launch(const Tensor& x, Tensor& out, const Tensor& ky, const Tensor& kx,
             const BlurGeometry& g, Border border) {
   const int64_t planes = x.size(0) * x.size(1);
+  const char* tile_setting = std::getenv("ANOMALY_KERNELS_BLUR_TILE_ROWS");
+  const int tile_rows = tile_setting ? std::atoi(tile_setting) : 0;
   int64_t scratch_elements = 0;
   check_launch(cuda::separable_blur2d_scratch_size<T>(planes, x.size(2), x.size(3), ky.size(0),
-                                                      kx.size(0), g, &scratch_elements),
+                                                      kx.size(0), g, tile_rows, &scratch_elements),
                "separable_blur2d");
   std::optional<Tensor> scratch;  // kept alive until the launch is enqueued
   T* scratch_ptr = nullptr;
@@ -32,7 +39,7 @@ void launch(const Tensor& x, Tensor& out, const Tensor& ky, const Tensor& kx,
                                          scratch_ptr, planes, x.size(2), x.size(3),
                                          ky.const_data_ptr<T>(), ky.size(0),
                                          kx.const_data_ptr<T>(), kx.size(0), g, border,
-                                         current_stream(x)),
+                                         tile_rows, current_stream(x)),
                "separable_blur2d");
 }
 

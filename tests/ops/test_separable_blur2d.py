@@ -119,6 +119,20 @@ def test_cuda_long_kernels(device, taps, shape, border):
     torch.testing.assert_close(out.cpu().double(), expected, rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("tile_rows", ["1", "8", "40", "128", "1000"])
+def test_cuda_forced_tile_heights_give_the_same_blur(device, monkeypatch, tile_rows):
+    # ANOMALY_KERNELS_BLUR_TILE_ROWS overrides the tile height the kernel picks (rounded up to
+    # its 8-row strips, at most 128); every pixel sums the same terms in the same order.
+    _cuda_only(device)
+    x = torch.randn(3, 2, 227, 53, device=device)
+    k_y, k_x = blur_taps(33, torch.float32, device, 12), blur_taps(17, torch.float32, device, 13)
+    monkeypatch.delenv("ANOMALY_KERNELS_BLUR_TILE_ROWS", raising=False)
+    chosen = ops.separable_blur2d(x, k_y, k_x, "reflect", "same")
+    monkeypatch.setenv("ANOMALY_KERNELS_BLUR_TILE_ROWS", tile_rows)
+    forced = ops.separable_blur2d(x, k_y, k_x, "reflect", "same")
+    assert torch.equal(forced, chosen)
+
+
 def test_cuda_anomaly_map_sizes_and_many_planes(device):
     _cuda_only(device)
     with torch.backends.cudnn.flags(allow_tf32=False):

@@ -120,13 +120,19 @@ def blur_comparison(b: int, size: int) -> Comparison:
         padded = F.pad(x, pad, mode="reflect")
         return F.conv2d(F.conv2d(padded, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
 
+    def native():
+        return ops.separable_blur2d(x, taps, taps, "reflect", "same")
+
+    # The tiled kernel at other tile heights than the one it picks from the grid size.
+    tiles = {f"native_tile{rows}": _with_environment(native, "ANOMALY_KERNELS_BLUR_TILE_ROWS", str(rows)) for rows in (16, 32, 64, 128)}
     return Comparison(
         "gaussian_blur", f"{b}x1x{size}x{size}",
         {
-            "native": lambda: ops.separable_blur2d(x, taps, taps, "reflect", "same"),
+            "native": native,
             "cudnn_conv2d": conv2d,
             "cudnn_conv2d_benchmark": _with_flags(conv2d, cudnn_benchmark=True),
             "two_cudnn_conv1d": two_conv1d,
+            **tiles,
         },
         floor_bytes=2 * x.numel() * 4,
         check=_relative_check(1e-5),
