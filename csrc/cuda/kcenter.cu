@@ -41,8 +41,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 
+#include "cuda/device_limits.cuh"
 #include "cuda/kcenter.cuh"
 
 namespace cg = cooperative_groups;
@@ -641,9 +643,27 @@ int64_t keep_rows(int64_t n, int64_t row_bytes, int blocks, const Device& dev, f
   return static_cast<int64_t>(rows / blocks);
 }
 
+// Blocks of a per-pass launch (update_pass): one block per kThreads rows, at most as many as
+// stay resident at once, so every block gets an even share of the rows in a single wave (no
+// tail of a last, partly filled wave). The occupancy is asked once per device.
+template <typename S, bool kVec>
 int fallback_blocks(int64_t n, const Device& dev) {
+  static std::atomic<int> per_sm_cache[kCachedDevices];
+  int device = 0, per_sm = 0;
+  const bool cached = cudaGetDevice(&device) == cudaSuccess && device >= 0 && device < kCachedDevices;
+  if (cached) per_sm = per_sm_cache[device].load();
+  if (per_sm <= 0) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, update_pass<S, kVec>, kThreads, 0) !=
+            cudaSuccess ||
+        per_sm <= 0) {
+      (void)cudaGetLastError();
+      per_sm = 1;
+    } else if (cached) {
+      per_sm_cache[device].store(per_sm);
+    }
+  }
   const int64_t wanted = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 8LL * dev.sms)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{per_sm} * dev.sms)));
 }
 
 template <typename S, bool kVec>
@@ -670,7 +690,7 @@ cudaError_t run_greedy(Pass<S> p, int64_t begin, int64_t end, bool pick, bool pr
     if (err != cudaErrorCooperativeLaunchTooLarge) return err;
     (void)cudaGetLastError();  // clear it and run the passes one launch at a time
   }
-  const int blocks = fallback_blocks(p.n, dev);
+  const int blocks = fallback_blocks<S, kVec>(p.n, dev);
   p.keep_rows = keep_rows(p.n, row_bytes, blocks, dev, share);
   for (int64_t t = begin; t < end; ++t) {
     const bool pruned = prune && t > 0;
@@ -753,7 +773,8 @@ cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min
   Device dev;
   err = query_device(dev);
   if (err != cudaSuccess) return err;
-  const int blocks = fallback_blocks(n, dev);
+  const bool vec = vectorizable(features, center_row, d * 4);
+  const int blocks = vec ? fallback_blocks<float, true>(n, dev) : fallback_blocks<float, false>(n, dev);
   Pass<float> p;
   p.x = features;
   p.n = n;
@@ -762,7 +783,7 @@ cudaError_t kcenter_step(const float* features, int64_t n, int64_t d, float* min
   p.centers = const_cast<int64_t*>(center);
   p.state = state;
   p.keep_rows = keep_rows(n, d * 4, blocks, dev, kDefaultL2Share);
-  if (vectorizable(features, center_row, d * 4))
+  if (vec)
     update_pass<float, true><<<blocks, kThreads, 0, stream>>>(p, 0, center_row, argmax, false, false);
   else
     update_pass<float, false><<<blocks, kThreads, 0, stream>>>(p, 0, center_row, argmax, false, false);
