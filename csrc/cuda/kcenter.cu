@@ -382,12 +382,12 @@ __device__ __noinline__ void prune_rows(const Pass<S>& p, int64_t t, const S* ce
   }
 }
 
-// Merges the block's keys (and thread 0's read count) into the pass's slot; with star_slots,
-// also stores the nearest center of the block's farthest row in star_slots[blockIdx.x]. The
-// caller must synchronise the block before sh.keys is written again.
-__device__ void merge_block(Shared& sh, unsigned long long key, int32_t near,
-                            unsigned long long reads, unsigned long long* best,
-                            unsigned long long* rows_read, int32_t* star_slots) {
+// Merges the block's keys (and thread 0's read count) into the pass's slot and returns, in
+// thread 0, the nearest center of the block's farthest row. The caller must synchronise the
+// block before sh.keys is written again.
+__device__ int32_t merge_block(Shared& sh, unsigned long long key, int32_t near,
+                               unsigned long long reads, unsigned long long* best,
+                               unsigned long long* rows_read) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int offset = 16; offset > 0; offset >>= 1)
     fold(key, near, __shfl_xor_sync(0xFFFFFFFFu, key, offset),
@@ -406,9 +406,9 @@ __device__ void merge_block(Shared& sh, unsigned long long key, int32_t near,
     if (lane == 0) {
       if (key) atomicMax(best, key);
       if (rows_read && reads) atomicAdd(rows_read, reads);
-      if (star_slots) star_slots[blockIdx.x] = near;
     }
   }
+  return near;
 }
 
 // out[j] = ||features[centers[j]] - center|| for j in [first, last), a subgroup per center;
@@ -459,9 +459,10 @@ __device__ __noinline__ Bound bound_of(const Pass<S>& p, int64_t t, long long wi
   const int64_t per = (p.n + gridDim.x - 1) / gridDim.x;  // block_range's split
   const int64_t owner = winner / per;
   if (winner < 0 || owner >= gridDim.x) return bound;  // no row won (never with n > 0)
+  // -1 unless the star's triangle row is complete (see the merge in greedy_cooperative).
   const int32_t star = __ldcg(p.star + ((t - 1) & 1) * kMaxGridBlocks + owner);
   if (star < p.triangle_first || star >= t || star >= p.triangle_end) return bound;
-  if (!__ldcg(p.ready + star) || !isfinite(winner_distance)) return bound;
+  if (!isfinite(winner_distance)) return bound;
   bound.on = true;
   bound.star = star;
   bound.reach = winner_distance;
@@ -529,8 +530,17 @@ __global__ void __launch_bounds__(kThreads, 2)
     else
       key = stream_rows<S, kVec>(p.x, p.d, p.min_distances, p.nearest, p.keep_rows, t, center, rb,
                                  re, key);
-    merge_block(sh, key, near, reads, &st->best[slot], pruned ? &st->rows_read[slot] : nullptr,
-                pruned && p.star ? p.star + (t & 1) * kMaxGridBlocks : nullptr);
+    near = merge_block(sh, key, near, reads, &st->best[slot],
+                       pruned ? &st->rows_read[slot] : nullptr);
+    if (threadIdx.x == 0 && pruned && p.star) {
+      // The nearest center of this block's farthest row, for the next pass's bound when this
+      // row wins: kept only when that center's triangle row will be complete by then (row t
+      // is this pass's own), so the next pass reads one word to know.
+      const bool complete = near == t ? triangle_row != nullptr
+                                      : near >= p.triangle_first && near < t &&
+                                            near < p.triangle_end && __ldcg(p.ready + near);
+      p.star[(t & 1) * kMaxGridBlocks + blockIdx.x] = complete ? near : -1;
+    }
     grid.sync();
     const unsigned long long best = __ldcg(&st->best[slot]);
     winner = key_index(best);
@@ -600,7 +610,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       key = stream_rows<S, kVec>(p.x, p.d, p.min_distances, p.nearest, p.keep_rows, t, center, rb,
                                  re, key);
   }
-  merge_block(sh, key, near, reads, &st->best[0], nullptr, nullptr);
+  merge_block(sh, key, near, reads, &st->best[0], nullptr);
   if (threadIdx.x == 0) {
     __threadfence();  // this block's key before its count
     sh.last = atomicAdd(&st->done, 1ull) == gridDim.x - 1;
