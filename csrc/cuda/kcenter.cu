@@ -118,7 +118,8 @@ struct Pass {
   int64_t triangle_first = 0, triangle_end = 0;
   int32_t* ready = nullptr;         // (end,) ready[t] != 0: triangle row t is complete
   int32_t* star = nullptr;          // (2, kMaxGridBlocks) nearest center of each block's
-                                    // farthest row, by pass parity
+                                    // farthest row, by pass parity (-1 unless that center's
+                                    // triangle row is complete)
 };
 
 // What a bounded pass knows of its center: its nearest earlier center `star` and the distance
