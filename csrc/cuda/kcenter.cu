@@ -27,7 +27,8 @@
 //    one grid barrier per pass instead of two. The bound is loose while the new center lies
 //    about as far from its nearest center as centers lie from one another (the first passes,
 //    which find the data's modes): a bounded pass that reads far more rows than the last
-//    exact one sends the next passes back to the exact form for a doubling run. The triangle
+//    exact one (one pass in kExactEvery stays exact to keep that count recent) sends the
+//    next passes back to the exact form for a doubling run. The triangle
 //    lives for one call: a call resumed at `begin` bounds only through centers from `begin`
 //    on.
 // Each block tests its rows thread by thread, compacts the rows that must be read into shared
@@ -74,6 +75,9 @@ constexpr int kLongestPause = 256;
 // is then used for a run of passes that doubles (up to kLongestPause) while it keeps failing.
 constexpr int64_t kBoundedExcess = 2;
 constexpr int64_t kBoundedSlack = 64;
+// Every kExactEvery-th pruned pass in a run of bounded ones is exact, so that the rows of the
+// last exact pass, which judge the bounded ones, stay those of a recent center.
+constexpr int kExactEvery = 32;
 constexpr float kDefaultL2Share = 0.5f;
 // The cooperative grid is capped so that the per-block slots of the bounded passes have a fixed
 // size in scratch memory.
@@ -490,6 +494,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   bool previous_pruned = false;
   long long exact_read = p.n;  // rows read by the last pruned pass in the exact form
   int bounded_pause_left = 0, bounded_pause = 1;
+  int bounded_run = 0;  // bounded passes since the last exact one
   for (int64_t t = begin; t < end; ++t) {
     // Uniform over the grid: every block reads the same entry or the same winner.
     const long long c = (t == begin || !pick)
@@ -507,7 +512,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                               ? p.triangle + triangle_offset(t, p.triangle_first)
                               : nullptr;
     const Bound bound = pruned && p.triangle && pick && t > begin && previous_pruned &&
-                                bounded_pause_left == 0
+                                bounded_pause_left == 0 && bounded_run < kExactEvery
                             ? bound_of(p, t, winner, winner_distance)
                             : Bound{};
     const float* exact = nullptr;
@@ -551,6 +556,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (pruned && bound.on) {
       // Only exact passes judge pruning itself; a bounded pass judges the bounded form.
       const long long read = static_cast<long long>(__ldcg(&st->rows_read[slot]));
+      ++bounded_run;
       if (read > kBoundedExcess * exact_read + p.n / kBoundedSlack ||
           (p.n - read) * kWorthSkipping < p.n) {
         bounded_pause = 2 * bounded_pause < kLongestPause ? 2 * bounded_pause : kLongestPause;
@@ -561,6 +567,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     } else if (pruned) {
       const long long read = static_cast<long long>(__ldcg(&st->rows_read[slot]));
       exact_read = read;
+      bounded_run = 0;
       if (bounded_pause_left > 0) --bounded_pause_left;
       if ((p.n - read) * kWorthSkipping < p.n) {
         pause = 2 * pause < kLongestPause ? 2 * pause : kLongestPause;
