@@ -28,9 +28,8 @@
 //    about as far from its nearest center as centers lie from one another (the first passes,
 //    which find the data's modes): a bounded pass that reads far more rows than the last
 //    exact one (one pass in kExactEvery stays exact to keep that count recent) sends the
-//    next passes back to the exact form for a doubling run. The triangle
-//    lives for one call: a call resumed at `begin` bounds only through centers from `begin`
-//    on.
+//    next passes back to the exact form for a doubling run. The triangle lives for one call:
+//    a call resumed at `begin` bounds only through centers from `begin` on.
 // Each block tests its rows thread by thread, compacts the rows that must be read into shared
 // memory and reads only those. When a pruned pass still reads most rows (iid data), pruning is
 // switched off for a run of passes that doubles each time it fails again.
