@@ -323,7 +323,8 @@ __device__ __noinline__ void prune_rows(const Pass<S>& p, int64_t t, const S* ce
       } else if (known && q[i] > bound.star && q[i] < p.triangle_end) {
         // Row q of the triangle exists (q > star >= triangle_first); it is complete when ready.
         const int32_t complete = __ldcg(p.ready + q[i]);
-        const float distance = __ldcg(p.triangle + triangle_offset(q[i], p.triangle_first) + bound.star);
+        const float distance =
+            __ldcg(p.triangle + triangle_offset(q[i], p.triangle_first) + bound.star);
         if (complete) reach[i] = distance;
       }
       if (row < re && (q[i] < -1 || q[i] >= p.end)) report(p.state, kNearestOutOfRange, row, q[i]);
