@@ -55,4 +55,17 @@ cudaError_t allow_shared_memory(int device, int bytes, bool prefer_shared) {
   return cudaSuccess;
 }
 
+// Blocks of `Kernel`, launched with `threads` threads and no dynamic shared memory, that stay
+// resident on one multiprocessor of `device` (asked once per kernel and device).
+template <auto Kernel, int threads>
+cudaError_t resident_blocks_per_sm(int device, int* per_sm) {
+  static std::atomic<int> cache[kCachedDevices];
+  const bool cached = device >= 0 && device < kCachedDevices;
+  if (cached && (*per_sm = cache[device].load()) > 0) return cudaSuccess;
+  const cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, Kernel, threads, 0);
+  if (err != cudaSuccess) return err;
+  if (cached) cache[device].store(*per_sm);
+  return cudaSuccess;
+}
+
 }  // namespace anomaly_kernels::cuda

@@ -41,7 +41,6 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 
 #include "cuda/device_limits.cuh"
@@ -663,22 +662,15 @@ int64_t keep_rows(int64_t n, int64_t row_bytes, int blocks, const Device& dev, f
 
 // Blocks of a per-pass launch (update_pass): one block per kThreads rows, at most as many as
 // stay resident at once, so every block gets an even share of the rows in a single wave (no
-// tail of a last, partly filled wave). The occupancy is asked once per device.
+// tail of a last, partly filled wave).
 template <typename S, bool kVec>
 int fallback_blocks(int64_t n, const Device& dev) {
-  static std::atomic<int> per_sm_cache[kCachedDevices];
   int device = 0, per_sm = 0;
-  const bool cached = cudaGetDevice(&device) == cudaSuccess && device >= 0 && device < kCachedDevices;
-  if (cached) per_sm = per_sm_cache[device].load();
-  if (per_sm <= 0) {
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, update_pass<S, kVec>, kThreads, 0) !=
-            cudaSuccess ||
-        per_sm <= 0) {
-      (void)cudaGetLastError();
-      per_sm = 1;
-    } else if (cached) {
-      per_sm_cache[device].store(per_sm);
-    }
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      resident_blocks_per_sm<update_pass<S, kVec>, kThreads>(device, &per_sm) != cudaSuccess ||
+      per_sm <= 0) {
+    (void)cudaGetLastError();
+    per_sm = 1;
   }
   const int64_t wanted = (n + kThreads - 1) / kThreads;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{per_sm} * dev.sms)));
@@ -694,8 +686,10 @@ cudaError_t run_greedy(Pass<S> p, int64_t begin, int64_t end, bool pick, bool pr
   const float share = launch.l2_share >= 0.f ? launch.l2_share : kDefaultL2Share;
   int per_sm = 0;
   if (launch.allow_cooperative && dev.cooperative) {
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, greedy_cooperative<S, kVec>,
-                                                        kThreads, 0);
+    int device = 0;
+    err = cudaGetDevice(&device);
+    if (err == cudaSuccess)
+      err = resident_blocks_per_sm<greedy_cooperative<S, kVec>, kThreads>(device, &per_sm);
     if (err != cudaSuccess) return err;
     if (launch.max_blocks_per_sm > 0) per_sm = std::min(per_sm, launch.max_blocks_per_sm);
   }
