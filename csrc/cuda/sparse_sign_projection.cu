@@ -152,7 +152,11 @@ __global__ void __launch_bounds__(256) pack_kernel(const int64_t* __restrict__ c
 // ---------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ void prefetch_l2(const void* p) {
+#if defined(__CUDA_ARCH__)
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+  (void)p;  // a hint only: host compilations of this file (tests/cuda_sim) have nothing to do
+#endif
 }
 
 template <bool STAGED, typename T>

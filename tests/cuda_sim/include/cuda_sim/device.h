@@ -1,0 +1,248 @@
+// The device half: CUDA's keywords, built-in variables and intrinsics, for kernels compiled as
+// plain C++ and run as fibers (cuda_sim/scheduler.h). Shuffles and votes exchange values through
+// the warp's slots between two warp barriers; every lane that is still running takes part, so a
+// full-mask shuffle or __syncthreads that some running thread skips is reported as a deadlock.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <type_traits>
+
+#include "cuda_sim/scheduler.h"
+#include "cuda_sim/vector_types.h"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+#define __constant__ static
+
+namespace cuda_sim {
+
+inline uint3 thread_index() {
+  const Fiber& f = this_fiber();
+  return {f.tid[0], f.tid[1], f.tid[2]};
+}
+inline uint3 block_index() {
+  const BlockState& b = *this_fiber().block;
+  return {b.idx[0], b.idx[1], b.idx[2]};
+}
+inline dim3 block_dim() {
+  const GridState& g = *this_fiber().block->grid;
+  return dim3(g.block[0], g.block[1], g.block[2]);
+}
+inline dim3 grid_dim() {
+  const GridState& g = *this_fiber().block->grid;
+  return dim3(g.grid[0], g.grid[1], g.grid[2]);
+}
+
+inline unsigned char* dynamic_shared() { return this_fiber().block->dynamic_shared.data(); }
+
+// One __shared__ declaration's storage in the running block, made on first use. `Key` is unique
+// per declaration (and per instantiation of a template kernel).
+template <typename T, long long Id>
+T& block_shared() {
+  static const char key = 0;
+  BlockState& b = *this_fiber().block;
+  for (auto& entry : b.static_shared)
+    if (entry.first == &key) return *static_cast<T*>(entry.second);
+  const size_t bytes = (sizeof(T) + 63) / 64 * 64;
+  void* storage = std::aligned_alloc(64, bytes);
+  std::memset(storage, kUnwrittenShared, bytes);
+  b.static_shared.emplace_back(&key, storage);
+  return *static_cast<T*>(storage);
+}
+
+inline void sync_block() {
+  BlockState& b = *this_fiber().block;
+  Scheduler::instance().arrive_and_wait(b.barrier, &b.live);
+}
+inline void sync_warp() {
+  Warp& w = *this_fiber().warp;
+  Scheduler::instance().arrive_and_wait(w.barrier, &w.live);
+}
+inline void sync_grid() {
+  GridState* g = this_fiber().block->grid;
+  if (!g->cooperative) throw std::runtime_error("grid.sync() in a kernel that was not launched cooperatively");
+  Scheduler::instance().arrive_and_wait(g->barrier, &g->live);
+}
+
+template <typename T>
+uint64_t bits_of(T v) {
+  static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+  uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof(T));
+  return b;
+}
+template <typename T>
+T from_bits(uint64_t b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+
+// Every live lane publishes `value`; returns the value lane `source(lane)` published.
+template <typename T, typename Source>
+T exchange(T value, Source source) {
+  Fiber& f = this_fiber();
+  Warp& w = *f.warp;
+  w.slots[f.lane] = bits_of(value);
+  sync_warp();
+  const int from = source(f.lane);
+  const T result = from >= 0 && from < 32 ? from_bits<T>(w.slots[from]) : value;
+  sync_warp();  // every lane has read before the slots are reused
+  return result;
+}
+
+}  // namespace cuda_sim
+
+#define threadIdx (::cuda_sim::thread_index())
+#define blockIdx (::cuda_sim::block_index())
+#define blockDim (::cuda_sim::block_dim())
+#define gridDim (::cuda_sim::grid_dim())
+constexpr int warpSize = 32;
+
+inline void __syncthreads() { cuda_sim::sync_block(); }
+inline void __syncwarp(unsigned = 0xFFFFFFFFu) { cuda_sim::sync_warp(); }
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+
+template <typename T>
+T __shfl_xor_sync(unsigned, T value, int lane_mask, int width = 32) {
+  return cuda_sim::exchange(value, [=](int lane) {
+    const int to = lane ^ lane_mask;
+    return to / width == lane / width ? to : lane;
+  });
+}
+template <typename T>
+T __shfl_sync(unsigned, T value, int source, int width = 32) {
+  return cuda_sim::exchange(value, [=](int lane) { return lane / width * width + source % width; });
+}
+template <typename T>
+T __shfl_down_sync(unsigned, T value, unsigned delta, int width = 32) {
+  return cuda_sim::exchange(value, [=](int lane) {
+    const int to = lane + int(delta);
+    return to / width == lane / width ? to : lane;
+  });
+}
+inline unsigned __ballot_sync(unsigned, int predicate) {
+  cuda_sim::Fiber& f = cuda_sim::this_fiber();
+  cuda_sim::Warp& w = *f.warp;
+  w.slots[f.lane] = predicate ? 1 : 0;
+  cuda_sim::sync_warp();
+  unsigned ballot = 0;
+  for (int lane = 0; lane < 32; ++lane)
+    if ((w.live_mask >> lane & 1u) && w.slots[lane] == 1) ballot |= 1u << lane;
+  cuda_sim::sync_warp();
+  return ballot;
+}
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __all_sync(unsigned mask, int predicate) {
+  return __ballot_sync(mask, !predicate) == 0;
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(unsigned(x)); }
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+
+inline float __uint_as_float(unsigned x) { return cuda_sim::from_bits<float>(x); }
+inline unsigned __float_as_uint(float x) { return unsigned(cuda_sim::bits_of(x)); }
+inline float __int_as_float(int x) { return cuda_sim::from_bits<float>(unsigned(x)); }
+inline int __float_as_int(float x) { return int(unsigned(cuda_sim::bits_of(x))); }
+inline double __longlong_as_double(long long x) { return cuda_sim::from_bits<double>(uint64_t(x)); }
+inline long long __double_as_longlong(double x) { return (long long)cuda_sim::bits_of(x); }
+
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+using std::exp;
+using std::fma;
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+using std::log;
+using std::sqrt;
+
+// Cache-hinted loads: plain loads here.
+template <typename T>
+T __ldg(const T* p) {
+  return *p;
+}
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
+template <typename T>
+T __ldcs(const T* p) {
+  return *p;
+}
+template <typename T>
+T __ldlu(const T* p) {
+  return *p;
+}
+template <typename T>
+void __stcs(T* p, T v) {
+  *p = v;
+}
+template <typename T>
+void __stcg(T* p, T v) {
+  *p = v;
+}
+
+// Atomics: a fiber runs alone between barriers, so a plain read-modify-write is atomic.
+template <typename T>
+T atomicAdd(T* p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+template <typename T>
+T atomicMax(T* p, T v) {
+  const T old = *p;
+  *p = old < v ? v : old;
+  return old;
+}
+template <typename T>
+T atomicMin(T* p, T v) {
+  const T old = *p;
+  *p = v < old ? v : old;
+  return old;
+}
+template <typename T>
+T atomicExch(T* p, T v) {
+  const T old = *p;
+  *p = v;
+  return old;
+}
+template <typename T>
+T atomicCAS(T* p, T compare, T v) {
+  const T old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
+template <typename T>
+T atomicOr(T* p, T v) {
+  const T old = *p;
+  *p = old | v;
+  return old;
+}
+
+// CUDA's min and max take mixed integer types (the wider one wins).
+template <typename A, typename B>
+auto min(A a, B b) -> std::common_type_t<A, B> {
+  using C = std::common_type_t<A, B>;
+  return C(b) < C(a) ? C(b) : C(a);
+}
+template <typename A, typename B>
+auto max(A a, B b) -> std::common_type_t<A, B> {
+  using C = std::common_type_t<A, B>;
+  return C(a) < C(b) ? C(b) : C(a);
+}

@@ -1,0 +1,255 @@
+// The execution model of the CPU simulation of CUDA kernels: every CUDA thread of a launch is a
+// fiber (its own stack, switched on this one OS thread), and the fibers of a block
+// (of the whole grid for a cooperative launch) run in turns until each reaches a barrier or
+// returns. A barrier lets its fibers go when every live participant has arrived; threads that
+// have returned no longer count (as on Volta and later). Between barriers a fiber runs alone,
+// so read-modify-writes of global or shared memory are atomic by construction.
+//
+// A round of turns in which no fiber arrives anywhere or returns is a deadlock (a barrier that
+// some live thread never reaches): the launch stops with an error instead of hanging.
+#pragma once
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cuda_sim {
+
+// ---- context switch ---------------------------------------------------------------------------
+// swapcontext saves and restores the signal mask with a system call at every switch; a kernel
+// run switches millions of times, so x86-64 uses a switch of its own: the callee-saved
+// registers and the floating-point control words pushed on the old stack, the stack pointer
+// swapped. Other machines keep ucontext. (Weak: every translation unit defines it, one is kept.)
+#if defined(__x86_64__)
+extern "C" void cuda_sim_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .weak cuda_sim_switch
+  .hidden cuda_sim_switch
+  .type cuda_sim_switch, @function
+cuda_sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size cuda_sim_switch, .-cuda_sim_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+// A context that starts `entry` on the stack [stack, stack + bytes) at its first switch.
+inline void make_context(Context& c, void* stack, size_t bytes, void (*entry)()) {
+  auto top = reinterpret_cast<uintptr_t>(stack) + bytes;
+  top &= ~uintptr_t(15);
+  auto* words = reinterpret_cast<uint64_t*>(top);
+  words[-1] = 0;                                    // entry's return address: never used
+  words[-2] = reinterpret_cast<uint64_t>(entry);    // where the first switch returns to
+  for (int i = 3; i <= 8; ++i) words[-i] = 0;       // rbp, rbx, r12-r15
+  uint32_t control[2];
+  asm volatile("stmxcsr %0" : "=m"(control[0]));
+  asm volatile("fnstcw %0" : "=m"(control[1]));
+  std::memcpy(&words[-9], control, 8);
+  c.sp = &words[-9];
+}
+inline void switch_context(Context& from, Context& to) { cuda_sim_switch(&from.sp, to.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void make_context(Context& c, void* stack, size_t bytes, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
+struct Barrier {
+  int arrived = 0;
+  uint64_t generation = 0;
+};
+
+struct Warp {
+  Barrier barrier;
+  int live = 0;
+  unsigned live_mask = 0;   // lanes still running
+  uint64_t slots[32] = {};  // values exchanged by shuffles and votes
+};
+
+struct BlockState;
+
+struct Fiber {
+  Context context;
+  void* stack = nullptr;
+  bool done = false;
+  const Barrier* waiting = nullptr;  // the barrier this fiber waits at, if any ...
+  uint64_t waiting_generation = 0;   // ... while it is still in this generation
+  unsigned tid[3] = {0, 0, 0};
+  int lane = 0;
+  BlockState* block = nullptr;
+  Warp* warp = nullptr;
+};
+
+struct GridState {
+  bool cooperative = false;  // all blocks run together and may wait at grid barriers
+  Barrier barrier;
+  int live = 0;
+  unsigned grid[3] = {1, 1, 1};
+  unsigned block[3] = {1, 1, 1};
+};
+
+struct BlockState {
+  unsigned idx[3] = {0, 0, 0};
+  Barrier barrier;
+  int live = 0;
+  std::vector<Warp> warps;
+  std::vector<unsigned char> dynamic_shared;
+  std::vector<std::pair<const void*, void*>> static_shared;  // (declaration key, storage)
+  GridState* grid = nullptr;
+  BlockState() = default;
+  BlockState(const BlockState&) = delete;
+  BlockState& operator=(const BlockState&) = delete;
+  ~BlockState() {
+    for (auto& entry : static_shared) std::free(entry.second);
+  }
+};
+
+// Shared memory starts as this byte (all-ones: a NaN in every floating-point type), so a kernel
+// that reads shared memory it never wrote gets NaN rather than a lucky zero.
+constexpr unsigned char kUnwrittenShared = 0xFF;
+constexpr size_t kStackBytes = 256 * 1024;
+
+struct Scheduler {
+  Context main_context;
+  Fiber* current = nullptr;
+  uint64_t progress = 0;  // arrivals and returns so far
+  std::function<void()> body;  // what every fiber of the launch runs
+  std::string error;           // first failure inside a fiber
+  std::vector<void*> stack_pool;
+
+  void* take_stack() {
+    if (!stack_pool.empty()) {
+      void* s = stack_pool.back();
+      stack_pool.pop_back();
+      return s;
+    }
+    void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s == MAP_FAILED) {
+      std::fprintf(stderr, "cuda_sim: cannot map a fiber stack\n");
+      std::abort();
+    }
+    return s;
+  }
+
+  void yield() {
+    Fiber* self = current;
+    switch_context(self->context, main_context);
+  }
+
+  // Arrives at `b`, which opens once `*live` participants are in; waits for that.
+  void arrive_and_wait(Barrier& b, const int* live) {
+    ++progress;
+    if (++b.arrived >= *live) {
+      b.arrived = 0;
+      ++b.generation;
+      return;
+    }
+    Fiber* self = current;
+    self->waiting = &b;
+    self->waiting_generation = b.generation;
+    while (b.generation == self->waiting_generation) yield();
+    self->waiting = nullptr;
+  }
+
+  // A participant left for good: a barrier whose other live participants all wait opens.
+  static void leave(Barrier& b, int* live) {
+    --*live;
+    if (b.arrived > 0 && b.arrived >= *live) {
+      b.arrived = 0;
+      ++b.generation;
+    }
+  }
+
+  static void entry() {
+    Scheduler& s = instance();
+    Fiber* self = s.current;
+    if (s.error.empty()) {
+      try {
+        s.body();
+      } catch (const std::exception& e) {
+        s.error = e.what();
+      }
+    }
+    self->done = true;
+    ++s.progress;
+    self->warp->live_mask &= ~(1u << self->lane);
+    leave(self->warp->barrier, &self->warp->live);
+    leave(self->block->barrier, &self->block->live);
+    if (self->block->grid->cooperative) leave(self->block->grid->barrier, &self->block->grid->live);
+    switch_context(self->context, s.main_context);
+  }
+
+  // Runs every fiber to completion. Returns an empty string, or what went wrong.
+  std::string run(std::vector<Fiber>& fibers) {
+    error.clear();
+    for (Fiber& f : fibers) {
+      f.stack = take_stack();
+      make_context(f.context, f.stack, kStackBytes, &Scheduler::entry);
+    }
+    size_t unfinished = fibers.size();
+    while (unfinished > 0) {
+      const uint64_t before = progress;
+      for (Fiber& f : fibers) {
+        if (f.done) continue;
+        if (f.waiting != nullptr && f.waiting->generation == f.waiting_generation) continue;  // not yet
+        current = &f;
+        switch_context(main_context, f.context);
+        if (f.done) --unfinished;
+      }
+      if (unfinished > 0 && progress == before) {
+        if (error.empty())
+          error = "deadlock: " + std::to_string(unfinished) +
+                  " threads wait at a barrier that the others never reach";
+        break;
+      }
+    }
+    for (Fiber& f : fibers) stack_pool.push_back(f.stack);  // a deadlocked fiber's stack is dropped with it
+    current = nullptr;
+    return error;
+  }
+
+  static Scheduler& instance() {
+    static Scheduler s;
+    return s;
+  }
+};
+
+inline Fiber& this_fiber() { return *Scheduler::instance().current; }
+
+}  // namespace cuda_sim

@@ -1,0 +1,115 @@
+// Kernels that test the simulation itself (test_simulator.py): each one either computes
+// something the test knows independently, or breaks a CUDA rule the simulation must report.
+#include <cooperative_groups.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace cg = cooperative_groups;
+
+namespace {
+
+// out[thread] = the warp's sum of (lane + 1) by an xor butterfly, the ballot of odd lanes, and
+// the value of lane 3, for a block of `blockDim.x` threads.
+__global__ void warp_collectives(int* out) {
+  const int t = threadIdx.x, lane = t % 32;
+  int sum = lane + 1;
+  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+  const unsigned odd = __ballot_sync(0xFFFFFFFFu, lane % 2 == 1);
+  const int from_three = __shfl_sync(0xFFFFFFFFu, lane * 10, 3);
+  out[3 * t] = sum;
+  out[3 * t + 1] = static_cast<int>(odd);
+  out[3 * t + 2] = from_three;
+}
+
+// Block-wide reversal through shared memory: correct only if __syncthreads orders the writes
+// before the reads.
+__global__ void reverse_block(const float* in, float* out) {
+  __shared__ float buffer[256];
+  const int t = threadIdx.x, n = blockDim.x;
+  buffer[t] = in[blockIdx.x * n + t];
+  __syncthreads();
+  out[blockIdx.x * n + t] = buffer[n - 1 - t];
+}
+
+// Every block adds its index to a counter, waits at the grid barrier, then reads the total.
+__global__ void grid_total(int* counter, int* seen) {
+  if (threadIdx.x == 0) atomicAdd(counter, static_cast<int>(blockIdx.x) + 1);
+  cg::this_grid().sync();
+  if (threadIdx.x == 0) seen[blockIdx.x] = *counter;
+}
+
+// Lane 0 waits at the block barrier while the others shuffle: a deadlock on a GPU.
+__global__ void skipped_shuffle(int* out) {
+  int v = threadIdx.x;
+  if (threadIdx.x % 32 == 0) {
+    __syncthreads();
+  } else {
+    v = __shfl_xor_sync(0xFFFFFFFFu, v, 1);
+  }
+  out[threadIdx.x] = v;
+}
+
+// Writes one float past the dynamic shared memory it was given.
+__global__ void shared_overflow(int floats) {
+  extern __shared__ float dynamic[];
+  if (threadIdx.x == 0) dynamic[floats] = 1.f;
+}
+
+// Copies shared memory that nobody wrote.
+__global__ void unwritten_shared(float* out) {
+  __shared__ float never_written[32];
+  out[threadIdx.x] = never_written[threadIdx.x];
+}
+
+// Uses `bytes` of dynamic shared memory.
+__global__ void uses_shared(float* out) {
+  extern __shared__ float dynamic[];
+  dynamic[threadIdx.x] = 1.f;
+  out[threadIdx.x] = dynamic[threadIdx.x];
+}
+
+}  // namespace
+
+extern "C" {
+
+int selftest_warp_collectives(int threads, int* out) {
+  warp_collectives<<<1, threads>>>(out);
+  return cudaGetLastError();
+}
+int selftest_reverse_block(int blocks, int threads, const float* in, float* out) {
+  reverse_block<<<blocks, threads>>>(in, out);
+  return cudaGetLastError();
+}
+int selftest_grid_total(int blocks, int* counter, int* seen) {
+  void* args[] = {&counter, &seen};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(grid_total), dim3(blocks), dim3(64), args, 0,
+                                     nullptr);
+}
+int selftest_grid_sync_without_cooperative_launch(int* counter, int* seen) {
+  grid_total<<<2, 64>>>(counter, seen);
+  return cudaGetLastError();
+}
+int selftest_skipped_shuffle(int* out) {
+  skipped_shuffle<<<1, 64>>>(out);
+  return cudaGetLastError();
+}
+int selftest_shared_overflow(int floats) {
+  shared_overflow<<<1, 32, floats * sizeof(float)>>>(floats);
+  return cudaGetLastError();
+}
+int selftest_unwritten_shared(float* out) {
+  unwritten_shared<<<1, 32>>>(out);
+  return cudaGetLastError();
+}
+// opt_in < 0: launch without asking for more than the default dynamic shared memory.
+int selftest_uses_shared(int threads, int bytes, int opt_in, float* out) {
+  if (opt_in >= 0) {
+    const cudaError_t err = cudaFuncSetAttribute(uses_shared, cudaFuncAttributeMaxDynamicSharedMemorySize, opt_in);
+    if (err != cudaSuccess) return err;
+  }
+  uses_shared<<<1, threads, bytes>>>(out);
+  return cudaGetLastError();
+}
+
+}  // extern "C"

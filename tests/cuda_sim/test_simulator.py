@@ -1,0 +1,101 @@
+"""The CUDA simulation itself: what it computes must match what a GPU computes, and the rules a
+GPU enforces (launch limits, barriers, shared-memory bounds) must be reported, not ignored.
+The kernels are in ``selftest_kernels.cu``."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+
+from cuda_sim.build import load
+from cuda_sim.kernels import H100_LIKE, TURING_LIKE, Device
+
+INVALID_VALUE, INVALID_CONFIGURATION, LAUNCH_FAILURE, COOPERATIVE_TOO_LARGE = 1, 9, 719, 720
+
+
+def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _on(device: Device):
+    lib = load()
+    lib.sim_use_device(device.sms, device.smem_optin, device.blocks_per_sm)
+    return lib
+
+
+@pytest.mark.parametrize("threads", [32, 96, 80])
+def test_shuffles_and_votes_follow_the_warp(threads):
+    lib = _on(H100_LIKE)
+    out = torch.full((threads, 3), -1, dtype=torch.int32)
+    assert lib.selftest_warp_collectives(threads, _ptr(out)) == 0
+    warp = torch.arange(threads) // 32
+    lanes_in_warp = torch.clamp(threads - 32 * warp, max=32)
+    full = lanes_in_warp == 32  # a short last warp's butterfly reads lanes that do not exist
+    assert torch.equal(out[full, 0], torch.full_like(out[full, 0], 32 * 33 // 2))
+    odd_lanes = sum(1 << k for k in range(1, 32, 2))
+    ballots = (out[:, 1].to(torch.int64) & 0xFFFFFFFF).tolist()
+    assert ballots == [odd_lanes & ((1 << int(n)) - 1) for n in lanes_in_warp]
+    assert torch.equal(out[:, 2], torch.full_like(out[:, 2], 30))
+
+
+def test_barrier_orders_shared_memory_across_threads():
+    lib = _on(H100_LIKE)
+    x = torch.randn(3 * 256)
+    out = torch.full_like(x, float("nan"))
+    assert lib.selftest_reverse_block(3, 256, _ptr(x), _ptr(out)) == 0
+    assert torch.equal(out, x.reshape(3, 256).flip(1).reshape(-1))
+
+
+def test_grid_barrier_waits_for_every_block():
+    lib = _on(H100_LIKE)
+    blocks = H100_LIKE.sms * H100_LIKE.blocks_per_sm
+    counter, seen = torch.zeros(1, dtype=torch.int32), torch.zeros(blocks, dtype=torch.int32)
+    assert lib.selftest_grid_total(blocks, _ptr(counter), _ptr(seen)) == 0
+    assert seen.tolist() == [blocks * (blocks + 1) // 2] * blocks
+
+
+def test_cooperative_grid_larger_than_the_device_is_refused():
+    lib = _on(TURING_LIKE)
+    too_many = TURING_LIKE.sms * TURING_LIKE.blocks_per_sm + 1
+    counter, seen = torch.zeros(1, dtype=torch.int32), torch.zeros(too_many, dtype=torch.int32)
+    assert lib.selftest_grid_total(too_many, _ptr(counter), _ptr(seen)) == COOPERATIVE_TOO_LARGE
+    assert int(counter) == 0  # nothing ran
+
+
+def test_grid_barrier_in_an_ordinary_launch_fails():
+    lib = _on(H100_LIKE)
+    counter, seen = torch.zeros(1, dtype=torch.int32), torch.zeros(2, dtype=torch.int32)
+    assert lib.selftest_grid_sync_without_cooperative_launch(_ptr(counter), _ptr(seen)) == LAUNCH_FAILURE
+    assert b"not launched cooperatively" in lib.sim_last_failure()
+
+
+def test_shuffle_that_a_lane_skips_is_a_deadlock():
+    lib = _on(H100_LIKE)
+    out = torch.zeros(64, dtype=torch.int32)
+    assert lib.selftest_skipped_shuffle(_ptr(out)) == LAUNCH_FAILURE
+    assert lib.sim_last_failure().startswith(b"deadlock")
+
+
+def test_write_past_dynamic_shared_memory_is_reported():
+    lib = _on(H100_LIKE)
+    assert lib.selftest_shared_overflow(10) == LAUNCH_FAILURE
+    assert b"past the end" in lib.sim_last_failure()
+
+
+def test_unwritten_shared_memory_reads_as_nan():
+    lib = _on(H100_LIKE)
+    out = torch.zeros(32)
+    assert lib.selftest_unwritten_shared(_ptr(out)) == 0
+    assert out.isnan().all()
+
+
+def test_launch_limits_are_those_of_a_gpu():
+    lib = _on(TURING_LIKE)
+    out = torch.zeros(2048)
+    assert lib.selftest_uses_shared(2048, 4096, -1, _ptr(out)) == INVALID_CONFIGURATION  # > 1024 threads
+    assert lib.selftest_uses_shared(32, 60 * 1024, -1, _ptr(out)) == INVALID_VALUE  # > 48 KB, not opted in
+    assert lib.selftest_uses_shared(32, 60 * 1024, 60 * 1024, _ptr(out)) == 0
+    assert torch.equal(out[:32], torch.ones(32))
+    assert lib.selftest_uses_shared(32, 70 * 1024, 70 * 1024, _ptr(out)) == INVALID_VALUE  # above the device's opt-in
