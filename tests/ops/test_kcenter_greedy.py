@@ -1,8 +1,12 @@
 """anomaly_kernels::kcenter_greedy_ (the whole selection loop) beyond the conformance table:
 float rows, pruning and chunking invariance, argument errors, the CUDA paths."""
 
+import functools
+
 import pytest
 import torch
+from cuda_sim import operators as simulated
+from cuda_sim.kernels import Device
 
 from anomaly_kernels import ops, reference
 
@@ -273,3 +277,92 @@ def test_cuda_cooperative_and_per_pass_agree_on_random_rows(monkeypatch):
     monkeypatch.setenv("ANOMALY_KERNELS_KCENTER_NO_COOPERATIVE", "1")
     per_pass = _run(ops.kcenter_greedy_, features, 200, 0, True)
     assert torch.equal(cooperative[0], per_pass[0]) and torch.equal(cooperative[1], per_pass[1])
+
+
+# The same CUDA paths on the CPU simulation of the kernels (tests/cuda_sim), so that every
+# machine runs them: a simulated device of one multiprocessor holding 2 blocks of 512 threads
+# (the simulation's cost grows with the threads it switches between), at sizes it runs in
+# seconds.
+TWO_BLOCKS = Device(sms=1, blocks_per_sm=2)
+
+
+def _simulated(path, device=TWO_BLOCKS, **launch):
+    return functools.partial(simulated.kcenter_greedy_, cooperative=path == "cooperative", device=device, **launch)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("prune", [False, True])
+@pytest.mark.parametrize(
+    "n,d,k",
+    [
+        (1, 1, 1),  # a single row
+        (5, 3, 5),  # fewer rows than blocks; rows not 16-byte multiples
+        (3000, 7, 40),  # scalar loads (28-byte rows)
+        (2000, 304, 12),  # the projected PatchCore width, 16-byte loads
+        (20000, 8, 10),  # more rows than threads in the cooperative grid
+    ],
+)
+def test_simulated_cuda_equals_cpu_kernel(path, dtype, prune, n, d, k):
+    features = _integer_rows(n, d, seed=n + d, dtype=dtype)
+    expected = _run(ops.kcenter_greedy_, features, k, n // 2, prune)
+    native = _run(_simulated(path), features, k, n // 2, prune)
+    assert torch.equal(native[0], expected[0])
+    assert torch.equal(native[1], expected[1])
+
+
+@pytest.mark.parametrize(
+    "triangle_bytes,dtype",
+    [(-1, torch.float32), (-1, torch.bfloat16), (20000, torch.float32), (4096, torch.float32), (0, torch.float32)],
+)
+def test_simulated_cuda_bounded_passes_select_what_exact_passes_select(triangle_bytes, dtype):
+    # As test_cuda_bounded_passes_select_what_exact_passes_select: -1 keeps the whole triangle,
+    # 20,000 bytes end it mid-selection, 4096 leave it a few rows, 0 turns the bounded form off.
+    features = _clustered(4000, 16, clusters=100, seed=5, device="cpu").to(dtype)
+    plain = _run(_simulated("cooperative"), features, 250, 11, prune=False)
+    for chunks in [(None,), (1, 2, 60, 61, 200)]:
+        bounded = _run(_simulated("cooperative", triangle_bytes=triangle_bytes), features, 250, 11, True, chunks)
+        assert torch.equal(plain[0], bounded[0]), f"chunks {chunks}"
+        assert torch.equal(plain[1], bounded[1]), f"chunks {chunks}"
+        assert torch.equal(plain[2], bounded[2]), f"chunks {chunks}"
+    expected = _run(reference.kcenter_greedy_, features, 250, 11, prune=False)
+    assert torch.equal(plain[0], expected[0])
+
+
+@pytest.mark.parametrize("blocks_per_sm", [1, 2])
+def test_simulated_cuda_bounded_passes_with_integer_ties(blocks_per_sm):
+    # Three multiprocessors: 3 or 6 blocks, so the winner's nearest center is read from
+    # another block's star slot.
+    g = torch.Generator().manual_seed(9)
+    features = torch.randint(-3, 4, (5000, 6), generator=g).float()
+    three_sms = Device(sms=3, blocks_per_sm=2)
+    plain = _run(_simulated("cooperative", three_sms), features, 150, 3, prune=False)
+    bounded = _run(
+        _simulated("cooperative", three_sms, max_blocks_per_sm=blocks_per_sm), features, 150, 3, True, (5, 100)
+    )
+    expected = _run(reference.kcenter_greedy_, features, 150, 3, prune=False)
+    assert torch.equal(plain[0], expected[0]) and torch.equal(bounded[0], plain[0])
+    assert torch.equal(bounded[1], plain[1])
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("pick", [False, True])
+def test_simulated_cuda_reports_an_out_of_range_center(path, pick):
+    features = torch.randn(1000, 16, generator=torch.Generator().manual_seed(2))
+    min_distances, nearest, centers = _state(1000, 6, 0, "cpu")
+    centers[2] = 1000 if pick else -1
+    select = _simulated(path)
+    select(features, min_distances, nearest, centers, 0, 2, False, True)
+    with pytest.raises(ValueError, match=r"device error 1 at 2 \(value " + str(int(centers[2])) + r"\)"):
+        select(features, min_distances, nearest, centers, 2, 4, pick, True)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_simulated_cuda_reports_an_out_of_range_nearest(path):
+    features = torch.randn(1000, 16, generator=torch.Generator().manual_seed(3))
+    min_distances, nearest, centers = _state(1000, 6, 0, "cpu")
+    select = _simulated(path)
+    select(features, min_distances, nearest, centers, 0, 2, True, True)
+    nearest[123] = 7
+    with pytest.raises(ValueError, match=r"device error 2 at 123 \(value 7\)"):
+        select(features, min_distances, nearest, centers, 2, 4, True, True)

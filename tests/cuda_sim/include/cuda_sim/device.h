@@ -1,6 +1,6 @@
 // The device half: CUDA's keywords, built-in variables and intrinsics, for kernels compiled as
 // plain C++ and run as fibers (cuda_sim/scheduler.h). Shuffles and votes exchange values through
-// the warp's slots between two warp barriers; every lane that is still running takes part, so a
+// the warp's slots around a warp barrier; every lane that is still running takes part, so a
 // full-mask shuffle or __syncthreads that some running thread skips is reported as a deadlock.
 #pragma once
 #include <cmath>
@@ -90,12 +90,11 @@ template <typename T, typename Source>
 T exchange(T value, Source source) {
   Fiber& f = this_fiber();
   Warp& w = *f.warp;
-  w.slots[f.lane] = bits_of(value);
+  uint64_t* slots = w.slots[w.barrier.generation & 1];
+  slots[f.lane] = bits_of(value);
   sync_warp();
   const int from = source(f.lane);
-  const T result = from >= 0 && from < 32 ? from_bits<T>(w.slots[from]) : value;
-  sync_warp();  // every lane has read before the slots are reused
-  return result;
+  return from >= 0 && from < 32 ? from_bits<T>(slots[from]) : value;
 }
 
 }  // namespace cuda_sim
@@ -132,12 +131,12 @@ T __shfl_down_sync(unsigned, T value, unsigned delta, int width = 32) {
 inline unsigned __ballot_sync(unsigned, int predicate) {
   cuda_sim::Fiber& f = cuda_sim::this_fiber();
   cuda_sim::Warp& w = *f.warp;
-  w.slots[f.lane] = predicate ? 1 : 0;
+  uint64_t* slots = w.slots[w.barrier.generation & 1];
+  slots[f.lane] = predicate ? 1 : 0;
   cuda_sim::sync_warp();
   unsigned ballot = 0;
   for (int lane = 0; lane < 32; ++lane)
-    if ((w.live_mask >> lane & 1u) && w.slots[lane] == 1) ballot |= 1u << lane;
-  cuda_sim::sync_warp();
+    if ((w.live_mask >> lane & 1u) && slots[lane] == 1) ballot |= 1u << lane;
   return ballot;
 }
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }

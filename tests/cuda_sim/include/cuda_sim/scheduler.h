@@ -5,8 +5,9 @@
 // have returned no longer count (as on Volta and later). Between barriers a fiber runs alone,
 // so read-modify-writes of global or shared memory are atomic by construction.
 //
-// A round of turns in which no fiber arrives anywhere or returns is a deadlock (a barrier that
-// some live thread never reaches): the launch stops with an error instead of hanging.
+// A fiber that waits hands the thread straight to the next fiber that can run. When none can,
+// though some have not finished, that is a deadlock (a barrier that some live thread never
+// reaches): the launch stops with an error instead of hanging.
 #pragma once
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -24,8 +25,8 @@ namespace cuda_sim {
 // ---- context switch ---------------------------------------------------------------------------
 // swapcontext saves and restores the signal mask with a system call at every switch; a kernel
 // run switches millions of times, so x86-64 uses a switch of its own: the callee-saved
-// registers and the floating-point control words pushed on the old stack, the stack pointer
-// swapped. Other machines keep ucontext. (Weak: every translation unit defines it, one is kept.)
+// registers pushed on the old stack, the stack pointer swapped. (The floating-point control
+// words are not switched: no kernel changes rounding modes, and reloading them serialises.) Other machines keep ucontext. (Weak: every translation unit defines it, one is kept.)
 #if defined(__x86_64__)
 extern "C" void cuda_sim_switch(void** save_sp, void* load_sp);
 asm(R"(
@@ -40,14 +41,8 @@ cuda_sim_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -69,11 +64,7 @@ inline void make_context(Context& c, void* stack, size_t bytes, void (*entry)())
   words[-1] = 0;                                    // entry's return address: never used
   words[-2] = reinterpret_cast<uint64_t>(entry);    // where the first switch returns to
   for (int i = 3; i <= 8; ++i) words[-i] = 0;       // rbp, rbx, r12-r15
-  uint32_t control[2];
-  asm volatile("stmxcsr %0" : "=m"(control[0]));
-  asm volatile("fnstcw %0" : "=m"(control[1]));
-  std::memcpy(&words[-9], control, 8);
-  c.sp = &words[-9];
+  c.sp = &words[-8];
 }
 inline void switch_context(Context& from, Context& to) { cuda_sim_switch(&from.sp, to.sp); }
 #else
@@ -99,7 +90,10 @@ struct Warp {
   Barrier barrier;
   int live = 0;
   unsigned live_mask = 0;   // lanes still running
-  uint64_t slots[32] = {};  // values exchanged by shuffles and votes
+  // Values exchanged by shuffles and votes, in two sets by the parity of the barrier generation
+  // they were written in: a lane may write the next exchange's set while a slower one still
+  // reads this one, so an exchange needs one barrier, not two.
+  uint64_t slots[2][32] = {};
 };
 
 struct BlockState;
@@ -147,8 +141,8 @@ constexpr size_t kStackBytes = 256 * 1024;
 
 struct Scheduler {
   Context main_context;
+  std::vector<Fiber>* fibers = nullptr;  // of the running launch (or of its running block)
   Fiber* current = nullptr;
-  uint64_t progress = 0;  // arrivals and returns so far
   std::function<void()> body;  // what every fiber of the launch runs
   std::string error;           // first failure inside a fiber
   std::vector<void*> stack_pool;
@@ -167,14 +161,40 @@ struct Scheduler {
     return s;
   }
 
-  void yield() {
-    Fiber* self = current;
-    switch_context(self->context, main_context);
+  static bool runnable(const Fiber& f) {
+    return !f.done && !(f.waiting != nullptr && f.waiting->generation == f.waiting_generation);
+  }
+
+  // The next fiber after `from` in launch order that can run, or nullptr when none can: every
+  // unfinished fiber then waits at a barrier that only another unfinished fiber could open.
+  Fiber* next_runnable(Fiber* from) {
+    Fiber* const first = fibers->data();
+    Fiber* const end = first + fibers->size();
+    for (Fiber* f = from + 1; f != end; ++f)
+      if (runnable(*f)) return f;
+    for (Fiber* f = first; f <= from; ++f)
+      if (runnable(*f)) return f;
+    return nullptr;
+  }
+
+  // Hands the thread to the next fiber that can run (directly, not through the scheduler's
+  // own context: half the switches), or back to run() when none can.
+  void pass_on(Fiber* self) {
+    Fiber* next = next_runnable(self);
+    if (next == self) return;
+    if (next == nullptr) {
+      bool unfinished = false;
+      for (const Fiber& f : *fibers) unfinished |= !f.done;
+      if (unfinished && error.empty()) error = "deadlock: threads wait at a barrier that the others never reach";
+      switch_context(self->context, main_context);
+      return;
+    }
+    current = next;
+    switch_context(self->context, next->context);
   }
 
   // Arrives at `b`, which opens once `*live` participants are in; waits for that.
   void arrive_and_wait(Barrier& b, const int* live) {
-    ++progress;
     if (++b.arrived >= *live) {
       b.arrived = 0;
       ++b.generation;
@@ -183,7 +203,7 @@ struct Scheduler {
     Fiber* self = current;
     self->waiting = &b;
     self->waiting_generation = b.generation;
-    while (b.generation == self->waiting_generation) yield();
+    while (b.generation == self->waiting_generation) pass_on(self);
     self->waiting = nullptr;
   }
 
@@ -207,39 +227,26 @@ struct Scheduler {
       }
     }
     self->done = true;
-    ++s.progress;
     self->warp->live_mask &= ~(1u << self->lane);
     leave(self->warp->barrier, &self->warp->live);
     leave(self->block->barrier, &self->block->live);
     if (self->block->grid->cooperative) leave(self->block->grid->barrier, &self->block->grid->live);
-    switch_context(self->context, s.main_context);
+    s.pass_on(self);  // never comes back: a finished fiber is not runnable
   }
 
   // Runs every fiber to completion. Returns an empty string, or what went wrong.
-  std::string run(std::vector<Fiber>& fibers) {
+  std::string run(std::vector<Fiber>& all) {
     error.clear();
-    for (Fiber& f : fibers) {
+    if (all.empty()) return error;
+    for (Fiber& f : all) {
       f.stack = take_stack();
       make_context(f.context, f.stack, kStackBytes, &Scheduler::entry);
     }
-    size_t unfinished = fibers.size();
-    while (unfinished > 0) {
-      const uint64_t before = progress;
-      for (Fiber& f : fibers) {
-        if (f.done) continue;
-        if (f.waiting != nullptr && f.waiting->generation == f.waiting_generation) continue;  // not yet
-        current = &f;
-        switch_context(main_context, f.context);
-        if (f.done) --unfinished;
-      }
-      if (unfinished > 0 && progress == before) {
-        if (error.empty())
-          error = "deadlock: " + std::to_string(unfinished) +
-                  " threads wait at a barrier that the others never reach";
-        break;
-      }
-    }
-    for (Fiber& f : fibers) stack_pool.push_back(f.stack);  // a deadlocked fiber's stack is dropped with it
+    fibers = &all;
+    current = &all[0];
+    switch_context(main_context, all[0].context);  // back when all are done, or none can run
+    for (Fiber& f : all) stack_pool.push_back(f.stack);  // a deadlocked fiber's stack is dropped with it
+    fibers = nullptr;
     current = nullptr;
     return error;
   }
