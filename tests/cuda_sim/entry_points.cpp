@@ -73,7 +73,7 @@ int sim_use_device(int sms, int smem_optin, int blocks_per_sm) {
 }
 
 const char* sim_last_failure() { return cuda_sim::Runtime::instance().last_failure.c_str(); }
-int sim_launches() { return cuda_sim::Runtime::instance().launches; }
+int sim_pending_error() { return cudaPeekAtLastError(); }
 
 int sim_mahalanobis_f32(const float* e, const float* m, const float* P, int packed, int64_t b, int64_t c, int64_t p,
                         int group, float* out) {

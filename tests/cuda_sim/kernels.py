@@ -50,6 +50,9 @@ def _call(operator: str, device: Device, function, *args) -> None:
     code = function(*args)
     if code != 0:
         raise SimulatedLaunchError(operator, code, lib.sim_last_failure().decode())
+    pending = lib.sim_pending_error()
+    if pending != 0:  # a launch failed and the launcher reported success
+        raise SimulatedLaunchError(operator, pending, "left pending by a launcher that returned success")
 
 
 def _i64(v: int) -> ctypes.c_int64:

@@ -83,8 +83,10 @@ int selftest_reverse_block(int blocks, int threads, const float* in, float* out)
 }
 int selftest_grid_total(int blocks, int* counter, int* seen) {
   void* args[] = {&counter, &seen};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(grid_total), dim3(blocks), dim3(64), args, 0,
-                                     nullptr);
+  const cudaError_t err = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(grid_total), dim3(blocks),
+                                                      dim3(64), args, 0, nullptr);
+  (void)cudaGetLastError();  // a refused launch is also the last error: leave none for the next test
+  return err;
 }
 int selftest_grid_sync_without_cooperative_launch(int* counter, int* seen) {
   grid_total<<<2, 64>>>(counter, seen);
@@ -106,7 +108,7 @@ int selftest_unwritten_shared(float* out) {
 int selftest_uses_shared(int threads, int bytes, int opt_in, float* out) {
   if (opt_in >= 0) {
     const cudaError_t err = cudaFuncSetAttribute(uses_shared, cudaFuncAttributeMaxDynamicSharedMemorySize, opt_in);
-    if (err != cudaSuccess) return err;
+    if (err != cudaSuccess) return cudaGetLastError();
   }
   uses_shared<<<1, threads, bytes>>>(out);
   return cudaGetLastError();

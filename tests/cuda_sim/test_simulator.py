@@ -25,6 +25,14 @@ def _on(device: Device):
     return lib
 
 
+@pytest.fixture(autouse=True)
+def no_error_left_behind():
+    """Each test's failed launches are read back as they would be on a GPU: none stays pending
+    for the kernels that the next tests launch."""
+    yield
+    assert load().sim_pending_error() == 0
+
+
 @pytest.mark.parametrize("threads", [32, 96, 80])
 def test_shuffles_and_votes_follow_the_warp(threads):
     lib = _on(H100_LIKE)

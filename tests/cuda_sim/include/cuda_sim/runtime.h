@@ -70,7 +70,6 @@ struct Runtime {
   cudaError_t last_error = cudaSuccess;
   std::string last_failure;                     // what the last failed kernel did
   std::map<std::pair<int, const void*>, int> opted_in;  // (device, kernel) -> dynamic bytes allowed
-  int launches = 0;
 
   static Runtime& instance() {
     static Runtime r;
@@ -98,7 +97,6 @@ inline cudaError_t run_grid(const void* kernel, dim3 grid, dim3 block, size_t sh
   const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
   if (cooperative && blocks > uint64_t(rt.device().sms) * rt.device().blocks_per_sm)
     return rt.fail(cudaErrorCooperativeLaunchTooLarge);
-  ++rt.launches;
 
   Scheduler& s = Scheduler::instance();
   s.body = body;
