@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conformance import band
+from cuda_sim import operators as simulated
 
 from anomaly_kernels import ops, reference
 from anomaly_kernels.components.filters import GaussianBlur2d, upsample_blur2d
@@ -120,3 +121,35 @@ def test_native_rejects_bands_longer_than_the_input(device, shape, axis):
             torch.randn(*shape, device=device), torch.zeros(3, dtype=torch.int64, device=device), weights_y,
             torch.zeros(2, dtype=torch.int64, device=device), torch.ones(2, 1 if axis == "start_y" else 3, device=device),
         )
+
+
+# The CUDA kernel on the CPU simulation of the kernels (tests/cuda_sim), on every machine.
+@pytest.mark.parametrize(
+    "shape,out,taps",
+    [
+        ((1, 1, 5, 3), (7, 33), (2, 3)),
+        ((2, 3, 28, 28), (224, 224), (6, 6)),
+        ((1, 1, 300, 300), (70, 66), (4, 5)),
+        ((1, 1, 600, 5), (130, 7), (600, 2)),
+        ((1, 1, 224, 224), (224, 224), (33, 33)),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_simulated_cuda_tiles_match_cpu(shape, out, taps, dtype):
+    x = torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(sum(out)))
+    start_y, weights_y = band(out[0], shape[2], taps[0], 5, dtype, "cpu")
+    start_x, weights_x = band(out[1], shape[3], taps[1], 6, dtype, "cpu")
+    expected = ops.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    result = simulated.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    scale = float(weights_y.abs().sum(1).max() * weights_x.abs().sum(1).max())
+    tol = 1e-6 * scale if dtype == torch.float32 else 1e-12 * scale
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=tol)
+
+
+def test_simulated_cuda_out_of_range_starts_are_clamped():
+    x = torch.randn(2, 1, 6, 5)
+    weights_y, weights_x = torch.randn(4, 3), torch.randn(3, 2)
+    start_y, start_x = torch.tensor([-5, 100, 2, 4]), torch.tensor([7, -1, 1])
+    out = simulated.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    expected = reference.banded_resample2d(x, start_y.clamp(0, 3), weights_y, start_x.clamp(0, 3), weights_x)
+    torch.testing.assert_close(out, expected)

@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from cuda_sim import operators as simulated
 
 from anomaly_kernels import ops, reference
 
@@ -127,3 +128,24 @@ def test_cuda_step_at_grid_and_load_edges(n, d):
     on_gpu = min_distances.cuda()
     index = ops.kcenter_step_(features.cuda(), on_gpu, 17)
     assert torch.equal(on_gpu.cpu(), expected) and int(index) == int(ref_index)
+
+
+# The CUDA kernel on the CPU simulation of the kernels (tests/cuda_sim), on every machine.
+def test_simulated_cuda_out_of_range_center_returns_minus_one_and_changes_nothing():
+    features, min_distances = torch.randn(100, 8), torch.rand(100)
+    before = min_distances.clone()
+    for center in (100, -1):
+        assert int(simulated.kcenter_step_(features, min_distances, center)) == -1
+        assert torch.equal(min_distances, before)
+    index = simulated.kcenter_step_(features, min_distances, 3)
+    assert int(index) == int(torch.argmax(min_distances)) and min_distances[3] == 0
+
+
+@pytest.mark.parametrize("n,d", [(70001, 5), (4096, 304), (3000, 1)])
+def test_simulated_cuda_step_at_grid_and_load_edges(n, d):
+    g = torch.Generator().manual_seed(n + d)
+    features = torch.randint(-100, 101, (n, d), generator=g).float()
+    expected, simulated_distances = torch.full((n,), float("inf")), torch.full((n,), float("inf"))
+    ref_index = ops.kcenter_step_(features, expected, 17)
+    index = simulated.kcenter_step_(features, simulated_distances, 17)
+    assert torch.equal(simulated_distances, expected) and int(index) == int(ref_index)

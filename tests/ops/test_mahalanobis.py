@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from conformance import gaussians
+from cuda_sim import operators as simulated
+from cuda_sim.kernels import TURING_LIKE
 
 from anomaly_kernels import ops, reference
 
@@ -239,3 +241,78 @@ def test_traced_cuda_calls_record_the_operator_without_choosing_a_route(monkeypa
         embedding = torch.empty(32, 550, 2, 2, device="cuda")
         out = ops.mahalanobis(embedding, torch.empty(550, 4, device="cuda"), torch.empty(4, 550, 550, device="cuda"))
     assert out.shape == (32, 1, 2, 2) and out.device.type == "cuda"
+
+
+# The CUDA kernel on the CPU simulation of the kernels (tests/cuda_sim): the tile, image-group,
+# split and alignment edges above, on every machine.
+def _check_simulated(embedding, mean, precision, **kwargs):
+    out = simulated.mahalanobis(embedding, mean, precision, **kwargs)
+    full = precision if precision.dim() == 3 else None
+    expected = reference.mahalanobis(embedding.double(), mean.double(), (full if full is not None else precision).double())
+    tol = 5e-5 * max(1.0, embedding.shape[1] / 100) ** 0.5 if embedding.dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("c", [1, 2, 63, 64, 65, 130])
+@pytest.mark.parametrize("b", [1, 3, 64, 65, 130])
+def test_simulated_cuda_tile_and_image_group_edges(b, c):
+    _check_simulated(*gaussians(b, c, 3, 2, torch.float32, "cpu", seed=b * 3 + c))
+
+
+@pytest.mark.parametrize("b,c,h,w", [(1, 2048, 1, 1), (3, 700, 1, 1), (17, 100, 1, 2), (33, 70, 1, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_simulated_cuda_few_positions_large_matrices(b, c, h, w, dtype):
+    _check_simulated(*gaussians(b, c, h, w, dtype, "cpu", seed=c))
+
+
+@pytest.mark.parametrize("b,c", [(2, 64), (9, 100), (3, 6), (4, 550)])
+def test_simulated_cuda_unaligned_precision_rows(b, c):
+    embedding, mean, precision = gaussians(b, c, 2, 3, torch.float32, "cpu", seed=c)
+    shifted = torch.empty(precision.numel() + 1)[1:].view_as(precision).copy_(precision)
+    out = simulated.mahalanobis(embedding, mean, shifted)
+    torch.testing.assert_close(out, simulated.mahalanobis(embedding, mean, precision), rtol=1e-6, atol=1e-6)
+    _check_simulated(embedding, mean, shifted)
+
+
+@pytest.mark.parametrize("group", [1, 4, 8, 16, 32, 64, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_simulated_cuda_every_image_group(group, dtype):
+    _check_simulated(*gaussians(37, 70, 2, 3, dtype, "cpu", seed=group), group=group)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_simulated_cuda_on_a_device_with_64_kb_of_shared_memory(packed, dtype):
+    # sm_75's opt-in: the largest image groups no longer fit at C = 300 and smaller ones are
+    # taken; two stages per tile for float64.
+    embedding, mean, precision = gaussians(40, 300, 2, 2, dtype, "cpu", seed=3)
+    if packed:
+        rows, columns = torch.triu_indices(300, 300)
+        precision = precision[:, rows, columns].contiguous()
+    _check_simulated(embedding, mean, precision, device=TURING_LIKE)
+
+
+def test_simulated_cuda_nan_stays_nan():
+    embedding, mean, precision = gaussians(3, 100, 2, 3, torch.float32, "cpu", seed=5)
+    embedding[1, 17, 1, 2] = float("nan")
+    out = simulated.mahalanobis(embedding, mean, precision)
+    assert torch.isnan(out[1, 0, 1, 2])
+    finite = torch.ones_like(out, dtype=torch.bool)
+    finite[1, 0, 1, 2] = False
+    assert torch.isfinite(out[finite]).all()
+    torch.testing.assert_close(out[finite], reference.mahalanobis(embedding, mean, precision)[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("c", [5, 100, 550])
+def test_simulated_cuda_infinite_feature_gives_infinite_distance(c):
+    # As test_infinite_feature_gives_infinite_distance: every term positive, so +inf whatever
+    # the order; the padding of the last tile must not turn it into 0 * inf = NaN.
+    precision = (0.1 * torch.ones(c, c) + 0.5 * torch.eye(c)).expand(4, c, c).contiguous()
+    mean = torch.zeros(c, 4)
+    embedding = torch.rand(2, c, 2, 2, generator=torch.Generator().manual_seed(c)) + 0.1
+    embedding[0, c // 2, 0, 1] = float("inf")
+    out = simulated.mahalanobis(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding, mean, precision)
+    assert out[0, 0, 0, 1] == float("inf")
+    out[0, 0, 0, 1] = expected[0, 0, 0, 1] = 0
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)

@@ -4,6 +4,8 @@ conv2d, padding wider than the input, argument errors, the CUDA tiles and long k
 import pytest
 import torch
 from conformance import blur_taps
+from cuda_sim import operators as simulated
+from cuda_sim.kernels import TURING_LIKE
 
 from anomaly_kernels import ops, reference
 
@@ -168,3 +170,60 @@ def test_autograd_records_only_when_a_gradient_is_wanted(device):
     with torch.no_grad():
         assert ops.separable_blur2d(leaf, taps, taps).grad_fn is None
     assert ops.separable_blur2d(x, taps.clone().requires_grad_(), taps).requires_grad
+
+
+# The CUDA kernel on the CPU simulation of the kernels (tests/cuda_sim), on every machine.
+SIMULATED_TILE_SHAPES = [
+    (2, 1, 7, 31, 8, 16),
+    (1, 2, 8, 32, 33, 33),
+    (2, 1, 9, 33, 3, 3),
+    (1, 1, 129, 65, 33, 33),
+    (2, 3, 130, 97, 16, 17),
+    (1, 1, 300, 5, 1, 2),
+    (5, 1, 33, 34, 24, 25),
+]
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize(
+    "b,c,h,w,ky,kx,padding",
+    [(*shape, padding) for shape in SIMULATED_TILE_SHAPES for padding in ("same", "valid")
+     if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])],  # 'valid' needs the kernel to fit
+)
+def test_simulated_cuda_tiles_match_cpu(border, b, c, h, w, ky, kx, padding):
+    x = torch.randn(b, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h + w))
+    k_y, k_x = blur_taps(ky, torch.float64, "cpu", h), blur_taps(kx, torch.float64, "cpu", w)
+    expected = ops.separable_blur2d(x, k_y, k_x, border, padding)
+    out = simulated.separable_blur2d(x, k_y, k_x, border, padding == "same")
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("taps,shape", [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))])
+@pytest.mark.parametrize("device", [None, TURING_LIKE], ids=["h100-like", "turing-like"])
+def test_simulated_cuda_long_kernels(taps, shape, device):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(taps))
+    k_y, k_x = blur_taps(taps, torch.float32, "cpu", 1), blur_taps(taps - 2, torch.float32, "cpu", 2)
+    expected = ops.separable_blur2d(x.double(), k_y.double(), k_x.double(), "reflect", "same")
+    out = simulated.separable_blur2d(x, k_y, k_x, "reflect", True, **({"device": device} if device else {}))
+    scale = float(k_y.abs().sum() * k_x.abs().sum())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("tile_rows", [1, 8, 40, 128, 1000])
+def test_simulated_cuda_forced_tile_heights_give_the_same_blur(tile_rows):
+    x = torch.randn(3, 2, 227, 53, generator=torch.Generator().manual_seed(1))
+    k_y, k_x = blur_taps(33, torch.float32, "cpu", 12), blur_taps(17, torch.float32, "cpu", 13)
+    chosen = simulated.separable_blur2d(x, k_y, k_x, "reflect", True)
+    assert torch.equal(simulated.separable_blur2d(x, k_y, k_x, "reflect", True, tile_rows=tile_rows), chosen)
+    expected = ops.separable_blur2d(x.double(), k_y.double(), k_x.double(), "reflect", "same")
+    torch.testing.assert_close(chosen.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_simulated_cuda_anomaly_map_size_and_many_planes():
+    for shape, taps in [((4, 1, 224, 224), 33), ((3000, 2, 3, 5), 3)]:
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(taps))
+        k = blur_taps(taps, torch.float32, "cpu", 9)
+        k = k / k.sum()
+        out = simulated.separable_blur2d(x, k, k, "reflect", True)
+        expected = reference.separable_blur2d(x.double(), k.double(), k.double(), "reflect", "same")
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@ edges, long pattern rows, argument errors and malformed patterns."""
 import pytest
 import torch
 from conformance import sign_pattern
+from cuda_sim import operators as simulated
 
 from anomaly_kernels import ops, reference
 
@@ -98,3 +99,33 @@ def test_decreasing_offsets_and_odd_signs_never_read_outside_on_cuda():
     out = torch.ops.anomaly_kernels.sparse_sign_projection(x, crow, col, signs, 2.0)
     expected = torch.stack([2 * (x[:, 0] - x[:, 1] + x[:, 4]), torch.zeros_like(x[:, 0]), -2 * x[:, 5], torch.zeros_like(x[:, 0])], 1)
     torch.testing.assert_close(out, expected)
+
+
+# The CUDA kernel on the CPU simulation of the kernels (tests/cuda_sim), on every machine.
+def test_simulated_cuda_malformed_pattern_never_reads_outside():
+    x = torch.randn(4, 8)
+    crow, col = torch.tensor([0, 1, 5]), torch.tensor([3, 8])
+    out = simulated.sparse_sign_projection(x, crow, col, torch.tensor([1, -1], dtype=torch.int8), 1.0)
+    torch.testing.assert_close(out[:, 0], x[:, 3])
+    assert torch.equal(out[:, 1], torch.zeros(4))
+
+
+def test_simulated_cuda_decreasing_offsets_and_odd_signs_never_read_outside():
+    x = torch.randn(37, 6, dtype=torch.float64)
+    crow = torch.tensor([-3, 5, 2, 6, 100])
+    col = torch.tensor([0, 1, -2, 3, 4, 5])
+    signs = torch.tensor([1, -1, 1, 0, 7, -5], dtype=torch.int8)
+    out = simulated.sparse_sign_projection(x, crow, col, signs, 2.0)
+    zero = torch.zeros_like(x[:, 0])
+    expected = torch.stack([2 * (x[:, 0] - x[:, 1] + x[:, 4]), zero, -2 * x[:, 5], zero], 1)
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("n,d,k,density", [(300, 1536, 303, 1 / 39.2), (70, 9000, 40, 0.01), (1000, 64, 1, 0.5)])
+def test_simulated_cuda_projection_sizes(n, d, k, density):
+    # PatchCore's projection width (several output chunks per staged tile), rows too wide to
+    # stage, and a single output.
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(d))
+    pattern = sign_pattern(k, d, density, seed=k, device="cpu")
+    out = simulated.sparse_sign_projection(x, *pattern, 0.3)
+    torch.testing.assert_close(out, reference.sparse_sign_projection(x, *pattern, 0.3), rtol=2e-5, atol=2e-5)
