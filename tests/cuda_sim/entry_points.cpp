@@ -72,6 +72,9 @@ int sim_use_device(int sms, int smem_optin, int blocks_per_sm) {
   return rt.current;
 }
 
+// 1: threads take turns in reverse launch order (see Scheduler::reverse); 0: launch order.
+void sim_set_reverse_order(int reverse) { cuda_sim::Scheduler::instance().reverse = reverse != 0; }
+
 const char* sim_last_failure() { return cuda_sim::Runtime::instance().last_failure.c_str(); }
 int sim_pending_error() { return cudaPeekAtLastError(); }
 

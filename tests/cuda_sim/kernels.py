@@ -8,6 +8,7 @@ with the CUDA error code and what the simulation saw.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass
 
@@ -35,6 +36,17 @@ class Device:
 
 H100_LIKE = Device(sms=4, smem_optin=227 * 1024, blocks_per_sm=2)  # few SMs: small grids, same limits
 TURING_LIKE = Device(sms=2, smem_optin=64 * 1024, blocks_per_sm=1)  # sm_75's 64 KB opt-in
+
+
+@contextlib.contextmanager
+def reverse_thread_order():
+    """Inside: simulated threads take their turns in reverse launch order. A kernel without
+    races computes the same bits either way."""
+    load().sim_set_reverse_order(1)
+    try:
+        yield
+    finally:
+        load().sim_set_reverse_order(0)
 
 
 def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:

@@ -39,6 +39,14 @@ __global__ void grid_total(int* counter, int* seen) {
   if (threadIdx.x == 0) seen[blockIdx.x] = *counter;
 }
 
+// Each thread reads its neighbour's shared slot with no barrier after the writes: a race.
+__global__ void racy_neighbour(int* out) {
+  __shared__ int slot[64];
+  const int t = threadIdx.x;
+  slot[t] = t;
+  out[t] = slot[(t + 1) % blockDim.x];
+}
+
 // Lane 0 waits at the block barrier while the others shuffle: a deadlock on a GPU.
 __global__ void skipped_shuffle(int* out) {
   int v = threadIdx.x;
@@ -90,6 +98,10 @@ int selftest_grid_total(int blocks, int* counter, int* seen) {
 }
 int selftest_grid_sync_without_cooperative_launch(int* counter, int* seen) {
   grid_total<<<2, 64>>>(counter, seen);
+  return cudaGetLastError();
+}
+int selftest_racy_neighbour(int* out) {
+  racy_neighbour<<<1, 64>>>(out);
   return cudaGetLastError();
 }
 int selftest_skipped_shuffle(int* out) {

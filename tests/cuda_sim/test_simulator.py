@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cuda_sim.build import load
-from cuda_sim.kernels import H100_LIKE, TURING_LIKE, Device
+from cuda_sim.kernels import H100_LIKE, TURING_LIKE, Device, reverse_thread_order
 
 INVALID_VALUE, INVALID_CONFIGURATION, LAUNCH_FAILURE, COOPERATIVE_TOO_LARGE = 1, 9, 719, 720
 
@@ -54,6 +54,19 @@ def test_barrier_orders_shared_memory_across_threads():
     out = torch.full_like(x, float("nan"))
     assert lib.selftest_reverse_block(3, 256, _ptr(x), _ptr(out)) == 0
     assert torch.equal(out, x.reshape(3, 256).flip(1).reshape(-1))
+
+
+def test_a_race_shows_as_results_that_depend_on_the_thread_order():
+    lib = _on(H100_LIKE)
+    forward, backward = torch.full((64,), -1, dtype=torch.int32), torch.full((64,), -1, dtype=torch.int32)
+    assert lib.selftest_racy_neighbour(_ptr(forward)) == 0
+    with reverse_thread_order():
+        assert lib.selftest_racy_neighbour(_ptr(backward)) == 0
+    # In launch order thread t runs before t + 1 and finds its slot unwritten (all ones), except
+    # the last, whose neighbour is thread 0; in reverse order it is the other way round.
+    unwritten = torch.full((64,), -1, dtype=torch.int32)
+    assert torch.equal(forward[:63], unwritten[:63]) and int(forward[63]) == 0
+    assert torch.equal(backward[:63], torch.arange(1, 64, dtype=torch.int32)) and int(backward[63]) == -1
 
 
 def test_grid_barrier_waits_for_every_block():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conformance import TABLE
-from cuda_sim.kernels import H100_LIKE, TURING_LIKE
+from cuda_sim.kernels import H100_LIKE, TURING_LIKE, reverse_thread_order
 from cuda_sim.operators import OPERATORS
 
 SIMULATED = sorted(OPERATORS)
@@ -59,3 +59,20 @@ def test_matches_reference(name, device):
             for i, (arg, saved) in enumerate(zip(args, sample.args)):
                 if isinstance(arg, torch.Tensor) and i not in written:
                     assert torch.equal(arg, saved), f"{name} [{sample.label}] modified argument {i}"
+
+
+@pytest.mark.parametrize("name", SIMULATED)
+def test_thread_order_does_not_change_results(name):
+    """Threads of a block run in turns between barriers: in launch order, then in reverse. A
+    thread that reads what another wrote in the same barrier interval (a race on a GPU) sees a
+    different value in one of the two orders, and the results differ."""
+    entry = TABLE[name]
+    written = _written(name)
+    for dtype in entry.dtypes_on("cuda"):
+        for sample in entry.samples("cpu", dtype):
+            forward_args, reverse_args = _clone(sample.args), _clone(sample.args)
+            forward = _as_list(OPERATORS[name](*forward_args)) + [forward_args[i] for i in written]
+            with reverse_thread_order():
+                backward = _as_list(OPERATORS[name](*reverse_args)) + [reverse_args[i] for i in written]
+            for k, (a, b) in enumerate(zip(forward, backward)):
+                assert torch.equal(a.nan_to_num(), b.nan_to_num()), f"{name} [{sample.label}] result {k}"

@@ -146,6 +146,10 @@ struct Scheduler {
   std::function<void()> body;  // what every fiber of the launch runs
   std::string error;           // first failure inside a fiber
   std::vector<void*> stack_pool;
+  // Turn order: launch order, or its reverse. Threads that share data without a barrier
+  // between the write and the read get different results in the two orders, so a kernel whose
+  // results change with the order has a race.
+  bool reverse = false;
 
   void* take_stack() {
     if (!stack_pool.empty()) {
@@ -165,13 +169,20 @@ struct Scheduler {
     return !f.done && !(f.waiting != nullptr && f.waiting->generation == f.waiting_generation);
   }
 
-  // The next fiber after `from` in launch order that can run, or nullptr when none can: every
+  // The next fiber after `from` in turn order that can run, or nullptr when none can: every
   // unfinished fiber then waits at a barrier that only another unfinished fiber could open.
   Fiber* next_runnable(Fiber* from) {
     Fiber* const first = fibers->data();
-    Fiber* const end = first + fibers->size();
-    for (Fiber* f = from + 1; f != end; ++f)
-      if (runnable(*f)) return f;
+    Fiber* const last = first + fibers->size() - 1;
+    if (reverse) {
+      for (Fiber* f = from; f != first;)
+        if (runnable(*--f)) return f;
+      for (Fiber* f = last; f >= from; --f)
+        if (runnable(*f)) return f;
+      return nullptr;
+    }
+    for (Fiber* f = from; f != last;)
+      if (runnable(*++f)) return f;
     for (Fiber* f = first; f <= from; ++f)
       if (runnable(*f)) return f;
     return nullptr;
@@ -243,8 +254,8 @@ struct Scheduler {
       make_context(f.context, f.stack, kStackBytes, &Scheduler::entry);
     }
     fibers = &all;
-    current = &all[0];
-    switch_context(main_context, all[0].context);  // back when all are done, or none can run
+    current = reverse ? &all.back() : &all.front();
+    switch_context(main_context, current->context);  // back when all are done, or none can run
     for (Fiber& f : all) stack_pool.push_back(f.stack);  // a deadlocked fiber's stack is dropped with it
     fibers = nullptr;
     current = nullptr;
