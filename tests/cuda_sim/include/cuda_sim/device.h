@@ -170,23 +170,17 @@ using std::isnan;
 using std::log;
 using std::sqrt;
 
-// Cache-hinted loads: plain loads here.
-template <typename T>
-T __ldg(const T* p) {
-  return *p;
-}
-template <typename T>
-T __ldcg(const T* p) {
-  return *p;
-}
-template <typename T>
-T __ldcs(const T* p) {
-  return *p;
-}
-template <typename T>
-T __ldlu(const T* p) {
-  return *p;
-}
+// Cache-hinted loads and stores: plain ones here.
+#define CUDA_SIM_PLAIN_LOAD(name) \
+  template <typename T>           \
+  T name(const T* p) {            \
+    return *p;                    \
+  }
+CUDA_SIM_PLAIN_LOAD(__ldg)
+CUDA_SIM_PLAIN_LOAD(__ldcg)
+CUDA_SIM_PLAIN_LOAD(__ldcs)
+CUDA_SIM_PLAIN_LOAD(__ldlu)
+#undef CUDA_SIM_PLAIN_LOAD
 template <typename T>
 void __stcs(T* p, T v) {
   *p = v;
@@ -197,41 +191,37 @@ void __stcg(T* p, T v) {
 }
 
 // Atomics: a fiber runs alone between barriers, so a plain read-modify-write is atomic.
+namespace cuda_sim {
+template <typename T, typename F>
+T read_modify_write(T* p, F f) {
+  const T old = *p;
+  *p = f(old);
+  return old;
+}
+}  // namespace cuda_sim
 template <typename T>
 T atomicAdd(T* p, T v) {
-  const T old = *p;
-  *p = old + v;
-  return old;
+  return cuda_sim::read_modify_write(p, [v](T old) { return old + v; });
 }
 template <typename T>
 T atomicMax(T* p, T v) {
-  const T old = *p;
-  *p = old < v ? v : old;
-  return old;
+  return cuda_sim::read_modify_write(p, [v](T old) { return old < v ? v : old; });
 }
 template <typename T>
 T atomicMin(T* p, T v) {
-  const T old = *p;
-  *p = v < old ? v : old;
-  return old;
+  return cuda_sim::read_modify_write(p, [v](T old) { return v < old ? v : old; });
 }
 template <typename T>
 T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
+  return cuda_sim::read_modify_write(p, [v](T) { return v; });
 }
 template <typename T>
 T atomicCAS(T* p, T compare, T v) {
-  const T old = *p;
-  if (old == compare) *p = v;
-  return old;
+  return cuda_sim::read_modify_write(p, [compare, v](T old) { return old == compare ? v : old; });
 }
 template <typename T>
 T atomicOr(T* p, T v) {
-  const T old = *p;
-  *p = old | v;
-  return old;
+  return cuda_sim::read_modify_write(p, [v](T old) { return old | v; });
 }
 
 // CUDA's min and max take mixed integer types (the wider one wins).
