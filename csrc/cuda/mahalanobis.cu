@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "common/packed_triangle.h"
+#include "cuda/async_copy.cuh"
 #include "cuda/device_limits.cuh"
 #include "cuda/mahalanobis.cuh"
 
@@ -126,44 +127,6 @@ __device__ __forceinline__ Vec<T, N> load_vec(const T* p) {
     for (int i = 0; i < N; ++i) out.v[i] = p[i];
   }
   return out;
-}
-
-// Copies Bytes (4, 8 or 16) from global to shared memory, or zero-fills them when !valid
-// (src must then still be a valid address; it is not read). Asynchronous from sm_80 on.
-template <int Bytes>
-__device__ __forceinline__ void copy_async(void* dst, const void* src, bool valid) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  const int src_bytes = valid ? Bytes : 0;
-  if constexpr (Bytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(src), "r"(src_bytes));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(address), "l"(src), "n"(Bytes),
-                 "r"(src_bytes));
-  }
-#else
-  if constexpr (Bytes == 16) {
-    *static_cast<uint4*>(dst) = valid ? *static_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
-  } else if constexpr (Bytes == 8) {
-    *static_cast<uint2*>(dst) = valid ? *static_cast<const uint2*>(src) : make_uint2(0, 0);
-  } else {
-    *static_cast<unsigned*>(dst) = valid ? *static_cast<const unsigned*>(src) : 0u;
-  }
-#endif
-}
-
-__device__ __forceinline__ void copy_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-
-// Waits until at most Pending of this thread's committed copy groups are still in flight.
-template <int Pending>
-__device__ __forceinline__ void copy_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
-#endif
 }
 
 // The distance from a form: negative forms (rounding, or an indefinite matrix) give 0; NaN stays

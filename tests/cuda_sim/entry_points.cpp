@@ -75,6 +75,9 @@ int sim_use_device(int sms, int smem_optin, int blocks_per_sm) {
 // 1: threads take turns in reverse launch order (see Scheduler::reverse); 0: launch order.
 void sim_set_reverse_order(int reverse) { cuda_sim::Scheduler::instance().reverse = reverse != 0; }
 
+// 1: copies started with cp.async land at the thread's wait for them (Scheduler::late_copies).
+void sim_set_late_copies(int late) { cuda_sim::Scheduler::instance().late_copies = late != 0; }
+
 const char* sim_last_failure() { return cuda_sim::Runtime::instance().last_failure.c_str(); }
 int sim_pending_error() { return cudaPeekAtLastError(); }
 

@@ -49,6 +49,18 @@ def reverse_thread_order():
         load().sim_set_reverse_order(0)
 
 
+@contextlib.contextmanager
+def late_copies():
+    """Inside: copies from global to shared memory started with cp.async land when the thread
+    waits for them, not at once. A kernel that reads a stage before waiting for it (or before
+    the barrier after the wait) then reads stale or unwritten shared memory."""
+    load().sim_set_late_copies(1)
+    try:
+        yield
+    finally:
+        load().sim_set_late_copies(0)
+
+
 def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     if t is None:
         return ctypes.c_void_p(0)

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "cuda/async_copy.cuh"
+
 namespace cg = cooperative_groups;
 
 namespace {
@@ -45,6 +47,17 @@ __global__ void racy_neighbour(int* out) {
   const int t = threadIdx.x;
   slot[t] = t;
   out[t] = slot[(t + 1) % blockDim.x];
+}
+
+// Stages 32 floats with asynchronous copies and reads a neighbour's after the barrier; with
+// `wait` false the thread never waits for its copy (wrong on a GPU, whatever the timing).
+__global__ void staged_copy(const float* in, float* out, bool wait) {
+  __shared__ float stage[32];
+  const int t = threadIdx.x;
+  anomaly_kernels::cuda::copy_async(stage + t, in + t);
+  if (wait) anomaly_kernels::cuda::copy_wait();
+  __syncthreads();
+  out[t] = stage[(t + 1) % 32];
 }
 
 // Lane 0 waits at the block barrier while the others shuffle: a deadlock on a GPU.
@@ -102,6 +115,10 @@ int selftest_grid_sync_without_cooperative_launch(int* counter, int* seen) {
 }
 int selftest_racy_neighbour(int* out) {
   racy_neighbour<<<1, 64>>>(out);
+  return cudaGetLastError();
+}
+int selftest_staged_copy(const float* in, float* out, int wait) {
+  staged_copy<<<1, 32>>>(in, out, wait != 0);
   return cudaGetLastError();
 }
 int selftest_skipped_shuffle(int* out) {

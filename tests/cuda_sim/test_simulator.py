@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cuda_sim.build import load
-from cuda_sim.kernels import H100_LIKE, TURING_LIKE, Device, reverse_thread_order
+from cuda_sim.kernels import H100_LIKE, TURING_LIKE, Device, late_copies, reverse_thread_order
 
 INVALID_VALUE, INVALID_CONFIGURATION, LAUNCH_FAILURE, COOPERATIVE_TOO_LARGE = 1, 9, 719, 720
 
@@ -67,6 +67,24 @@ def test_a_race_shows_as_results_that_depend_on_the_thread_order():
     unwritten = torch.full((64,), -1, dtype=torch.int32)
     assert torch.equal(forward[:63], unwritten[:63]) and int(forward[63]) == 0
     assert torch.equal(backward[:63], torch.arange(1, 64, dtype=torch.int32)) and int(backward[63]) == -1
+
+
+def test_late_copies_expose_a_stage_read_before_its_wait():
+    lib = _on(H100_LIKE)
+    x = torch.randn(32)
+    expected = x.roll(-1)
+    for wait in (True, False):
+        eager, late = torch.zeros(32), torch.zeros(32)
+        assert lib.selftest_staged_copy(_ptr(x), _ptr(eager), int(wait)) == 0
+        with late_copies():
+            assert lib.selftest_staged_copy(_ptr(x), _ptr(late), int(wait)) == 0
+        assert torch.equal(eager, expected)  # copies that land at once hide the missing wait
+        if wait:
+            assert torch.equal(late, expected)
+        else:
+            # Copies land only when their thread ends: every read but the one after its
+            # neighbour's end finds the stage unwritten.
+            assert late.isnan().sum() == 31
 
 
 def test_grid_barrier_waits_for_every_block():

@@ -9,10 +9,12 @@ this measures correctness on every machine, CI included.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from conformance import TABLE
-from cuda_sim.kernels import H100_LIKE, TURING_LIKE, reverse_thread_order
+from cuda_sim.kernels import H100_LIKE, TURING_LIKE, late_copies, reverse_thread_order
 from cuda_sim.operators import OPERATORS
 
 SIMULATED = sorted(OPERATORS)
@@ -61,18 +63,30 @@ def test_matches_reference(name, device):
                     assert torch.equal(arg, saved), f"{name} [{sample.label}] modified argument {i}"
 
 
+SCHEDULES = {
+    "reverse order": (reverse_thread_order,),
+    "late copies": (late_copies,),
+    "reverse order, late copies": (reverse_thread_order, late_copies),
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("name", SIMULATED)
-def test_thread_order_does_not_change_results(name):
-    """Threads of a block run in turns between barriers: in launch order, then in reverse. A
-    thread that reads what another wrote in the same barrier interval (a race on a GPU) sees a
-    different value in one of the two orders, and the results differ."""
+def test_schedule_does_not_change_results(name, schedule):
+    """Threads of a block run in turns between barriers, and asynchronous copies land when
+    issued: the results must stay the same bits when the threads take their turns in reverse (a
+    thread that reads what another wrote in the same barrier interval, a race on a GPU, then
+    sees a different value) and when each copy lands only at the thread's wait for it (a stage
+    read before its wait then holds stale or unwritten data)."""
     entry = TABLE[name]
     written = _written(name)
     for dtype in entry.dtypes_on("cuda"):
         for sample in entry.samples("cpu", dtype):
-            forward_args, reverse_args = _clone(sample.args), _clone(sample.args)
-            forward = _as_list(OPERATORS[name](*forward_args)) + [forward_args[i] for i in written]
-            with reverse_thread_order():
-                backward = _as_list(OPERATORS[name](*reverse_args)) + [reverse_args[i] for i in written]
-            for k, (a, b) in enumerate(zip(forward, backward)):
+            plain_args, other_args = _clone(sample.args), _clone(sample.args)
+            plain = _as_list(OPERATORS[name](*plain_args)) + [plain_args[i] for i in written]
+            with contextlib.ExitStack() as stack:
+                for setting in SCHEDULES[schedule]:
+                    stack.enter_context(setting())
+                other = _as_list(OPERATORS[name](*other_args)) + [other_args[i] for i in written]
+            for k, (a, b) in enumerate(zip(plain, other)):
                 assert torch.equal(a.nan_to_num(), b.nan_to_num()), f"{name} [{sample.label}] result {k}"

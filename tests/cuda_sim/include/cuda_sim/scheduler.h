@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
@@ -98,6 +99,22 @@ struct Warp {
 
 struct BlockState;
 
+// A copy from global to shared memory started with cp.async (cuda/async_copy.cuh), not yet
+// landed: it lands when the thread waits for it, or when the thread ends.
+struct Copy {
+  void* dst;
+  const void* src;
+  int bytes;
+  bool valid;  // false: zero-fill
+  void land() const {
+    if (valid) {
+      std::memcpy(dst, src, static_cast<size_t>(bytes));
+    } else {
+      std::memset(dst, 0, static_cast<size_t>(bytes));
+    }
+  }
+};
+
 struct Fiber {
   Context context;
   void* stack = nullptr;
@@ -108,6 +125,16 @@ struct Fiber {
   int lane = 0;
   BlockState* block = nullptr;
   Warp* warp = nullptr;
+  std::vector<Copy> open_copies;                  // started since the last commit
+  std::deque<std::vector<Copy>> committed_copies;  // committed groups, oldest first
+
+  void land_all_copies() {
+    for (const std::vector<Copy>& group : committed_copies)
+      for (const Copy& c : group) c.land();
+    committed_copies.clear();
+    for (const Copy& c : open_copies) c.land();
+    open_copies.clear();
+  }
 };
 
 struct GridState {
@@ -150,6 +177,10 @@ struct Scheduler {
   // between the write and the read get different results in the two orders, so a kernel whose
   // results change with the order has a race.
   bool reverse = false;
+  // Copies started with cp.async land at the thread's wait for them (the latest moment the
+  // rules allow) instead of at once, so a kernel that reads a stage before waiting for it
+  // reads stale or unwritten (NaN) shared memory.
+  bool late_copies = false;
 
   void* take_stack() {
     if (!stack_pool.empty()) {
@@ -237,6 +268,7 @@ struct Scheduler {
         s.error = e.what();
       }
     }
+    self->land_all_copies();
     self->done = true;
     self->warp->live_mask &= ~(1u << self->lane);
     leave(self->warp->barrier, &self->warp->live);
