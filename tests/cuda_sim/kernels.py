@@ -36,6 +36,7 @@ class Device:
 
 H100_LIKE = Device(sms=4, smem_optin=227 * 1024, blocks_per_sm=2)  # few SMs: small grids, same limits
 TURING_LIKE = Device(sms=2, smem_optin=64 * 1024, blocks_per_sm=1)  # sm_75's 64 KB opt-in
+ONE_BLOCK = Device(sms=1, smem_optin=100 * 1024, blocks_per_sm=1)  # every grid-wide loop in one block
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import contextlib
 import pytest
 import torch
 from conformance import TABLE
-from cuda_sim.kernels import H100_LIKE, TURING_LIKE, late_copies, reverse_thread_order
+from cuda_sim.kernels import H100_LIKE, ONE_BLOCK, TURING_LIKE, late_copies, reverse_thread_order
 from cuda_sim.operators import OPERATORS
 
 SIMULATED = sorted(OPERATORS)
@@ -39,7 +39,9 @@ def test_every_operator_with_a_cuda_source_is_simulated():
     assert set(OPERATORS) == set(TABLE) - {"gaussian_fit"}
 
 
-@pytest.mark.parametrize("device", [H100_LIKE, TURING_LIKE], ids=["h100-like", "turing-like"])
+@pytest.mark.parametrize(
+    "device", [H100_LIKE, TURING_LIKE, ONE_BLOCK], ids=["h100-like", "turing-like", "one-block"]
+)
 @pytest.mark.parametrize("name", SIMULATED)
 def test_matches_reference(name, device):
     entry = TABLE[name]
