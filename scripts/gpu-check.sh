@@ -3,7 +3,8 @@
 #   1. install: the newest wheel in dist/ when there is one (built elsewhere with
 #      `ANOMALY_KERNELS_CUDA=ON pip wheel --no-build-isolation --no-deps . -w dist`), else build here;
 #   2. every CUDA test case (kornia and other missing test packages come as wheels from .whl/,
-#      installed into a scratch folder on PYTHONPATH);
+#      installed into a scratch folder on PYTHONPATH), but not the tests of the CPU simulation of
+#      the CUDA kernels (tests/cuda_sim), which every CI run makes;
 #   3. every CUDA operator under compute-sanitizer memcheck (scripts/cuda_smoke.py);
 #   4. `anomaly-kernels bench-gpu`: the kernels against the cuDNN / cuBLAS / eager forms;
 #   5. where Nsight Compute is installed, one profiled launch of each kernel at the target sizes
@@ -43,7 +44,7 @@ install 2>&1 | tee "$out/install.log" | tail -3 || failed $?
 if [ -d /tmp/ak-site ]; then export PYTHONPATH=/tmp/ak-site${PYTHONPATH:+:$PYTHONPATH}; fi
 
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 12" || echo "")
-python3 -m pytest -q -p no:cacheprovider $workers -k cuda tests 2>&1 | tee "$out/pytest-cuda.log" | tail -15 \
+python3 -m pytest -q -p no:cacheprovider $workers -k "cuda and not simulat and not cuda_sim" tests 2>&1 | tee "$out/pytest-cuda.log" | tail -15 \
   || failed $?
 
 if command -v compute-sanitizer >/dev/null; then
