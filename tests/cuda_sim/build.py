@@ -23,6 +23,14 @@ from cuda_sim.translate import translate
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "csrc"
 FLAGS = ["-std=c++17", "-O1", "-g0", "-fPIC", "-fno-strict-aliasing", "-w"]
+# With CUDA_SIM_ADDRESS_SANITIZER=1 in the environment the library is built with
+# AddressSanitizer, and must be loaded into a process that has libasan preloaded
+# (address_sanitizer.py runs such a process).
+SANITIZER_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer"]
+
+
+def _flags() -> list:
+    return FLAGS + (SANITIZER_FLAGS if os.environ.get("CUDA_SIM_ADDRESS_SANITIZER") == "1" else [])
 
 
 def _inputs() -> list[Path]:
@@ -38,7 +46,7 @@ def _cuda_sources() -> list[Path]:
 
 
 def _digest() -> str:
-    h = hashlib.sha256(" ".join(FLAGS).encode())
+    h = hashlib.sha256(" ".join(_flags()).encode())
     for path in _inputs():
         h.update(str(path.relative_to(HERE.parents[1])).encode())
         h.update(path.read_bytes())
@@ -52,7 +60,7 @@ def _run(command: list, what: str) -> None:
 
 
 def _compile(source: Path, obj: Path) -> None:
-    command = ["g++", *FLAGS, "-I", str(HERE / "include"), "-I", str(CSRC), "-c", str(source), "-o", str(obj)]
+    command = ["g++", *_flags(), "-I", str(HERE / "include"), "-I", str(CSRC), "-c", str(source), "-o", str(obj)]
     _run(command, f"compiling {source.name}")
 
 
@@ -75,7 +83,7 @@ def load() -> ctypes.CDLL:
             with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
                 list(pool.map(_compile, sources, objects))
             linked = work / "kernels.so"
-            _run(["g++", "-shared", "-o", str(linked), *map(str, objects)], "linking the kernels")
+            _run(["g++", *_flags(), "-shared", "-o", str(linked), *map(str, objects)], "linking the kernels")
             os.replace(linked, library)
         finally:
             shutil.rmtree(work, ignore_errors=True)

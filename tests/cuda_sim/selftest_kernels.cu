@@ -60,6 +60,9 @@ __global__ void staged_copy(const float* in, float* out, bool wait) {
   out[t] = stage[(t + 1) % 32];
 }
 
+// Thread t copies in[t + 1]: the last thread reads one element past the end.
+__global__ void read_past_end(const float* in, float* out) { out[threadIdx.x] = in[threadIdx.x + 1]; }
+
 // Lane 0 waits at the block barrier while the others shuffle: a deadlock on a GPU.
 __global__ void skipped_shuffle(int* out) {
   int v = threadIdx.x;
@@ -119,6 +122,10 @@ int selftest_racy_neighbour(int* out) {
 }
 int selftest_staged_copy(const float* in, float* out, int wait) {
   staged_copy<<<1, 32>>>(in, out, wait != 0);
+  return cudaGetLastError();
+}
+int selftest_read_past_end(int n, const float* in, float* out) {
+  read_past_end<<<1, n>>>(in, out);
   return cudaGetLastError();
 }
 int selftest_skipped_shuffle(int* out) {

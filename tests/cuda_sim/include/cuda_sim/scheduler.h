@@ -10,7 +10,6 @@
 // reaches): the launch stops with an error instead of hanging.
 #pragma once
 #include <sys/mman.h>
-#include <ucontext.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -21,66 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "cuda_sim/context.h"
+
 namespace cuda_sim {
-
-// ---- context switch ---------------------------------------------------------------------------
-// swapcontext saves and restores the signal mask with a system call at every switch; a kernel
-// run switches millions of times, so x86-64 uses a switch of its own: the callee-saved
-// registers pushed on the old stack, the stack pointer swapped. (The floating-point control
-// words are not switched: no kernel changes rounding modes, and reloading them serialises.) Other machines keep ucontext. (Weak: every translation unit defines it, one is kept.)
-#if defined(__x86_64__)
-extern "C" void cuda_sim_switch(void** save_sp, void* load_sp);
-asm(R"(
-  .text
-  .weak cuda_sim_switch
-  .hidden cuda_sim_switch
-  .type cuda_sim_switch, @function
-cuda_sim_switch:
-  pushq %rbp
-  pushq %rbx
-  pushq %r12
-  pushq %r13
-  pushq %r14
-  pushq %r15
-  movq %rsp, (%rdi)
-  movq %rsi, %rsp
-  popq %r15
-  popq %r14
-  popq %r13
-  popq %r12
-  popq %rbx
-  popq %rbp
-  ret
-  .size cuda_sim_switch, .-cuda_sim_switch
-)");
-
-struct Context {
-  void* sp = nullptr;
-};
-// A context that starts `entry` on the stack [stack, stack + bytes) at its first switch.
-inline void make_context(Context& c, void* stack, size_t bytes, void (*entry)()) {
-  auto top = reinterpret_cast<uintptr_t>(stack) + bytes;
-  top &= ~uintptr_t(15);
-  auto* words = reinterpret_cast<uint64_t*>(top);
-  words[-1] = 0;                                    // entry's return address: never used
-  words[-2] = reinterpret_cast<uint64_t>(entry);    // where the first switch returns to
-  for (int i = 3; i <= 8; ++i) words[-i] = 0;       // rbp, rbx, r12-r15
-  c.sp = &words[-8];
-}
-inline void switch_context(Context& from, Context& to) { cuda_sim_switch(&from.sp, to.sp); }
-#else
-struct Context {
-  ucontext_t uc;
-};
-inline void make_context(Context& c, void* stack, size_t bytes, void (*entry)()) {
-  getcontext(&c.uc);
-  c.uc.uc_stack.ss_sp = stack;
-  c.uc.uc_stack.ss_size = bytes;
-  c.uc.uc_link = nullptr;
-  makecontext(&c.uc, entry, 0);
-}
-inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
-#endif
 
 struct Barrier {
   int arrived = 0;
@@ -259,6 +201,7 @@ struct Scheduler {
   }
 
   static void entry() {
+    arrived_on_new_stack();
     Scheduler& s = instance();
     Fiber* self = s.current;
     if (s.error.empty()) {
@@ -274,6 +217,7 @@ struct Scheduler {
     leave(self->warp->barrier, &self->warp->live);
     leave(self->block->barrier, &self->block->live);
     if (self->block->grid->cooperative) leave(self->block->grid->barrier, &self->block->grid->live);
+    self->context.ending = true;
     s.pass_on(self);  // never comes back: a finished fiber is not runnable
   }
 
@@ -286,6 +230,7 @@ struct Scheduler {
       make_context(f.context, f.stack, kStackBytes, &Scheduler::entry);
     }
     fibers = &all;
+    main_context.adopt_this_thread_stack();
     current = reverse ? &all.back() : &all.front();
     switch_context(main_context, current->context);  // back when all are done, or none can run
     for (Fiber& f : all) stack_pool.push_back(f.stack);  // a deadlocked fiber's stack is dropped with it
