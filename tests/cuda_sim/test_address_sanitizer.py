@@ -36,6 +36,17 @@ def test_every_operator_stays_inside_its_buffers():
                     simulated(*args)
                     args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in sample.args)
                     simulated(*args, device=TURING_LIKE)
+        # Where the tiling changes: wide matrices split over blocks, kernels too long for a tile,
+        # bands as long as the input, rows too wide to stage.
+        from conformance import band, blur_taps, gaussians, sign_pattern
+        for b, c, dtype in [(1, 2048, torch.float32), (3, 700, torch.float64), (40, 300, torch.float32)]:
+            OPERATORS["mahalanobis"](*gaussians(b, c, 1, 2, dtype, "cpu", seed=c))
+        for taps, shape in [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))]:
+            x = torch.randn(*shape)
+            OPERATORS["separable_blur2d"](x, blur_taps(taps, torch.float32, "cpu", 1), blur_taps(taps - 2, torch.float32, "cpu", 2))
+        x = torch.randn(1, 1, 600, 5)
+        OPERATORS["banded_resample2d"](x, *band(130, 600, 600, 5, torch.float32, "cpu"), *band(7, 5, 2, 6, torch.float32, "cpu"))
+        OPERATORS["sparse_sign_projection"](torch.randn(70, 9000), *sign_pattern(40, 9000, 0.01, 3, "cpu"), 0.3)
         print("clean")
         """
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conformance import gaussians
 from cuda_sim import operators as simulated
-from cuda_sim.kernels import TURING_LIKE
+from cuda_sim.kernels import TURING_LIKE, late_copies
 
 from anomaly_kernels import ops, reference
 
@@ -277,7 +277,12 @@ def test_simulated_cuda_unaligned_precision_rows(b, c):
 @pytest.mark.parametrize("group", [1, 4, 8, 16, 32, 64, 48])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_simulated_cuda_every_image_group(group, dtype):
-    _check_simulated(*gaussians(37, 70, 2, 3, dtype, "cpu", seed=group), group=group)
+    # Copies land at the last moment the pipeline allows: a stage read early gives other bits.
+    inputs = gaussians(37, 70, 2, 3, dtype, "cpu", seed=group)
+    _check_simulated(*inputs, group=group)
+    with late_copies():
+        late = simulated.mahalanobis(*inputs, group=group)
+    assert torch.equal(late, simulated.mahalanobis(*inputs, group=group))
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conformance import blur_taps
 from cuda_sim import operators as simulated
-from cuda_sim.kernels import TURING_LIKE
+from cuda_sim.kernels import TURING_LIKE, late_copies
 
 from anomaly_kernels import ops, reference
 
@@ -215,6 +215,8 @@ def test_simulated_cuda_forced_tile_heights_give_the_same_blur(tile_rows):
     k_y, k_x = blur_taps(33, torch.float32, "cpu", 12), blur_taps(17, torch.float32, "cpu", 13)
     chosen = simulated.separable_blur2d(x, k_y, k_x, "reflect", True)
     assert torch.equal(simulated.separable_blur2d(x, k_y, k_x, "reflect", True, tile_rows=tile_rows), chosen)
+    with late_copies():
+        assert torch.equal(simulated.separable_blur2d(x, k_y, k_x, "reflect", True, tile_rows=tile_rows), chosen)
     expected = ops.separable_blur2d(x.double(), k_y.double(), k_x.double(), "reflect", "same")
     torch.testing.assert_close(chosen.double(), expected, rtol=1e-5, atol=1e-4)
 
