@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from anomaly_kernels import ops
 from anomaly_kernels.bench.cases import clustered_embedding, coverage_radius
 from anomaly_kernels.bench.runner import machine_description
-from anomaly_kernels.bench.timing import cuda_event_time, cuda_fp32_flops, memory_bandwidth_gbs
+from anomaly_kernels.bench.timing import cuda_event_time, cuda_fp32_flops, cuda_graph_time, memory_bandwidth_gbs
 from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
 from anomaly_kernels.components.dimensionality_reduction.random_projection import johnson_lindenstrauss_min_dim
 from anomaly_kernels.components.filters.blur import gaussian_kernel1d
@@ -50,6 +50,10 @@ class Comparison:
     floor_flops: float = 0.0
     target_ms: Optional[float] = None
     rounds: int = 5
+    # Forms also timed as CUDA-graph replays (reported as "<form>_in_cuda_graph"): the device's
+    # time without the host's per-call cost, for the per-image paths whose kernels take less
+    # time than a Python call does.
+    graph_forms: Tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -138,6 +142,7 @@ def blur_comparison(b: int, size: int) -> Comparison:
         check=_relative_check(1e-5),
         floor_flops=2 * 66 * x.numel(),
         target_ms={(1, 224): 0.006, (32, 224): 0.012, (32, 256): 0.015, (128, 256): 0.040}.get((b, size)),
+        graph_forms=("native", "cudnn_conv2d"),
     )
 
 
@@ -165,6 +170,7 @@ def upsample_blur_comparison(b: int, low: int, high: int) -> Comparison:
         floor_bytes=(maps.numel() + b * high * high) * 4,
         check=_relative_check(1e-5),
         target_ms=0.012 if (b, low, high) == (32, 28, 224) else None,
+        graph_forms=("native", "interpolate_native_blur"),
     )
 
 
@@ -234,6 +240,7 @@ def mahalanobis_comparison(b: int, c: int, h: int, w: int) -> Comparison:
         check=_relative_check(1e-4),
         floor_flops=float(p) * b * c * (c + 1),
         target_ms=targets.get((b, c, h)),
+        graph_forms=("native_kernel",),
     )
 
 
@@ -351,6 +358,14 @@ def _measure(comparison: Comparison, bandwidth_gbs: float, fp32_flops: float) ->
                 torch.cuda.empty_cache()
             row["forms"][name] = {"min_ms": t.min_s * 1e3, "median_ms": t.median_s * 1e3,
                                   "floor_share": floor_s / t.min_s}
+        for name in comparison.graph_forms:  # last: a failed capture must not disturb the other forms
+            try:
+                t = cuda_graph_time(comparison.forms[name])
+                row["forms"][f"{name}_in_cuda_graph"] = {
+                    "min_ms": t.min_s * 1e3, "median_ms": t.median_s * 1e3, "floor_share": floor_s / t.min_s}
+            except Exception as error:  # e.g. an operation that may not be captured
+                torch.cuda.synchronize()
+                row["forms"][f"{name}_in_cuda_graph"] = {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
     native = row["forms"]["native"].get("min_ms")
     # Native variants (e.g. bfloat16 rows) are not alternatives the native form must beat.
     others = [f["min_ms"] for k, f in row["forms"].items() if not k.startswith("native") and "min_ms" in f]
