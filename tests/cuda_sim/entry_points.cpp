@@ -16,6 +16,7 @@
 #include "cuda/separable_blur2d.cuh"
 #include "cuda/sparse_sign_projection.cuh"
 #include "cuda_runtime_api.h"
+#include "cuda_sim/copy_counter.h"
 
 namespace ak = anomaly_kernels;
 namespace akc = anomaly_kernels::cuda;
@@ -77,6 +78,15 @@ void sim_set_reverse_order(int reverse) { cuda_sim::Scheduler::instance().revers
 
 // 1: copies started with cp.async land at the thread's wait for them (Scheduler::late_copies).
 void sim_set_late_copies(int late) { cuda_sim::Scheduler::instance().late_copies = late != 0; }
+
+// Counts copies to shared memory from [begin, begin + bytes) into counts (one int32 per 4-byte
+// word); a null `counts` stops counting.
+void sim_count_copies_from(const void* begin, int64_t bytes, int32_t* counts) {
+  auto& c = cuda_sim::CopyCounter::instance();
+  c.begin = static_cast<const unsigned char*>(begin);
+  c.end = c.begin + (counts ? bytes : 0);
+  c.counts = counts;
+}
 
 const char* sim_last_failure() { return cuda_sim::Runtime::instance().last_failure.c_str(); }
 int sim_pending_error() { return cudaPeekAtLastError(); }

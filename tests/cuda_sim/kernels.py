@@ -62,6 +62,18 @@ def late_copies():
         load().sim_set_late_copies(0)
 
 
+@contextlib.contextmanager
+def copies_from(buffer: torch.Tensor):
+    """Inside: every 4-byte word of ``buffer`` (contiguous, 4- or 8-byte elements) counts how
+    often kernels copy it into shared memory. Yields the counts, one int32 per word."""
+    counts = torch.zeros(buffer.numel() * buffer.element_size() // 4, dtype=torch.int32)
+    load().sim_count_copies_from(_ptr(buffer), _i64(buffer.numel() * buffer.element_size()), _ptr(counts))
+    try:
+        yield counts
+    finally:
+        load().sim_count_copies_from(ctypes.c_void_p(0), _i64(0), ctypes.c_void_p(0))
+
+
 def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     if t is None:
         return ctypes.c_void_p(0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conformance import gaussians
 from cuda_sim import operators as simulated
-from cuda_sim.kernels import TURING_LIKE, late_copies
+from cuda_sim.kernels import TURING_LIKE, copies_from, late_copies
 
 from anomaly_kernels import ops, reference
 
@@ -321,3 +321,32 @@ def test_simulated_cuda_infinite_feature_gives_infinite_distance(c):
     assert out[0, 0, 0, 1] == float("inf")
     out[0, 0, 0, 1] = expected[0, 0, 0, 1] = 0
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("b,group,images", [(5, 0, 8), (37, 16, 16), (70, 64, 64), (3, 1, 1)])
+@pytest.mark.parametrize("c", [70, 130])
+def test_simulated_cuda_reads_each_upper_tile_once_per_image_group(b, group, images, c):
+    """The kernel's memory plan: every entry of the 64 x 64 tiles on or above the diagonal is
+    copied from memory once per group of `images` images (the default group: the smallest that
+    holds the batch), the tiles below the diagonal never, even when a position's tiles are
+    dealt to several blocks (here 6 positions on 8 resident blocks)."""
+    embedding, mean, precision = gaussians(b, c, 2, 3, torch.float32, "cpu", seed=c)
+    with copies_from(precision) as counts:
+        simulated.mahalanobis(embedding, mean, precision, group=group)
+    tile = torch.arange(c) // 64
+    per_matrix = (tile[:, None] <= tile[None, :]).int() * -(-b // images)
+    assert torch.equal(counts.view(6, c, c), per_matrix.expand(6, c, c))
+
+
+def test_simulated_cuda_reads_a_packed_triangle_once_but_the_diagonal_tiles_twice():
+    """Packed precisions hold no lower triangle: a diagonal tile's lower half is copied from the
+    upper entries again (from cache on a GPU, as the tile has just read them)."""
+    c = 130
+    embedding, mean, precision = gaussians(4, c, 2, 3, torch.float32, "cpu", seed=1)
+    rows, columns = torch.triu_indices(c, c)
+    with copies_from(packed := precision[:, rows, columns].contiguous()) as counts:
+        out = simulated.mahalanobis(embedding, mean, packed)
+    torch.testing.assert_close(out, simulated.mahalanobis(embedding, mean, precision), rtol=1e-5, atol=1e-5)
+    same_tile = rows // 64 == columns // 64
+    expected = 1 + (same_tile & (rows != columns)).int()
+    assert torch.equal(counts.view(6, -1), expected.expand(6, -1))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from conformance import sign_pattern
 from cuda_sim import operators as simulated
+from cuda_sim.kernels import copies_from
 
 from anomaly_kernels import ops, reference
 
@@ -129,3 +130,13 @@ def test_simulated_cuda_projection_sizes(n, d, k, density):
     pattern = sign_pattern(k, d, density, seed=k, device="cpu")
     out = simulated.sparse_sign_projection(x, *pattern, 0.3)
     torch.testing.assert_close(out, reference.sparse_sign_projection(x, *pattern, 0.3), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("n,d,k", [(300, 1536, 303), (33, 100, 7)])
+def test_simulated_cuda_stages_every_input_element_once(n, d, k):
+    """The kernel's memory plan: each input row goes to shared memory once, whatever the number
+    of outputs (several output chunks per staged tile at 303)."""
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(k))
+    with copies_from(x) as counts:
+        simulated.sparse_sign_projection(x, *sign_pattern(k, d, 1 / 39.2, seed=k, device="cpu"), 0.3)
+    assert torch.equal(counts, torch.ones_like(counts))

@@ -3,10 +3,12 @@
 // when Scheduler::late_copies is set (at once otherwise).
 #pragma once
 #include "cuda_runtime_api.h"
+#include "cuda_sim/copy_counter.h"
 
 namespace anomaly_kernels::cuda {
 
 inline void start_copy(void* dst, const void* src, int bytes, bool valid) {
+  if (valid) ::cuda_sim::CopyCounter::instance().count(src, bytes);
   const ::cuda_sim::Copy copy{dst, src, bytes, valid};
   if (!::cuda_sim::Scheduler::instance().late_copies) {
     copy.land();
