@@ -3,13 +3,19 @@
 //
 // With P cut into square kTile x kTile tiles P_IJ,
 //   d^T P d = sum_{I<=J} w_IJ d_J . h_IJ,   h_IJ = P_IJ^T d_I,   w = 1 on the diagonal, else 2
-// (a whole diagonal tile counted once is exact by symmetry). Each block walks the upper-triangle
-// tiles of one position in row-major order (consecutive tiles are neighbouring pieces of the
-// same rows), copies each tile from memory into shared memory once, and multiplies it with the
-// centred vectors of a group of up to 64 images: a (images x 64) . (64 x 64) product held in
-// registers (each lane a block of MI images x NJ columns of h), with the dot product against
-// d_J fused at the end of the tile; the forms stay in registers until the block's last tile.
-// Each tile of P thus leaves memory once per image group, and the upper triangle only.
+// (a whole diagonal tile counted once is exact by symmetry). Groups of up to 16 images, whose
+// kernels are bound by memory, do not read the lower halves of the diagonal tiles: there h_II
+// gathers, for column j, the rows r < j in full and row j at half weight, and w = 2 too
+// (2 d_j h_j = 2 sum_{r<j} P_rj d_r d_j + P_jj d_j^2), so only the 16-byte pieces of rows that
+// straddle the diagonal bring a few lower entries along (~11 % fewer bytes at C = 550). Larger
+// groups are bound by arithmetic and keep the whole tiles: the masked loop would cost registers.
+// Each block walks the upper-triangle tiles of one position in row-major order (consecutive
+// tiles are neighbouring pieces of the same rows), copies each tile from memory into shared
+// memory once, and multiplies it with the centred vectors of a group of up to 64 images: a
+// (images x 64) . (64 x 64) product held in registers (each lane a block of MI images x NJ
+// columns of h), with the dot product against d_J fused at the end of the tile; the forms stay
+// in registers until the block's last tile. Each tile of P thus leaves memory once per image
+// group, and the upper triangle only.
 //
 // Three kernels:
 //  1. centre_kernel: d = embedding - mean, transposed to [position][group][channel][image]
@@ -23,8 +29,9 @@
 // Tiles stream through shared memory in pieces of kStageRows rows, kStages pieces deep, by
 // cp.async (plain loads before sm_80). Accumulation is in T (fp32 FMA for float, no TF32).
 // Packed precisions (upper triangles row by row, common/packed_triangle.h) are read in place:
-// their rows start at every alignment, so they are copied one entry at a time (the diagonal
-// tiles' lower halves from their mirror images, which the same tile has just brought to cache).
+// their rows start at every alignment, so they are copied one entry at a time (whole diagonal
+// tiles take their lower halves from the mirror images, which the same tile has just brought
+// to cache).
 #include <climits>
 #include <cstdint>
 #include <type_traits>
@@ -205,8 +212,10 @@ struct TileCursor {
 };
 
 // Rows [piece * kStageRows, +kStageRows) of tile (i, j) into a stage buffer
-// [kStageRows][kTile]; entries outside the matrix are zero, so they add nothing.
-template <typename T, int Bytes>
+// [kStageRows][kTile]; entries outside the matrix are zero, so they add nothing. With
+// UpperOnly, pieces of a diagonal tile's rows that lie wholly below the diagonal are not read
+// (zero-filled, unused).
+template <bool UpperOnly, typename T, int Bytes>
 __device__ __forceinline__ void issue_tile(const T* matrix, int64_t c, const TileCursor& at, T* stage) {
   if constexpr (Bytes >= static_cast<int>(sizeof(T))) {
     constexpr int kPerVector = Bytes / static_cast<int>(sizeof(T));
@@ -215,21 +224,25 @@ __device__ __forceinline__ void issue_tile(const T* matrix, int64_t c, const Til
     const int64_t col0 = static_cast<int64_t>(at.j) * kTile;
     const int rows = c - row0 < kStageRows ? static_cast<int>(c - row0) : kStageRows;
     const int cols = c - col0 < kTile ? static_cast<int>(c - col0) : kTile;
+    const int first_row = at.piece * kStageRows;  // in the tile
     const T* corner = matrix + row0 * c + col0;
     static_assert(kStageRows * kPerRow % kThreads == 0, "whole copies per thread");
 #pragma unroll 2
     for (int k = 0; k < kStageRows * kPerRow / kThreads; ++k) {
       const int v = threadIdx.x + k * kThreads;
       const int r = v / kPerRow, x = (v % kPerRow) * kPerVector;
-      const bool valid = r < rows && x < cols;  // c, hence cols, is a multiple of kPerVector
+      // c, hence cols, is a multiple of kPerVector
+      const bool valid =
+          r < rows && x < cols && (!UpperOnly || at.i != at.j || x + kPerVector > first_row + r);
       copy_async<Bytes>(stage + r * kTile + x, valid ? corner + r * c + x : matrix, valid);
     }
   }
 }
 
 // The same piece of a packed matrix, one entry per copy: entries below the diagonal (in
-// diagonal tiles only) are copied from their mirror images above it.
-template <typename T>
+// diagonal tiles only) are copied from their mirror images above it, or with UpperOnly not at
+// all (zero-filled, unused).
+template <bool UpperOnly, typename T>
 __device__ __forceinline__ void issue_packed_tile(const T* matrix, int64_t c, const TileCursor& at, T* stage) {
   const int64_t row0 = static_cast<int64_t>(at.i) * kTile + at.piece * kStageRows;
   const int64_t col0 = static_cast<int64_t>(at.j) * kTile;
@@ -239,29 +252,30 @@ __device__ __forceinline__ void issue_packed_tile(const T* matrix, int64_t c, co
     const int v = threadIdx.x + k * kThreads;
     const int r = v / kTile, x = v % kTile;  // a warp copies 32 consecutive entries of one row
     const int64_t row = row0 + r, col = col0 + x;
-    const bool valid = row < c && col < c;
+    const bool valid = row < c && col < c && (row <= col || !UpperOnly);
     const int64_t offset = row <= col ? packed_offset(row, col, c) : packed_offset(col, row, c);
     copy_async<static_cast<int>(sizeof(T))>(stage + r * kTile + x, valid ? matrix + offset : matrix, valid);
   }
 }
 
-template <typename T>
+template <bool UpperOnly, typename T>
 __device__ __forceinline__ void issue(const T* matrix, int64_t c, int vec_bytes, bool packed, const TileCursor& at,
                                       T* stage) {
   if (packed) {
-    issue_packed_tile<T>(matrix, c, at, stage);
+    issue_packed_tile<UpperOnly, T>(matrix, c, at, stage);
   } else if (vec_bytes == 16) {
-    issue_tile<T, 16>(matrix, c, at, stage);
+    issue_tile<UpperOnly, T, 16>(matrix, c, at, stage);
   } else if (vec_bytes == 8) {
-    issue_tile<T, 8>(matrix, c, at, stage);
+    issue_tile<UpperOnly, T, 8>(matrix, c, at, stage);
   } else {
-    issue_tile<T, 4>(matrix, c, at, stage);
+    issue_tile<UpperOnly, T, 4>(matrix, c, at, stage);
   }
 }
 
 template <typename T, typename L>
 __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1 : L::MIN_BLOCKS) forms_kernel(FormsArgs<T> a) {
   constexpr int MI = L::MI, NJ = L::NJ, V = L::V, IMAGES = L::IMAGES;
+  constexpr bool kUpperOnly = IMAGES <= 16;  // diagonal tiles without their lower halves
   constexpr int kStageElements = kStageRows * kTile;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* ds = reinterpret_cast<T*>(shared_bytes);            // [c_pad][IMAGES] centred vectors
@@ -302,7 +316,7 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 #pragma unroll
     for (int s = 0; s < kDepth - 1; ++s) {
       if (load.remaining > 0) {
-        issue(matrix, c, a.vec_bytes, a.packed, load, stages + s * kStageElements);
+        issue<kUpperOnly>(matrix, c, a.vec_bytes, a.packed, load, stages + s * kStageElements);
         load.advance();
       }
       copy_commit();
@@ -316,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
       copy_wait<kDepth - 2>();  // piece t (and, at t = 0, the vectors) has landed for this thread
       __syncthreads();           // ... for every thread, and piece t - 1's buffer is free
       if (load.remaining > 0) {
-        issue(matrix, c, a.vec_bytes, a.packed, load, stages + ((t + kDepth - 1) % kDepth) * kStageElements);
+        issue<kUpperOnly>(matrix, c, a.vec_bytes, a.packed, load, stages + ((t + kDepth - 1) % kDepth) * kStageElements);
         load.advance();
       }
       copy_commit();
@@ -327,6 +341,8 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 #pragma unroll
           for (int j = 0; j < NJ; ++j) acc[i][j] = T(0);
       }
+      const bool diagonal = use.i == use.j;
+      const bool upper_diagonal = kUpperOnly && diagonal;
       const int piece_row = use.i * kTile + use.piece * kStageRows + row0;  // in the matrix
       if (piece_row < c) {  // warps whose rows all lie below the matrix have nothing to add
         const T* tile = stages + (t % kDepth) * kStageElements;
@@ -341,24 +357,42 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 #pragma unroll
             for (int v = 0; v < V; ++v) m[run * V + v] = x.v[v];
           }
+          if (upper_diagonal) {
+            // Columns right of the row in full, the row's own at half weight, those left of it
+            // not at all (skipped, not multiplied by 0: an infinite d would give NaN). Column
+            // j of this thread is col_lane * V + column_offset(j) in the tile.
+            const int row_offset = use.piece * kStageRows + row0 + rr - col_lane * V;
+            const auto column_offset = [](int j) { return (j / V) * L::COL_LANES * V + j % V; };
 #pragma unroll
-          for (int i = 0; i < MI; ++i)
+            for (int j = 0; j < NJ; ++j)
+              if (column_offset(j) == row_offset) m[j] *= T(0.5);
 #pragma unroll
-            for (int j = 0; j < NJ; ++j) acc[i][j] = fma(d.v[i], m[j], acc[i][j]);
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+              for (int j = 0; j < NJ; ++j)
+                if (column_offset(j) >= row_offset) acc[i][j] = fma(d.v[i], m[j], acc[i][j]);
+          } else {
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+              for (int j = 0; j < NJ; ++j) acc[i][j] = fma(d.v[i], m[j], acc[i][j]);
+          }
         }
       }
       // After a tile's last piece: forms += w d_J . h over this thread's columns inside the
-      // matrix, w = 2 off the diagonal. Warps with no row inside the matrix skip it: their h is
-      // zero, and a zero h times an infinite d_J would turn an infinite form into NaN.
+      // matrix. Warps with no row inside the matrix skip it, and in an upper-only diagonal tile
+      // so do the columns left of the warp's first row: their h is zero, and a zero h times an
+      // infinite d_J would turn an infinite form into NaN.
       if (use.piece + 1 == kPiecesPerTile && use.i * kTile + row0 < c) {
         const int col0 = use.j * kTile;
-        const T weight = use.i == use.j ? T(1) : T(2);
+        const T weight = diagonal && !kUpperOnly ? T(1) : T(2);
 #pragma unroll
         for (int run = 0; run < L::RUNS; ++run)
 #pragma unroll
           for (int v = 0; v < V; ++v) {
-            const int col = col0 + run * L::COL_LANES * V + col_lane * V + v;
-            if (col < c) {
+            const int tile_col = run * L::COL_LANES * V + col_lane * V + v;
+            const int col = col0 + tile_col;
+            if (col < c && (!upper_diagonal || tile_col >= row0)) {
               const Vec<T, MI> d = load_vec<T, MI>(ds + col * IMAGES + img0);
 #pragma unroll
               for (int i = 0; i < MI; ++i) forms[i] = fma(acc[i][run * V + v], weight * d.v[i], forms[i]);

@@ -308,45 +308,60 @@ def test_simulated_cuda_nan_stays_nan():
     torch.testing.assert_close(out[finite], reference.mahalanobis(embedding, mean, precision)[finite], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("group", [0, 32])
 @pytest.mark.parametrize("c", [5, 100, 550])
-def test_simulated_cuda_infinite_feature_gives_infinite_distance(c):
+def test_simulated_cuda_infinite_feature_gives_infinite_distance(c, group):
     # As test_infinite_feature_gives_infinite_distance: every term positive, so +inf whatever
-    # the order; the padding of the last tile must not turn it into 0 * inf = NaN.
+    # the order; neither the padding of the last tile nor the skipped lower halves of the
+    # diagonal tiles (small groups; 32 images read them whole) may turn it into 0 * inf = NaN.
     precision = (0.1 * torch.ones(c, c) + 0.5 * torch.eye(c)).expand(4, c, c).contiguous()
     mean = torch.zeros(c, 4)
     embedding = torch.rand(2, c, 2, 2, generator=torch.Generator().manual_seed(c)) + 0.1
     embedding[0, c // 2, 0, 1] = float("inf")
-    out = simulated.mahalanobis(embedding, mean, precision)
+    out = simulated.mahalanobis(embedding, mean, precision, group=group)
     expected = reference.mahalanobis(embedding, mean, precision)
     assert out[0, 0, 0, 1] == float("inf")
     out[0, 0, 0, 1] = expected[0, 0, 0, 1] = 0
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("b,group,images", [(5, 0, 8), (37, 16, 16), (70, 64, 64), (3, 1, 1)])
-@pytest.mark.parametrize("c", [70, 130])
+def _copied_per_group(c: int, images: int, packed: bool = False) -> torch.Tensor:
+    """How often one image group copies each entry of a (c, c) precision (full layout) in the
+    kernel's memory plan: the tiles above the diagonal once, those below never; diagonal tiles
+    whole for groups of 32 or 64 images (arithmetic-bound), else only the entries on or above
+    the diagonal plus those sharing a vector load with one (packed: entry by entry)."""
+    rows, columns = torch.arange(c)[:, None], torch.arange(c)[None, :]
+    tile_row, tile_col = rows // 64, columns // 64
+    if images > 16:
+        return (tile_row <= tile_col).int()
+    per_vector = 1 if packed else (4 if c % 4 == 0 else 2 if c % 2 == 0 else 1)  # 16-, 8- or 4-byte rows
+    last_in_vector = (columns % 64) // per_vector * per_vector + per_vector - 1
+    return ((tile_row < tile_col) | ((tile_row == tile_col) & (last_in_vector >= rows % 64))).int()
+
+
+@pytest.mark.parametrize("b,group,images", [(5, 0, 8), (37, 16, 16), (70, 64, 64), (3, 1, 1), (40, 32, 32)])
+@pytest.mark.parametrize("c", [70, 130, 132])
 def test_simulated_cuda_reads_each_upper_tile_once_per_image_group(b, group, images, c):
-    """The kernel's memory plan: every entry of the 64 x 64 tiles on or above the diagonal is
-    copied from memory once per group of `images` images (the default group: the smallest that
-    holds the batch), the tiles below the diagonal never, even when a position's tiles are
-    dealt to several blocks (here 6 positions on 8 resident blocks)."""
+    """The kernel's memory plan (see _copied_per_group), once per group of `images` images (the
+    default group: the smallest that holds the batch), also when a position's tiles are dealt
+    to several blocks (here 6 positions on 8 resident blocks)."""
     embedding, mean, precision = gaussians(b, c, 2, 3, torch.float32, "cpu", seed=c)
     with copies_from(precision) as counts:
         simulated.mahalanobis(embedding, mean, precision, group=group)
-    tile = torch.arange(c) // 64
-    per_matrix = (tile[:, None] <= tile[None, :]).int() * -(-b // images)
-    assert torch.equal(counts.view(6, c, c), per_matrix.expand(6, c, c))
+    expected = _copied_per_group(c, images) * -(-b // images)
+    assert torch.equal(counts.view(6, c, c), expected.expand(6, c, c))
 
 
-def test_simulated_cuda_reads_a_packed_triangle_once_but_the_diagonal_tiles_twice():
-    """Packed precisions hold no lower triangle: a diagonal tile's lower half is copied from the
-    upper entries again (from cache on a GPU, as the tile has just read them)."""
+@pytest.mark.parametrize("b", [4, 40])
+def test_simulated_cuda_reads_a_packed_triangle_once(b):
+    """Packed precisions hold no lower triangle: small groups read each entry once; groups of
+    32 or more copy a diagonal tile's lower half from the upper entries again (from cache on a
+    GPU, as the tile has just read them)."""
     c = 130
-    embedding, mean, precision = gaussians(4, c, 2, 3, torch.float32, "cpu", seed=1)
+    embedding, mean, precision = gaussians(b, c, 2, 3, torch.float32, "cpu", seed=1)
     rows, columns = torch.triu_indices(c, c)
     with copies_from(packed := precision[:, rows, columns].contiguous()) as counts:
         out = simulated.mahalanobis(embedding, mean, packed)
     torch.testing.assert_close(out, simulated.mahalanobis(embedding, mean, precision), rtol=1e-5, atol=1e-5)
-    same_tile = rows // 64 == columns // 64
-    expected = 1 + (same_tile & (rows != columns)).int()
-    assert torch.equal(counts.view(6, -1), expected.expand(6, -1))
+    mirrored = (rows // 64 == columns // 64) & (rows != columns) & (b > 16)
+    assert torch.equal(counts.view(6, -1), (1 + mirrored.int()).expand(6, -1))
