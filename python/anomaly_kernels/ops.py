@@ -357,8 +357,8 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     ``d = embedding[b, :, h, w] - mean[:, p]``, in one fused pass: no (P, B, C) temporaries, each
     precision matrix read once per batch (per 64 images on CUDA). ``precision`` must be
     symmetric (an inverse covariance): the kernels read only its upper triangle (on CUDA in
-    64 x 64 tiles, the diagonal tiles whole), so it may also be given packed, as the upper
-    triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN form gives NaN (as
+    64 x 64 tiles; groups of 32 or 64 images read the diagonal tiles whole), so it may also be
+    given packed, as the upper triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN form gives NaN (as
     ``clamp_min`` does), a negative one 0.
 
     Args:
