@@ -40,26 +40,25 @@ ONE_BLOCK = Device(sms=1, smem_optin=100 * 1024, blocks_per_sm=1)  # every grid-
 
 
 @contextlib.contextmanager
-def reverse_thread_order():
-    """Inside: simulated threads take their turns in reverse launch order. A kernel without
-    races computes the same bits either way."""
-    load().sim_set_reverse_order(1)
+def _switched_on(setter):
+    setter(1)
     try:
         yield
     finally:
-        load().sim_set_reverse_order(0)
+        setter(0)
 
 
-@contextlib.contextmanager
+def reverse_thread_order():
+    """Inside: simulated threads take their turns in reverse launch order. A kernel without
+    races computes the same bits either way."""
+    return _switched_on(load().sim_set_reverse_order)
+
+
 def late_copies():
     """Inside: copies from global to shared memory started with cp.async land when the thread
     waits for them, not at once. A kernel that reads a stage before waiting for it (or before
     the barrier after the wait) then reads stale or unwritten shared memory."""
-    load().sim_set_late_copies(1)
-    try:
-        yield
-    finally:
-        load().sim_set_late_copies(0)
+    return _switched_on(load().sim_set_late_copies)
 
 
 @contextlib.contextmanager
