@@ -6,9 +6,10 @@
 // (a whole diagonal tile counted once is exact by symmetry). Groups of up to 16 images, whose
 // kernels are bound by memory, do not read the lower halves of the diagonal tiles: there h_II
 // gathers, for column j, the rows r < j in full and row j at half weight, and w = 2 too
-// (2 d_j h_j = 2 sum_{r<j} P_rj d_r d_j + P_jj d_j^2), so only the 16-byte pieces of rows that
-// straddle the diagonal bring a few lower entries along (~11 % fewer bytes at C = 550). Larger
-// groups are bound by arithmetic and keep the whole tiles: the masked loop would cost registers.
+// (2 d_j h_j = 2 sum_{r<j} P_rj d_r d_j + P_jj d_j^2), so only the pieces of rows (16, 8 or 4
+// bytes) that straddle the diagonal bring a few lower entries along (~10 % fewer bytes at
+// C = 550). Larger groups are bound by arithmetic and keep the whole tiles: the masked loop
+// made them spill registers.
 // Each block walks the upper-triangle tiles of one position in row-major order (consecutive
 // tiles are neighbouring pieces of the same rows), copies each tile from memory into shared
 // memory once, and multiplies it with the centred vectors of a group of up to 64 images: a
@@ -45,9 +46,9 @@ namespace anomaly_kernels::cuda {
 namespace {
 
 // ---- tunables --------------------------------------------------------------------------------
-// Square tile size. Larger tiles read more of the lower triangle (the diagonal tiles are read
-// whole: ~C * kTile / 2 extra entries per matrix) and waste more work on the padding of the
-// last tile when C is not a multiple; smaller ones make the per-thread blocks of h narrower.
+// Square tile size. Larger tiles read more of the lower triangle (where the diagonal tiles are
+// read whole: ~C * kTile / 2 extra entries per matrix) and waste more work on the padding of
+// the last tile when C is not a multiple; smaller ones make the per-thread blocks of h narrower.
 // The thread layouts below assume 64.
 constexpr int kTile = 64;
 // A tile streams through shared memory in pieces of kStageRows rows (8 KB in float32), in a

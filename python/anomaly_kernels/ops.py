@@ -358,8 +358,12 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     precision matrix read once per batch (per 64 images on CUDA). ``precision`` must be
     symmetric (an inverse covariance): the kernels read only its upper triangle (on CUDA in
     64 x 64 tiles; groups of 32 or 64 images read the diagonal tiles whole), so it may also be
-    given packed, as the upper triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN form gives NaN (as
-    ``clamp_min`` does), a negative one 0.
+    given packed, as the upper triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN
+    form gives NaN (as ``clamp_min`` does), a negative one 0. An infinite feature gives +inf
+    where its products are positive; an exact 0 in the precision can turn one into
+    ``0 * inf = NaN``, and whether that happens depends on which entries are read: the
+    reference (the full matrix) and CUDA groups of 32 or 64 images read the lower halves of the
+    diagonal blocks too, the CPU kernel and smaller CUDA groups do not.
 
     Args:
         embedding: (B, C, H, W) float32 or float64.

@@ -24,6 +24,12 @@ __global__ void warp_collectives(int* out) {
   out[3 * t + 2] = from_three;
 }
 
+// Every lane votes and returns at once: the last lane to vote may return before the others
+// read the vote, which must still count it.
+__global__ void vote_then_return(long long* out) {
+  out[threadIdx.x] = static_cast<long long>(__ballot_sync(0xFFFFFFFFu, 1));
+}
+
 // Block-wide reversal through shared memory: correct only if __syncthreads orders the writes
 // before the reads.
 __global__ void reverse_block(const float* in, float* out) {
@@ -63,6 +69,13 @@ __global__ void staged_copy(const float* in, float* out, bool wait) {
 // Thread t copies in[t + 1]: the last thread reads one element past the end.
 __global__ void read_past_end(const float* in, float* out) { out[threadIdx.x] = in[threadIdx.x + 1]; }
 
+// Block 1's thread 0 returns before the grid barrier: that block never arrives (a hang on a GPU).
+__global__ void grid_sync_without_a_leader(int* out) {
+  if (blockIdx.x == 1 && threadIdx.x == 0) return;
+  cg::this_grid().sync();
+  out[blockIdx.x] = 1;
+}
+
 // Lane 0 waits at the block barrier while the others shuffle: a deadlock on a GPU.
 __global__ void skipped_shuffle(int* out) {
   int v = threadIdx.x;
@@ -101,6 +114,10 @@ int selftest_warp_collectives(int threads, int* out) {
   warp_collectives<<<1, threads>>>(out);
   return cudaGetLastError();
 }
+int selftest_vote_then_return(long long* out) {
+  vote_then_return<<<1, 32>>>(out);
+  return cudaGetLastError();
+}
 int selftest_reverse_block(int blocks, int threads, const float* in, float* out) {
   reverse_block<<<blocks, threads>>>(in, out);
   return cudaGetLastError();
@@ -127,6 +144,13 @@ int selftest_staged_copy(const float* in, float* out, int wait) {
 int selftest_read_past_end(int n, const float* in, float* out) {
   read_past_end<<<1, n>>>(in, out);
   return cudaGetLastError();
+}
+int selftest_grid_sync_without_a_leader(int* out) {
+  void* args[] = {&out};
+  const cudaError_t err = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(grid_sync_without_a_leader),
+                                                      dim3(2), dim3(64), args, 0, nullptr);
+  (void)cudaGetLastError();
+  return err;
 }
 int selftest_skipped_shuffle(int* out) {
   skipped_shuffle<<<1, 64>>>(out);

@@ -33,19 +33,30 @@ def no_error_left_behind():
     assert load().sim_pending_error() == 0
 
 
-@pytest.mark.parametrize("threads", [32, 96, 80])
+@pytest.mark.parametrize("threads", [32, 96])
 def test_shuffles_and_votes_follow_the_warp(threads):
     lib = _on(H100_LIKE)
     out = torch.full((threads, 3), -1, dtype=torch.int32)
     assert lib.selftest_warp_collectives(threads, _ptr(out)) == 0
-    warp = torch.arange(threads) // 32
-    lanes_in_warp = torch.clamp(threads - 32 * warp, max=32)
-    full = lanes_in_warp == 32  # a short last warp's butterfly reads lanes that do not exist
-    assert torch.equal(out[full, 0], torch.full_like(out[full, 0], 32 * 33 // 2))
+    assert torch.equal(out[:, 0], torch.full_like(out[:, 0], 32 * 33 // 2))
     odd_lanes = sum(1 << k for k in range(1, 32, 2))
-    ballots = (out[:, 1].to(torch.int64) & 0xFFFFFFFF).tolist()
-    assert ballots == [odd_lanes & ((1 << int(n)) - 1) for n in lanes_in_warp]
+    assert (out[:, 1].to(torch.int64) & 0xFFFFFFFF).tolist() == [odd_lanes] * threads
     assert torch.equal(out[:, 2], torch.full_like(out[:, 2], 30))
+
+
+def test_shuffle_from_a_lane_that_does_not_exist_is_reported():
+    # 80 threads: the last warp has 16 lanes, and the butterfly's first step reads lanes 16-31.
+    lib = _on(H100_LIKE)
+    out = torch.zeros(80, 3, dtype=torch.int32)
+    assert lib.selftest_warp_collectives(80, _ptr(out)) == LAUNCH_FAILURE
+    assert b"does not take part" in lib.sim_last_failure()
+
+
+def test_a_vote_counts_a_lane_that_returns_right_after_it():
+    lib = _on(H100_LIKE)
+    out = torch.zeros(32, dtype=torch.int64)
+    assert lib.selftest_vote_then_return(_ptr(out)) == 0
+    assert (out & 0xFFFFFFFF).tolist() == [0xFFFFFFFF] * 32
 
 
 def test_barrier_orders_shared_memory_across_threads():
@@ -110,10 +121,17 @@ def test_grid_barrier_in_an_ordinary_launch_fails():
     assert b"not launched cooperatively" in lib.sim_last_failure()
 
 
-def test_shuffle_that_a_lane_skips_is_a_deadlock():
+@pytest.mark.parametrize(
+    "kernel,threads",
+    [
+        ("selftest_skipped_shuffle", 64),  # lane 0 waits at __syncthreads while the others shuffle
+        ("selftest_grid_sync_without_a_leader", 2),  # a block's thread 0 returns before grid.sync()
+    ],
+)
+def test_a_barrier_that_some_thread_never_reaches_is_a_deadlock(kernel, threads):
     lib = _on(H100_LIKE)
-    out = torch.zeros(64, dtype=torch.int32)
-    assert lib.selftest_skipped_shuffle(_ptr(out)) == LAUNCH_FAILURE
+    out = torch.zeros(threads, dtype=torch.int32)
+    assert getattr(lib, kernel)(_ptr(out)) == LAUNCH_FAILURE
     assert lib.sim_last_failure().startswith(b"deadlock")
 
 

@@ -75,11 +75,12 @@ SCHEDULES = {
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("name", SIMULATED)
 def test_schedule_does_not_change_results(name, schedule):
-    """Threads of a block run in turns between barriers, and asynchronous copies land when
-    issued: the results must stay the same bits when the threads take their turns in reverse (a
-    thread that reads what another wrote in the same barrier interval, a race on a GPU, then
-    sees a different value) and when each copy lands only at the thread's wait for it (a stage
-    read before its wait then holds stale or unwritten data)."""
+    """Threads of a block run in turns between barriers, blocks one after another, and
+    asynchronous copies land when issued: the results must stay the same bits when threads and
+    blocks take their turns in reverse (a thread that reads what another wrote in the same
+    barrier interval, a race on a GPU, then sees a different value) and when each copy lands
+    only at the thread's wait for it (a stage read before its wait then holds stale or unwritten
+    data)."""
     entry = TABLE[name]
     written = _written(name)
     for dtype in entry.dtypes_on("cuda"):
@@ -91,4 +92,6 @@ def test_schedule_does_not_change_results(name, schedule):
                     stack.enter_context(setting())
                 other = _as_list(OPERATORS[name](*other_args)) + [other_args[i] for i in written]
             for k, (a, b) in enumerate(zip(plain, other)):
-                assert torch.equal(a.nan_to_num(), b.nan_to_num()), f"{name} [{sample.label}] result {k}"
+                torch.testing.assert_close(
+                    a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{name} [{sample.label}] result {k}: {m}"
+                )

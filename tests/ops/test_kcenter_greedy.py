@@ -156,22 +156,19 @@ def _integer_rows(n, d, seed, dtype):
     return torch.randint(-100, 101, (n, d), generator=g).to(dtype)
 
 
-def _edge_sizes(grid_threads):
-    """(n, d, k) where the CUDA paths change, for a cooperative grid of `grid_threads` threads."""
-    return [
-        (1, 1, 1),  # a single row
-        (5, 3, 5),  # fewer rows than blocks; rows not 16-byte multiples
-        (3000, 7, 40),  # scalar loads (28-byte rows)
-        (4000, 304, 12),  # the projected PatchCore width, 16-byte loads
-        (2 * grid_threads + 1, 8, 10),  # more rows than threads in the cooperative grid
-    ]
+# (n, d, k) where the CUDA paths change: a single row; fewer rows than blocks, rows not 16-byte
+# multiples; scalar loads (28-byte rows); the projected PatchCore width (16-byte loads); more rows
+# than threads in the cooperative grid (an H200's 132 SMs x 2 x 512 threads, or the simulated
+# device's 2 x 512).
+GPU_EDGE_SIZES = [(1, 1, 1), (5, 3, 5), (3000, 7, 64), (20000, 304, 40), (300000, 8, 24)]
+SIMULATED_EDGE_SIZES = [(1, 1, 1), (5, 3, 5), (3000, 7, 40), (4000, 304, 12), (2049, 8, 10)]
 
 
 @requires_cuda
 @pytest.mark.parametrize("cuda_path", PATHS, indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("prune", [False, True])
-@pytest.mark.parametrize("n,d,k", _edge_sizes(grid_threads=132 * 2 * 512))  # an H100 or H200
+@pytest.mark.parametrize("n,d,k", GPU_EDGE_SIZES)
 def test_cuda_equals_cpu_kernel(cuda_path, dtype, prune, n, d, k):
     features = _integer_rows(n, d, seed=n + d, dtype=dtype)
     expected = _run(ops.kcenter_greedy_, features, k, n // 2, prune)
@@ -295,7 +292,7 @@ def _simulated(path, device=TWO_BLOCKS, **launch):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("prune", [False, True])
-@pytest.mark.parametrize("n,d,k", _edge_sizes(grid_threads=2 * 512))
+@pytest.mark.parametrize("n,d,k", SIMULATED_EDGE_SIZES)
 def test_simulated_cuda_equals_cpu_kernel(path, dtype, prune, n, d, k):
     features = _integer_rows(n, d, seed=n + d, dtype=dtype)
     expected = _run(ops.kcenter_greedy_, features, k, n // 2, prune)

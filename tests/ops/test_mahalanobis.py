@@ -294,7 +294,18 @@ def test_simulated_cuda_on_a_device_with_64_kb_of_shared_memory(packed, dtype):
     if packed:
         rows, columns = torch.triu_indices(300, 300)
         precision = precision[:, rows, columns].contiguous()
-    _check_simulated(embedding, mean, precision, device=TURING_LIKE)
+    with copies_from(precision) as counts:
+        _check_simulated(embedding, mean, precision, device=TURING_LIKE)
+    # The group that fits: 16 float32 or 8 float64 images, so 3 or 5 reads of every tile.
+    images = 16 if dtype == torch.float32 else 8
+    per_entry = counts.view(*precision.shape, -1)  # the counts of an entry's 4-byte words
+    assert torch.equal(per_entry, per_entry[..., :1].expand_as(per_entry))
+    if packed:
+        expected = torch.full(precision.shape, -(-40 // images), dtype=torch.int32)
+    else:
+        expected = (_copied_per_group(300, images, element_bytes=precision.element_size()) * -(-40 // images))
+        expected = expected.expand(4, 300, 300)
+    assert torch.equal(per_entry[..., 0], expected)
 
 
 def test_simulated_cuda_nan_stays_nan():
@@ -308,7 +319,7 @@ def test_simulated_cuda_nan_stays_nan():
     torch.testing.assert_close(out[finite], reference.mahalanobis(embedding, mean, precision)[finite], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("group", [0, 32])
+@pytest.mark.parametrize("group", [0, 1, 8, 16, 32])
 @pytest.mark.parametrize("c", [5, 100, 550])
 def test_simulated_cuda_infinite_feature_gives_infinite_distance(c, group):
     # As test_infinite_feature_gives_infinite_distance: every term positive, so +inf whatever
@@ -325,7 +336,7 @@ def test_simulated_cuda_infinite_feature_gives_infinite_distance(c, group):
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
-def _copied_per_group(c: int, images: int, packed: bool = False) -> torch.Tensor:
+def _copied_per_group(c: int, images: int, packed: bool = False, element_bytes: int = 4) -> torch.Tensor:
     """How often one image group copies each entry of a (c, c) precision (full layout) in the
     kernel's memory plan: the tiles above the diagonal once, those below never; diagonal tiles
     whole for groups of 32 or 64 images (arithmetic-bound), else only the entries on or above
@@ -334,7 +345,9 @@ def _copied_per_group(c: int, images: int, packed: bool = False) -> torch.Tensor
     tile_row, tile_col = rows // 64, columns // 64
     if images > 16:
         return (tile_row <= tile_col).int()
-    per_vector = 1 if packed else (4 if c % 4 == 0 else 2 if c % 2 == 0 else 1)  # 16-, 8- or 4-byte rows
+    row_bytes = c * element_bytes  # rows are read in pieces of 16, 8 or 4 bytes, the widest that fits
+    piece_bytes = 16 if row_bytes % 16 == 0 else 8 if row_bytes % 8 == 0 else 4
+    per_vector = 1 if packed else max(1, piece_bytes // element_bytes)
     last_in_vector = (columns % 64) // per_vector * per_vector + per_vector - 1
     return ((tile_row < tile_col) | ((tile_row == tile_col) & (last_in_vector >= rows % 64))).int()
 

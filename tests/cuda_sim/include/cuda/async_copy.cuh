@@ -2,12 +2,20 @@
 // same functions, with copies that land when the rules say they must have landed, not earlier,
 // when Scheduler::late_copies is set (at once otherwise).
 #pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
 #include "cuda_runtime_api.h"
 #include "cuda_sim/copy_counter.h"
 
 namespace anomaly_kernels::cuda {
 
 inline void start_copy(void* dst, const void* src, int bytes, bool valid) {
+  // cp.async copies 4, 8 or 16 bytes between addresses aligned to the size (else it faults).
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || reinterpret_cast<uintptr_t>(dst) % bytes != 0 ||
+      (valid && reinterpret_cast<uintptr_t>(src) % bytes != 0))
+    throw std::runtime_error("cp.async of " + std::to_string(bytes) + " bytes from or to a misaligned address");
   if (valid) ::cuda_sim::CopyCounter::instance().count(src, bytes);
   const ::cuda_sim::Copy copy{dst, src, bytes, valid};
   if (!::cuda_sim::Scheduler::instance().late_copies) {

@@ -106,6 +106,22 @@ inline void make_context(Context& c, void* stack, size_t bytes, void (*entry)())
 #endif
 }
 
+// Marks memory that no kernel may touch (a no-op without AddressSanitizer).
+inline void poison(const void* p, size_t bytes) {
+#if CUDA_SIM_ASAN
+  ASAN_POISON_MEMORY_REGION(p, bytes);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+inline void unpoison(const void* p, size_t bytes) {
+#if CUDA_SIM_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
 // Called first thing on a stack a switch has just moved to (for AddressSanitizer).
 inline void arrived_on_new_stack(void* fake_stack = nullptr) {
 #if CUDA_SIM_ASAN

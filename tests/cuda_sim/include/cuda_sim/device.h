@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "cuda_sim/scheduler.h"
@@ -50,9 +52,9 @@ T& block_shared() {
   BlockState& b = *this_fiber().block;
   for (auto& entry : b.static_shared)
     if (entry.first == &key) return *static_cast<T*>(entry.second);
-  const size_t bytes = (sizeof(T) + 63) / 64 * 64;
-  void* storage = std::aligned_alloc(64, bytes);
-  std::memset(storage, kUnwrittenShared, bytes);
+  // Exactly sizeof(T) bytes, so that an AddressSanitizer build stops at the first byte past it.
+  void* storage = ::operator new(sizeof(T), std::align_val_t(64));
+  std::memset(storage, kUnwrittenShared, sizeof(T));
   b.static_shared.emplace_back(&key, storage);
   return *static_cast<T*>(storage);
 }
@@ -65,10 +67,16 @@ inline void sync_warp() {
   Warp& w = *this_fiber().warp;
   Scheduler::instance().arrive_and_wait(w.barrier, &w.live);
 }
+// As cooperative groups implements grid.sync(): a block barrier, thread 0 of each block meets
+// the other blocks' thread 0, a block barrier. A block whose thread 0 has returned never
+// arrives, so the others wait for ever (reported as a deadlock), as they would on a GPU.
 inline void sync_grid() {
-  GridState* g = this_fiber().block->grid;
+  Fiber& f = this_fiber();
+  GridState* g = f.block->grid;
   if (!g->cooperative) throw std::runtime_error("grid.sync() in a kernel that was not launched cooperatively");
-  Scheduler::instance().arrive_and_wait(g->barrier, &g->live);
+  sync_block();
+  if (f.tid[0] == 0 && f.tid[1] == 0 && f.tid[2] == 0) Scheduler::instance().arrive_and_wait(g->barrier, &g->blocks);
+  sync_block();
 }
 
 template <typename T>
@@ -90,11 +98,17 @@ template <typename T, typename Source>
 T exchange(T value, Source source) {
   Fiber& f = this_fiber();
   Warp& w = *f.warp;
-  uint64_t* slots = w.slots[w.barrier.generation & 1];
+  const uint64_t generation = w.barrier.generation;
+  uint64_t* slots = w.slots[generation & 1];
   slots[f.lane] = bits_of(value);
+  w.written[generation & 1][f.lane] = generation;
   sync_warp();
   const int from = source(f.lane);
-  return from >= 0 && from < 32 ? from_bits<T>(slots[from]) : value;
+  if (from == f.lane) return value;
+  if (from < 0 || from >= 32 || w.written[generation & 1][from] != generation)
+    throw std::runtime_error("a shuffle reads lane " + std::to_string(from) +
+                             ", which does not take part in it (undefined on a GPU)");
+  return from_bits<T>(slots[from]);
 }
 
 }  // namespace cuda_sim
@@ -131,12 +145,15 @@ T __shfl_down_sync(unsigned, T value, unsigned delta, int width = 32) {
 inline unsigned __ballot_sync(unsigned, int predicate) {
   cuda_sim::Fiber& f = cuda_sim::this_fiber();
   cuda_sim::Warp& w = *f.warp;
-  uint64_t* slots = w.slots[w.barrier.generation & 1];
+  const uint64_t generation = w.barrier.generation;
+  uint64_t* slots = w.slots[generation & 1];
   slots[f.lane] = predicate ? 1 : 0;
+  w.written[generation & 1][f.lane] = generation;
   cuda_sim::sync_warp();
+  // The lanes that voted in this generation, even those that have returned since.
   unsigned ballot = 0;
   for (int lane = 0; lane < 32; ++lane)
-    if ((w.live_mask >> lane & 1u) && slots[lane] == 1) ballot |= 1u << lane;
+    if (w.written[generation & 1][lane] == generation && slots[lane] == 1) ballot |= 1u << lane;
   return ballot;
 }
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }

@@ -63,6 +63,9 @@ struct Device {
 };
 
 constexpr int kDefaultSharedBytes = 48 * 1024;  // a block's dynamic shared memory without opt-in
+// Bytes after a block's dynamic shared memory that must keep their value.
+constexpr size_t kGuardBytes = 64;
+constexpr unsigned char kGuard = 0xA5;
 
 struct Runtime {
   std::vector<Device> devices{Device{}};
@@ -108,9 +111,10 @@ inline cudaError_t run_grid(const void* kernel, dim3 grid, dim3 block, size_t sh
   for (uint64_t first = 0; first < blocks; first += group) {
     std::vector<BlockState> states(group);
     std::vector<Fiber> fibers(group * threads);
-    grid_state.live = cooperative ? int(group * threads) : 0;
+    grid_state.blocks = int(group);
     for (uint64_t k = 0; k < group; ++k) {
-      const uint64_t linear = first + k;
+      // Reverse turn order reverses the blocks too: a block must not rely on another's output.
+      const uint64_t linear = s.reverse && !cooperative ? blocks - 1 - (first + k) : first + k;
       BlockState& b = states[k];
       b.idx[0] = unsigned(linear % grid.x);
       b.idx[1] = unsigned(linear / grid.x % grid.y);
@@ -122,8 +126,9 @@ inline cudaError_t run_grid(const void* kernel, dim3 grid, dim3 block, size_t sh
         b.warps[t / 32].live_mask |= 1u << (t % 32);
       }
       // Dynamic shared memory, followed by a guard that must survive the block.
-      b.dynamic_shared.assign(shared + 64, kUnwrittenShared);
-      std::memset(b.dynamic_shared.data() + shared, 0xA5, 64);
+      b.dynamic_shared.assign(shared + kGuardBytes, kUnwrittenShared);
+      std::memset(b.dynamic_shared.data() + shared, kGuard, kGuardBytes);
+      poison(b.dynamic_shared.data() + shared, kGuardBytes);  // a read there stops an ASan build
       b.grid = &grid_state;
       for (uint64_t t = 0; t < threads; ++t) {
         Fiber& f = fibers[k * threads + t];
@@ -137,10 +142,12 @@ inline cudaError_t run_grid(const void* kernel, dim3 grid, dim3 block, size_t sh
     }
     grid_state.barrier = Barrier{};
     std::string error = s.run(fibers);
-    for (const BlockState& b : states)
-      for (size_t i = shared; i < shared + 64 && error.empty(); ++i)
-        if (b.dynamic_shared[i] != 0xA5)
+    for (BlockState& b : states) {
+      unpoison(b.dynamic_shared.data() + shared, kGuardBytes);
+      for (size_t i = shared; i < shared + kGuardBytes && error.empty(); ++i)
+        if (b.dynamic_shared[i] != kGuard)
           error = "a block wrote past the end of its " + std::to_string(shared) + " bytes of dynamic shared memory";
+    }
     if (!error.empty()) {
       rt.last_failure = error;
       return rt.fail(cudaErrorLaunchFailure);

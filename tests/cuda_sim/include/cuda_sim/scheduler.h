@@ -17,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -35,8 +36,15 @@ struct Warp {
   unsigned live_mask = 0;   // lanes still running
   // Values exchanged by shuffles and votes, in two sets by the parity of the barrier generation
   // they were written in: a lane may write the next exchange's set while a slower one still
-  // reads this one, so an exchange needs one barrier, not two.
+  // reads this one, so an exchange needs one barrier, not two. `written` holds the generation
+  // each slot was written in, so a read can tell a lane that took part in this exchange from
+  // one that did not (or has since returned).
   uint64_t slots[2][32] = {};
+  uint64_t written[2][32];
+  Warp() {
+    for (auto& set : written)
+      for (uint64_t& g : set) g = ~uint64_t(0);  // no generation: never written
+  }
 };
 
 struct BlockState;
@@ -81,8 +89,8 @@ struct Fiber {
 
 struct GridState {
   bool cooperative = false;  // all blocks run together and may wait at grid barriers
-  Barrier barrier;
-  int live = 0;
+  Barrier barrier;           // of the blocks (their thread 0), as cooperative groups builds it
+  int blocks = 0;
   unsigned grid[3] = {1, 1, 1};
   unsigned block[3] = {1, 1, 1};
 };
@@ -99,7 +107,7 @@ struct BlockState {
   BlockState(const BlockState&) = delete;
   BlockState& operator=(const BlockState&) = delete;
   ~BlockState() {
-    for (auto& entry : static_shared) std::free(entry.second);
+    for (auto& entry : static_shared) ::operator delete(entry.second, std::align_val_t(64));
   }
 };
 
@@ -216,7 +224,6 @@ struct Scheduler {
     self->warp->live_mask &= ~(1u << self->lane);
     leave(self->warp->barrier, &self->warp->live);
     leave(self->block->barrier, &self->block->live);
-    if (self->block->grid->cooperative) leave(self->block->grid->barrier, &self->block->grid->live);
     self->context.ending = true;
     s.pass_on(self);  // never comes back: a finished fiber is not runnable
   }
@@ -233,7 +240,7 @@ struct Scheduler {
     main_context.adopt_this_thread_stack();
     current = reverse ? &all.back() : &all.front();
     switch_context(main_context, current->context);  // back when all are done, or none can run
-    for (Fiber& f : all) stack_pool.push_back(f.stack);  // a deadlocked fiber's stack is dropped with it
+    for (Fiber& f : all) stack_pool.push_back(f.stack);  // a deadlocked fiber is never resumed
     fibers = nullptr;
     current = nullptr;
     return error;

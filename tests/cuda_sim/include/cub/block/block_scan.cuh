@@ -1,6 +1,7 @@
 // cub::BlockScan for the CPU simulation: every thread publishes its value in the block's
 // temporary storage, and after a barrier each one folds the values before (and at) its own.
-// Threads are numbered x-fastest, as cub numbers them.
+// Threads are numbered x-fastest, as cub numbers them. As with cub, the caller must put a
+// barrier between a scan and the next use of the same storage.
 #pragma once
 #include "cuda_runtime_api.h"
 
@@ -21,7 +22,6 @@ class BlockScan {
     for (int i = 1; i <= me; ++i) output = op(output, storage_.values[i]);
     aggregate = storage_.values[0];
     for (int i = 1; i < BlockThreads; ++i) aggregate = op(aggregate, storage_.values[i]);
-    __syncthreads();
   }
   template <typename Op>
   void InclusiveScan(T input, T& output, Op op) {
@@ -34,7 +34,6 @@ class BlockScan {
     for (int i = 0; i < me; ++i) output += storage_.values[i];
     aggregate = T(0);
     for (int i = 0; i < BlockThreads; ++i) aggregate += storage_.values[i];
-    __syncthreads();
   }
   void ExclusiveSum(T input, T& output) {
     T aggregate;
