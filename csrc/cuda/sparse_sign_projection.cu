@@ -24,6 +24,7 @@
 // When even ROWS rows of the input do not fit in shared memory, the same kernel gathers from
 // global memory instead (slow: one cache line per lane per read, but correct).
 #include "cuda/async_copy.cuh"
+#include "cuda/device_limits.cuh"
 #include "cuda/sparse_sign_projection.cuh"
 
 #include <cub/block/block_scan.cuh>
@@ -340,17 +341,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <typename T, int ROWS, bool STAGED>
 cudaError_t launch_projection(const T* input, int64_t n, int d, int stride, const int4* desc,
                               const int32_t* entries, int k, int chunk, T scale, T* out,
-                              size_t shared, int sms, cudaStream_t stream) {
+                              size_t shared, int device, const DeviceLimits& limits, cudaStream_t stream) {
   const auto kernel = projection_kernel<T, ROWS, STAGED>;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+  // Opted in once per device to all the shared memory a block may have: setting this call's
+  // size at every call would race with another thread's launch of the same kernel.
+  cudaError_t err = allow_shared_memory<projection_kernel<T, ROWS, STAGED>>(device, limits.smem_optin, true);
   if (err != cudaSuccess) return err;
   int per_sm = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared);
   if (err != cudaSuccess) return err;
   if (per_sm < 1) per_sm = 1;
   const int64_t tiles = (n + ROWS - 1) / ROWS;
-  const int64_t resident = static_cast<int64_t>(sms) * per_sm;
+  const int64_t resident = static_cast<int64_t>(limits.sms) * per_sm;
   const unsigned blocks = static_cast<unsigned>(tiles < resident ? tiles : resident);
   kernel<<<blocks, kThreads, shared, stream>>>(input, n, d, stride, desc, entries, k, chunk,
                                                chunk | 1, scale, out);
@@ -396,18 +398,15 @@ cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const i
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
-  int device = 0, optin = 0, sms = 0;
-  if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) != cudaSuccess)
-    return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
-    return err;
+  int device = 0;
+  DeviceLimits limits;
+  if ((err = current_device_limits(&device, &limits)) != cudaSuccess) return err;
 
   constexpr int rows = sizeof(T) == 4 ? 32 : 16;
   // Odd, so a warp's rows fall in distinct banks; at least d + 1 for the zero column.
   const int64_t stride = (d + 1) | 1;
   const int64_t tile_elems = rows * stride;
-  const size_t budget = static_cast<size_t>(optin);
+  const size_t budget = static_cast<size_t>(limits.smem_optin);
   // Largest result block that fits next to `tile`, spread evenly over the chunks it needs.
   const auto pick_chunk = [&](int64_t tile) -> int64_t {
     if (shared_bytes_for<T>(rows, tile, k) <= budget) return k;
@@ -425,15 +424,16 @@ cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const i
     const size_t shared = shared_bytes_for<T>(rows, tile_elems, staged_chunk);
     return launch_projection<T, rows, true>(input, n, static_cast<int>(d), static_cast<int>(stride),
                                             desc, entries, static_cast<int>(k),
-                                            static_cast<int>(staged_chunk), scale, out, shared, sms,
-                                            stream);
+                                            static_cast<int>(staged_chunk), scale, out, shared, device,
+                                            limits, stream);
   }
   const int64_t chunk = pick_chunk(0);
   if (chunk < 1) return cudaErrorInvalidConfiguration;
   const size_t shared = shared_bytes_for<T>(rows, 0, chunk);
   return launch_projection<T, rows, false>(input, n, static_cast<int>(d), static_cast<int>(stride),
                                            desc, entries, static_cast<int>(k),
-                                           static_cast<int>(chunk), scale, out, shared, sms, stream);
+                                           static_cast<int>(chunk), scale, out, shared, device, limits,
+                                           stream);
 }
 
 template cudaError_t sparse_sign_projection<float>(const float*, int64_t, int64_t, const int64_t*,
