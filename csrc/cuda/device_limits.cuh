@@ -12,27 +12,38 @@ namespace anomaly_kernels::cuda {
 constexpr int kCachedDevices = 64;
 
 struct DeviceLimits {
-  int sms = 0;         // multiprocessors
-  int smem_optin = 0;  // shared memory a block may have once it opts in, bytes
+  int sms = 0;          // multiprocessors
+  int smem_optin = 0;   // shared memory a block may have once it opts in, bytes
+  int l2_bytes = 0;     // L2 cache
+  int cooperative = 0;  // 1: cooperative launches (grid-wide barriers) are supported
 };
 
 // The current device (written to *device) and its limits.
 inline cudaError_t current_device_limits(int* device, DeviceLimits* limits) {
-  static std::atomic<int> sms_cache[kCachedDevices], smem_cache[kCachedDevices];
+  // sms is stored last and read first: a non-zero count means the other fields are there.
+  static std::atomic<int> sms_cache[kCachedDevices], smem_cache[kCachedDevices], l2_cache[kCachedDevices],
+      cooperative_cache[kCachedDevices];
   cudaError_t err = cudaGetDevice(device);
   if (err != cudaSuccess) return err;
   const int dev = *device;
   const bool cached = dev >= 0 && dev < kCachedDevices;
   if (cached && sms_cache[dev].load() > 0) {
-    *limits = {sms_cache[dev].load(), smem_cache[dev].load()};
+    limits->sms = sms_cache[dev].load();
+    limits->smem_optin = smem_cache[dev].load();
+    limits->l2_bytes = l2_cache[dev].load();
+    limits->cooperative = cooperative_cache[dev].load();
     return cudaSuccess;
   }
   err = cudaDeviceGetAttribute(&limits->sms, cudaDevAttrMultiProcessorCount, dev);
   if (err == cudaSuccess)
     err = cudaDeviceGetAttribute(&limits->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&limits->l2_bytes, cudaDevAttrL2CacheSize, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&limits->cooperative, cudaDevAttrCooperativeLaunch, dev);
   if (err != cudaSuccess) return err;
   if (cached) {
     smem_cache[dev].store(limits->smem_optin);
+    l2_cache[dev].store(limits->l2_bytes);
+    cooperative_cache[dev].store(limits->cooperative);
     sms_cache[dev].store(limits->sms);
   }
   return cudaSuccess;

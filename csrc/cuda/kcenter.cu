@@ -638,17 +638,10 @@ bool vectorizable(const void* a, const void* b, int64_t row_bytes) {
          (b == nullptr || reinterpret_cast<uintptr_t>(b) % 16 == 0);
 }
 
-struct Device {
-  int sms = 1, cooperative = 0, l2_bytes = 0;
-};
+using Device = DeviceLimits;
 cudaError_t query_device(Device& dev) {
   int id = 0;
-  cudaError_t err = cudaGetDevice(&id);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&dev.sms, cudaDevAttrMultiProcessorCount, id);
-  if (err == cudaSuccess)
-    err = cudaDeviceGetAttribute(&dev.cooperative, cudaDevAttrCooperativeLaunch, id);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&dev.l2_bytes, cudaDevAttrL2CacheSize, id);
-  return err;
+  return current_device_limits(&id, &dev);  // cached: kcenter_step_ runs once per selected point
 }
 
 // Rows per block read with the default L2 priority: all of them when the rows fit in L2 with
