@@ -224,9 +224,18 @@ template <typename... P>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
   return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
 }
+// The device's resident blocks per multiprocessor for every kernel, fewer where the threads
+// (2048 per multiprocessor) or the dynamic shared memory (the opt-in size plus 1 KB) run out.
 template <typename... P>
-cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, void (*)(P...), int threads, size_t) {
-  *blocks = threads > 0 && threads <= 1024 ? cuda_sim::Runtime::instance().device().blocks_per_sm : 0;
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, void (*)(P...), int threads, size_t shared) {
+  const cuda_sim::Device& d = cuda_sim::Runtime::instance().device();
+  if (threads <= 0 || threads > 1024) {
+    *blocks = 0;
+    return cudaSuccess;
+  }
+  const int by_threads = 2048 / threads;
+  const int by_shared = shared == 0 ? d.blocks_per_sm : static_cast<int>((size_t(d.smem_optin) + 1024) / shared);
+  *blocks = std::min({d.blocks_per_sm, by_threads, by_shared});
   return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() {
