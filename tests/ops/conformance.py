@@ -63,6 +63,24 @@ class Entry:
         return self.cuda_dtypes if device == "cuda" and self.cuda_dtypes is not None else self.dtypes
 
 
+def written_positions(name: str) -> list:
+    """Argument positions the operator's schema marks as written (``Tensor(a!)``)."""
+    arguments = getattr(torch.ops.anomaly_kernels, name).default._schema.arguments
+    return [i for i, a in enumerate(arguments) if a.alias_info is not None and a.alias_info.is_write]
+
+
+def clone_args(args: tuple, device=None) -> tuple:
+    """Fresh copies of a call's tensor arguments (on ``device`` if given), other arguments as they are."""
+    return tuple(a.detach().clone().to(device or a.device) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def result_tensors(result) -> list:
+    """An operator's result as a list of tensors (none, one, or a tuple's)."""
+    if result is None:
+        return []
+    return [result] if isinstance(result, torch.Tensor) else list(result)
+
+
 # --------------------------------------------------------------------------------------------
 # input helpers (values drawn on the CPU from a seeded generator, so every device sees the same)
 # --------------------------------------------------------------------------------------------

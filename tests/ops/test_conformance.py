@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conformance import TABLE, Entry, Sample
+from conformance import TABLE, Entry, Sample, clone_args, result_tensors, written_positions
 from conftest import DEVICES
 
 from anomaly_kernels import build_info
@@ -23,22 +23,6 @@ def _operator(name: str):
     return getattr(torch.ops.anomaly_kernels, name).default
 
 
-def _mutated_positions(name: str) -> list:
-    """Argument positions the schema marks as written (``Tensor(a!)``)."""
-    arguments = _operator(name)._schema.arguments
-    return [i for i, a in enumerate(arguments) if a.alias_info is not None and a.alias_info.is_write]
-
-
-def _clone(args: tuple, device=None) -> tuple:
-    return tuple(a.detach().clone().to(device or a.device) if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def _tensors(result) -> list:
-    if result is None:
-        return []
-    return [result] if isinstance(result, torch.Tensor) else list(result)
-
-
 def _assert_match(entry: Entry, sample: Sample, got: list, expected: list, what: str) -> None:
     assert len(got) == len(expected), f"{what}: {len(got)} tensors, expected {len(expected)}"
     for i, (a, b) in enumerate(zip(got, expected)):
@@ -51,9 +35,9 @@ def _assert_match(entry: Entry, sample: Sample, got: list, expected: list, what:
 
 def _run(entry: Entry, sample: Sample, call) -> tuple:
     """Call on fresh copies; return (outputs, the mutated arguments afterwards)."""
-    args = _clone(sample.args)
-    outputs = _tensors(call(*args))
-    return outputs, [args[i] for i in _mutated_positions(entry.name)]
+    args = clone_args(sample.args)
+    outputs = result_tensors(call(*args))
+    return outputs, [args[i] for i in written_positions(entry.name)]
 
 
 def test_every_registered_operator_has_an_entry():
@@ -79,14 +63,14 @@ def test_matches_reference(name, device):
     tolerances, on every sample; arguments the schema does not mark as written are untouched."""
     entry = TABLE[name]
     op = _operator(name)
-    written = _mutated_positions(name)
+    written = written_positions(name)
     for dtype in entry.dtypes_on(device):
         for sample in entry.samples(device, dtype):
-            before = _clone(sample.args)
-            args = _clone(sample.args)
-            outputs = _tensors(op(*args))
-            ref_args = _clone(sample.args, "cpu")
-            expected = _tensors(entry.reference(*ref_args))
+            before = clone_args(sample.args)
+            args = clone_args(sample.args)
+            outputs = result_tensors(op(*args))
+            ref_args = clone_args(sample.args, "cpu")
+            expected = result_tensors(entry.reference(*ref_args))
             _assert_match(entry, sample, outputs, expected, "output")
             updated, expected_updated = [args[i] for i in written], [ref_args[i] for i in written]
             _assert_match(entry, sample, updated, expected_updated, "updated argument")
@@ -109,7 +93,7 @@ def test_opcheck(name, device):
     for dtype in entry.dtypes_on(device):
         samples = entry.samples(device, dtype)
         for sample in samples[: entry.opcheck_samples] + [s for s in samples[entry.opcheck_samples :] if _is_edge(s)]:
-            torch.library.opcheck(_operator(name), _clone(sample.args))
+            torch.library.opcheck(_operator(name), clone_args(sample.args))
 
 
 @on_each_device

@@ -13,26 +13,13 @@ import contextlib
 
 import pytest
 import torch
-from conformance import BORDERS, TABLE, band, gaussians, sign_pattern
+from conformance import (
+    BORDERS, TABLE, band, clone_args, gaussians, result_tensors, sign_pattern, written_positions,
+)
 from cuda_sim.kernels import H100_LIKE, ONE_BLOCK, TURING_LIKE, late_copies, reverse_thread_order
 from cuda_sim.operators import OPERATORS
 
 SIMULATED = sorted(OPERATORS)
-
-
-def _clone(args: tuple) -> tuple:
-    return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def _written(name: str) -> list:
-    arguments = getattr(torch.ops.anomaly_kernels, name).default._schema.arguments
-    return [i for i, a in enumerate(arguments) if a.alias_info is not None and a.alias_info.is_write]
-
-
-def _as_list(result) -> list:
-    if result is None:
-        return []
-    return [result] if isinstance(result, torch.Tensor) else list(result)
 
 
 def test_every_operator_with_a_cuda_source_is_simulated():
@@ -45,12 +32,12 @@ def test_every_operator_with_a_cuda_source_is_simulated():
 @pytest.mark.parametrize("name", SIMULATED)
 def test_matches_reference(name, device):
     entry = TABLE[name]
-    written = _written(name)
+    written = written_positions(name)
     for dtype in entry.dtypes_on("cuda"):
         for sample in entry.samples("cpu", dtype):
-            args, ref_args = _clone(sample.args), _clone(sample.args)
-            got = _as_list(OPERATORS[name](*args, device=device))
-            expected = _as_list(entry.reference(*ref_args))
+            args, ref_args = clone_args(sample.args), clone_args(sample.args)
+            got = result_tensors(OPERATORS[name](*args, device=device))
+            expected = result_tensors(entry.reference(*ref_args))
             got += [args[i] for i in written]
             expected += [ref_args[i] for i in written]
             assert len(got) == len(expected)
@@ -82,15 +69,15 @@ def test_schedule_does_not_change_results(name, schedule):
     only at the thread's wait for it (a stage read before its wait then holds stale or unwritten
     data)."""
     entry = TABLE[name]
-    written = _written(name)
+    written = written_positions(name)
     for dtype in entry.dtypes_on("cuda"):
         for sample in entry.samples("cpu", dtype):
-            plain_args, other_args = _clone(sample.args), _clone(sample.args)
-            plain = _as_list(OPERATORS[name](*plain_args)) + [plain_args[i] for i in written]
+            plain_args, other_args = clone_args(sample.args), clone_args(sample.args)
+            plain = result_tensors(OPERATORS[name](*plain_args)) + [plain_args[i] for i in written]
             with contextlib.ExitStack() as stack:
                 for setting in SCHEDULES[schedule]:
                     stack.enter_context(setting())
-                other = _as_list(OPERATORS[name](*other_args)) + [other_args[i] for i in written]
+                other = result_tensors(OPERATORS[name](*other_args)) + [other_args[i] for i in written]
             for k, (a, b) in enumerate(zip(plain, other)):
                 torch.testing.assert_close(
                     a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{name} [{sample.label}] result {k}: {m}"
@@ -151,17 +138,17 @@ def _random_case(name: str, g: torch.Generator) -> tuple:
 @pytest.mark.parametrize("name", SIMULATED)
 def test_random_shapes_match_the_cpu_kernels(name):
     g = torch.Generator().manual_seed(sum(map(ord, name)))
-    written = _written(name)
+    written = written_positions(name)
     for case in range(8):
         args = _random_case(name, g)
         device = DEVICES[case % len(DEVICES)]
         settings = [(), (reverse_thread_order,), (late_copies,), (reverse_thread_order, late_copies)][case % 4]
-        simulated_args, cpu_args = _clone(args), _clone(args)
+        simulated_args, cpu_args = clone_args(args), clone_args(args)
         with contextlib.ExitStack() as stack:
             for setting in settings:
                 stack.enter_context(setting())
-            got = _as_list(OPERATORS[name](*simulated_args, device=device)) + [simulated_args[i] for i in written]
-        expected = _as_list(getattr(torch.ops.anomaly_kernels, name)(*cpu_args)) + [cpu_args[i] for i in written]
+            got = result_tensors(OPERATORS[name](*simulated_args, device=device)) + [simulated_args[i] for i in written]
+        expected = result_tensors(getattr(torch.ops.anomaly_kernels, name)(*cpu_args)) + [cpu_args[i] for i in written]
         shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
         for k, (a, b) in enumerate(zip(got, expected)):
             torch.testing.assert_close(

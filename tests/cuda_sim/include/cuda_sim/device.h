@@ -93,16 +93,25 @@ T from_bits(uint64_t b) {
   return v;
 }
 
+// This lane writes `bits` to its slot of the current exchange and waits until every live lane
+// has written; returns the exchange's generation (the slots it wrote are Warp::slots[g & 1]).
+inline uint64_t publish(uint64_t bits) {
+  Fiber& f = this_fiber();
+  Warp& w = *f.warp;
+  const uint64_t generation = w.barrier.generation;
+  w.slots[generation & 1][f.lane] = bits;
+  w.written[generation & 1][f.lane] = generation;
+  sync_warp();
+  return generation;
+}
+
 // Every live lane publishes `value`; returns the value lane `source(lane)` published.
 template <typename T, typename Source>
 T exchange(T value, Source source) {
   Fiber& f = this_fiber();
   Warp& w = *f.warp;
-  const uint64_t generation = w.barrier.generation;
-  uint64_t* slots = w.slots[generation & 1];
-  slots[f.lane] = bits_of(value);
-  w.written[generation & 1][f.lane] = generation;
-  sync_warp();
+  const uint64_t generation = publish(bits_of(value));
+  const uint64_t* slots = w.slots[generation & 1];
   const int from = source(f.lane);
   if (from == f.lane) return value;
   if (from < 0 || from >= 32 || w.written[generation & 1][from] != generation)
@@ -143,13 +152,9 @@ T __shfl_down_sync(unsigned, T value, unsigned delta, int width = 32) {
   });
 }
 inline unsigned __ballot_sync(unsigned, int predicate) {
-  cuda_sim::Fiber& f = cuda_sim::this_fiber();
-  cuda_sim::Warp& w = *f.warp;
-  const uint64_t generation = w.barrier.generation;
-  uint64_t* slots = w.slots[generation & 1];
-  slots[f.lane] = predicate ? 1 : 0;
-  w.written[generation & 1][f.lane] = generation;
-  cuda_sim::sync_warp();
+  cuda_sim::Warp& w = *cuda_sim::this_fiber().warp;
+  const uint64_t generation = cuda_sim::publish(predicate ? 1 : 0);
+  const uint64_t* slots = w.slots[generation & 1];
   // The lanes that voted in this generation, even those that have returned since.
   unsigned ballot = 0;
   for (int lane = 0; lane < 32; ++lane)
