@@ -121,14 +121,29 @@ int sim_separable_blur2d_f64(const double* x, double* y, int64_t planes, int64_t
     return akc::kde_log_sum_exp<T>(queries, dataset, m, n, d, partial.data(), out, nullptr);                        \
   }                                                                                                                 \
   int sim_sparse_sign_projection_##SUFFIX(const T* x, int64_t n, int64_t d, const int64_t* crow, const int64_t* col, \
-                                          const int8_t* signs, int64_t nnz, int64_t k, double scale, T* out) {      \
-    std::vector<int32_t> workspace(static_cast<size_t>(akc::sparse_sign_projection_workspace_words(nnz, k)), -1);   \
-    return akc::sparse_sign_projection<T>(x, n, d, crow, col, signs, nnz, k, static_cast<T>(scale), out,            \
+                                          const int8_t* signs, int64_t nnz, int64_t k, double scale, T* out,        \
+                                          int64_t slab_width) {                                                     \
+    akc::ProjectionPlan plan;                                                                                       \
+    cudaError_t err = akc::sparse_sign_projection_plan(d, k, sizeof(T), slab_width, &plan);                         \
+    if (err != cudaSuccess) return err;                                                                             \
+    const int64_t words = akc::sparse_sign_projection_workspace_words(nnz, k, plan.slabs);                          \
+    std::vector<int32_t> workspace(static_cast<size_t>(words), -1);                                                 \
+    return akc::sparse_sign_projection<T>(x, n, d, crow, col, signs, nnz, k, static_cast<T>(scale), out, plan,      \
                                           workspace.data(), nullptr);                                               \
   }
 
 SIM_TYPED_ENTRY_POINTS(float, f32)
 SIM_TYPED_ENTRY_POINTS(double, f64)
+
+// plan_out: the slab width, slab count and output chunk the projection kernel would use.
+int sim_sparse_sign_projection_plan(int64_t d, int64_t k, int elem_bytes, int64_t slab_width, int64_t* plan_out) {
+  akc::ProjectionPlan plan;
+  const cudaError_t err = akc::sparse_sign_projection_plan(d, k, elem_bytes, slab_width, &plan);
+  plan_out[0] = plan.width;
+  plan_out[1] = plan.slabs;
+  plan_out[2] = plan.chunk;
+  return err;
+}
 
 int sim_kcenter_step(const float* features, int64_t n, int64_t d, float* min_distances, const int64_t* center,
                      const float* center_row, int64_t* argmax) {

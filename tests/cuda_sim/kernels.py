@@ -143,15 +143,24 @@ def kde_log_sum_exp(queries, dataset, device=H100_LIKE) -> torch.Tensor:
     return out
 
 
-def sparse_sign_projection(x, crow, col, signs, scale: float, device=H100_LIKE) -> torch.Tensor:
-    """(N, D) -> (N, K) with the signed sparse (K, D) matrix in CSR form."""
+def sparse_sign_projection(x, crow, col, signs, scale: float, slab_width: int = 0, device=H100_LIKE) -> torch.Tensor:
+    """(N, D) -> (N, K) with the signed sparse (K, D) matrix in CSR form; slab_width > 0 forces
+    the kernel's slab width."""
     n, d = x.shape
     k = crow.numel() - 1
     out = torch.full((n, k), float("nan"), dtype=x.dtype)
     args = (_ptr(x), _i64(n), _i64(d), _ptr(crow), _ptr(col), _ptr(signs), _i64(col.numel()), _i64(k))
     function = getattr(load(), f"sim_sparse_sign_projection_{_suffix(x.dtype)}")
-    _call("sparse_sign_projection", device, function, *args, ctypes.c_double(scale), _ptr(out))
+    _call("sparse_sign_projection", device, function, *args, ctypes.c_double(scale), _ptr(out), _i64(slab_width))
     return out
+
+
+def sparse_sign_projection_plan(d: int, k: int, dtype: torch.dtype, slab_width: int = 0, device=H100_LIKE) -> tuple[int, int, int]:
+    """(slab width, slabs, output chunk) of the projection kernel for (N, d) -> (N, k) rows."""
+    plan = torch.zeros(3, dtype=torch.int64)
+    elem_bytes = torch.empty((), dtype=dtype).element_size()
+    _call("sparse_sign_projection", device, load().sim_sparse_sign_projection_plan, _i64(d), _i64(k), elem_bytes, _i64(slab_width), _ptr(plan))
+    return tuple(int(v) for v in plan)
 
 
 def kcenter_step_(features, min_distances, center: int | None, center_row=None, device=H100_LIKE) -> int:

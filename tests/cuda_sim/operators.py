@@ -73,12 +73,13 @@ def separable_blur2d(input, kernel_y, kernel_x, border_type="reflect", same_padd
     )
 
 
-def sparse_sign_projection(input, crow_indices, col_indices, signs, scale, device: Device = H100_LIKE):
+def sparse_sign_projection(input, crow_indices, col_indices, signs, scale, device: Device = H100_LIKE, slab_width: int = 0):
+    # slab_width: what ANOMALY_KERNELS_PROJECTION_SLAB sets on a GPU (0: the device's choice).
     n, k = input.shape[0], crow_indices.numel() - 1
     if n == 0 or k == 0:
         return input.new_zeros(n, k)
     pattern = [t.contiguous() for t in (crow_indices, col_indices, signs)]
-    return kernels.sparse_sign_projection(input.contiguous(), *pattern, float(scale), device=device)
+    return kernels.sparse_sign_projection(input.contiguous(), *pattern, float(scale), slab_width, device=device)
 
 
 OPERATORS = {

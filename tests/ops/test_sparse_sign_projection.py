@@ -5,15 +5,15 @@ import pytest
 import torch
 from conformance import sign_pattern
 from cuda_sim import operators as simulated
-from cuda_sim.kernels import copies_from
+from cuda_sim.kernels import TURING_LIKE, copies_from, late_copies, reverse_thread_order, sparse_sign_projection_plan
 
 from anomaly_kernels import ops, reference
 
 
 # Sizes where the CUDA kernel's paths change: 32-row (float32) / 16-row (float64) tiles with a
-# partial last tile (31, 33, 1000 rows), widths of 1 and 7 columns, 1536 (the shared tile fits,
-# results written in two output chunks for k = 284), 3000 (too wide for a shared tile: the
-# global-gather path), one output or many.
+# partial last tile (31, 33, 1000 rows), widths of 1 and 7 columns (one slab), 1536 (rows staged
+# in slabs of 512, every output in one result block on an H100), 3000 (more, partial slabs), one
+# output or many.
 @pytest.mark.parametrize("n", [1, 31, 33, 1000])
 @pytest.mark.parametrize("d", [1, 7, 1536, 3000])
 @pytest.mark.parametrize("k", [1, 284])
@@ -39,6 +39,19 @@ def test_long_rows_many_outputs_and_empty_rows(device, dtype):
             ops.sparse_sign_projection(x, crow, col, signs, 0.5),
             reference.sparse_sign_projection(x, crow, col, signs, 0.5), rtol=tol, atol=tol,
         )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("slab_width", ["1", "100", "299", "5000"])
+def test_cuda_forced_slab_widths_give_the_projection(monkeypatch, slab_width):
+    # ANOMALY_KERNELS_PROJECTION_SLAB overrides the slab width the kernel picks; only the order
+    # of the float sums changes.
+    crow, col, signs = sign_pattern(45, 300, 0.2, seed=5, device="cuda")
+    x = torch.randn(70, 300, device="cuda")
+    monkeypatch.setenv("ANOMALY_KERNELS_PROJECTION_SLAB", slab_width)
+    out = ops.sparse_sign_projection(x, crow, col, signs, 0.7)
+    expected = reference.sparse_sign_projection(x, crow, col, signs, 0.7)
+    torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize(
@@ -124,8 +137,8 @@ def test_simulated_cuda_decreasing_offsets_and_odd_signs_never_read_outside():
 
 @pytest.mark.parametrize("n,d,k,density", [(300, 1536, 303, 1 / 39.2), (70, 9000, 40, 0.01), (1000, 64, 1, 0.5)])
 def test_simulated_cuda_projection_sizes(n, d, k, density):
-    # PatchCore's projection width (several output chunks per staged tile), rows too wide to
-    # stage, and a single output.
+    # PatchCore's projection width (three slabs of 512 columns), long rows in many slabs, and a
+    # single output.
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(d))
     pattern = sign_pattern(k, d, density, seed=k, device="cpu")
     out = simulated.sparse_sign_projection(x, *pattern, 0.3)
@@ -134,9 +147,60 @@ def test_simulated_cuda_projection_sizes(n, d, k, density):
 
 @pytest.mark.parametrize("n,d,k", [(300, 1536, 303), (33, 100, 7)])
 def test_simulated_cuda_stages_every_input_element_once(n, d, k):
-    """The kernel's memory plan: each input row goes to shared memory once, whatever the number
-    of outputs (several output chunks per staged tile at 303)."""
+    """The kernel's memory plan: each input row goes to shared memory once, slab by slab, when
+    the results of all outputs fit next to the slabs (PatchCore's 303 outputs do)."""
+    assert sparse_sign_projection_plan(d, k, torch.float32)[2] == k
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(k))
     with copies_from(x) as counts:
         simulated.sparse_sign_projection(x, *sign_pattern(k, d, 1 / 39.2, seed=k, device="cpu"), 0.3)
     assert torch.equal(counts, torch.ones_like(counts))
+
+
+def test_simulated_cuda_chunked_outputs_stage_the_input_once_per_chunk():
+    """3000 outputs do not fit in one result block: each chunk stages the tile again."""
+    n, d, k = 40, 64, 3000
+    width, slabs, chunk = sparse_sign_projection_plan(d, k, torch.float32)
+    chunks = -(-k // chunk)
+    assert (width, slabs) == (64, 1) and chunks == 2
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(3))
+    pattern = sign_pattern(k, d, 0.1, seed=3, device="cpu")
+    with copies_from(x) as counts:
+        out = simulated.sparse_sign_projection(x, *pattern, 0.5)
+    assert torch.equal(counts, torch.full_like(counts, chunks))
+    torch.testing.assert_close(out, reference.sparse_sign_projection(x, *pattern, 0.5), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "d,k,dtype,device",
+    [(1536, 303, torch.float32, None), (1536, 303, torch.float64, None), (1536, 1500, torch.float32, None),
+     (100, 7, torch.float32, None), (1536, 303, torch.float32, TURING_LIKE), (9000, 40, torch.float64, TURING_LIKE)],
+)
+def test_simulated_cuda_plan_covers_the_row_and_fits(d, k, dtype, device):
+    """Slabs cover the row in equal widths, chunks cover the outputs, and at PatchCore's size
+    (1536 -> 303) on an H100-sized shared memory every output is summed in one pass over slabs
+    of at least 256 columns."""
+    on = {"device": device} if device else {}
+    width, slabs, chunk = sparse_sign_projection_plan(d, k, dtype, **on)
+    assert slabs * width >= d > (slabs - 1) * width and 1 <= chunk <= k
+    if device is None and k <= 303:
+        assert chunk == k and width >= min(d, 256)
+    if (d, k, device) == (1536, 1500, None):  # all 1500 would leave ~100-column slabs: chunked
+        assert width >= 256 and chunk < k
+    # The plan is what the kernel runs with: forcing its own width changes nothing.
+    assert sparse_sign_projection_plan(d, k, dtype, width, **on) == (width, slabs, chunk)
+
+
+@pytest.mark.parametrize("slab_width", [1, 7, 64, 100, 299, 300, 5000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_simulated_cuda_any_slab_width_gives_the_projection(slab_width, dtype):
+    """Rows staged in slabs of any width, the last one partial or not, through the two-buffer
+    pipeline: the same projection as the CPU kernel, and the same bits whatever the order of the
+    simulated threads or however late the staged copies land."""
+    n, d, k = 70, 300, 45
+    x = torch.randn(n, d, dtype=dtype, generator=torch.Generator().manual_seed(slab_width))
+    pattern = sign_pattern(k, d, 0.2, seed=slab_width, device="cpu")
+    out = simulated.sparse_sign_projection(x, *pattern, 0.7, slab_width=slab_width)
+    tol = 2e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, ops.sparse_sign_projection(x, *pattern, 0.7), rtol=tol, atol=tol)
+    with late_copies(), reverse_thread_order():
+        assert torch.equal(simulated.sparse_sign_projection(x, *pattern, 0.7, slab_width=slab_width), out)

@@ -180,12 +180,20 @@ def sparse_projection_comparison(n: int, dim: int) -> Comparison:
     projection = SparseRandomProjection(eps=0.9, random_state=0).fit(x)
     dense_t = projection.sparse_random_matrix.to("cuda").T.contiguous()
     k = dense_t.shape[1]
+
+    def native():
+        return projection.transform(x)
+
+    # Rows staged in other slab widths than the one the kernel picks from the shared memory
+    # (narrower: more, shorter steps; 768 at 1536 columns: the outputs in two chunks).
+    slabs = {f"native_slab{w}": _with_environment(native, "ANOMALY_KERNELS_PROJECTION_SLAB", str(w)) for w in (256, 384, 768)}
     return Comparison(
         "sparse_projection", f"{n}x{dim}->{k}",
         {
-            "native": lambda: projection.transform(x),
+            "native": native,
             "dense_gemm_fp32": lambda: x @ dense_t,
             "dense_gemm_tf32": _with_flags(lambda: x @ dense_t, tf32=True),
+            **slabs,
         },
         floor_bytes=(n * dim + n * k) * 4,
         check=_relative_check(1e-5),
