@@ -19,6 +19,8 @@ from anomaly_kernels.packed_precision import packed_length, unpack_upper_triangl
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
 PADDINGS = ("same", "valid")
 
+# Operators are called by their overload (``.default``): resolving the overload of a packet
+# costs about half a microsecond a call, as much as a small GPU kernel's launch.
 _ops = torch.ops.anomaly_kernels
 
 
@@ -90,7 +92,7 @@ def kcenter_step_(
         if not 0 <= center < features.shape[0]:
             raise ValueError(f"center must be a row index in [0, {features.shape[0]}), got {center}")
         center = torch.tensor(center, dtype=torch.int64, device=features.device)
-    return _ops.kcenter_step_(features, min_distances, center)
+    return _ops.kcenter_step_.default(features, min_distances, center)
 
 
 @torch.library.register_fake("anomaly_kernels::kcenter_step_")
@@ -116,7 +118,7 @@ def kcenter_step_to_(features: torch.Tensor, min_distances: torch.Tensor, center
     if center_row.shape != (features.shape[1],):
         raise ValueError(f"center_row must have shape ({features.shape[1]},), got {tuple(center_row.shape)}")
     _check_same_device("center_row", center_row, "features", features)
-    return _ops.kcenter_step_to_(features, min_distances, center_row)
+    return _ops.kcenter_step_to_.default(features, min_distances, center_row)
 
 
 @torch.library.register_fake("anomaly_kernels::kcenter_step_to_")
@@ -193,7 +195,7 @@ def kcenter_greedy_(
             f"begin and end must satisfy 0 <= begin <= end {'<' if pick else '<='} len(centers) = "
             f"{centers.shape[0]}, got begin={begin}, end={end}"
         )
-    _ops.kcenter_greedy_(features, min_distances, nearest, centers, int(begin), int(end), bool(pick), bool(prune))
+    _ops.kcenter_greedy_.default(features, min_distances, nearest, centers, int(begin), int(end), bool(pick), bool(prune))
 
 
 @torch.library.register_fake("anomaly_kernels::kcenter_greedy_")
@@ -239,7 +241,7 @@ def sparse_sign_projection(
         raise ValueError(f"signs must be int8 with the shape of col_indices {tuple(col_indices.shape)}, got {tuple(signs.shape)} {signs.dtype}")
     for name, tensor in (("crow_indices", crow_indices), ("col_indices", col_indices), ("signs", signs)):
         _check_same_device(name, tensor, "input", input)
-    return _ops.sparse_sign_projection(input, crow_indices, col_indices, signs, float(scale))
+    return _ops.sparse_sign_projection.default(input, crow_indices, col_indices, signs, float(scale))
 
 
 @torch.library.register_fake("anomaly_kernels::sparse_sign_projection")
@@ -271,7 +273,7 @@ def kde_log_sum_exp(queries: torch.Tensor, dataset: torch.Tensor) -> torch.Tenso
     if queries.dim() != 2 or queries.shape[1] != dataset.shape[1]:
         raise ValueError(f"queries must be 2-D (M, {dataset.shape[1]}) like dataset, got shape {tuple(queries.shape)}")
     _check_same_device("dataset", dataset, "queries", queries)
-    return _ops.kde_log_sum_exp(queries, dataset)
+    return _ops.kde_log_sum_exp.default(queries, dataset)
 
 
 @torch.library.register_fake("anomaly_kernels::kde_log_sum_exp")
@@ -321,7 +323,7 @@ def gaussian_fit(
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     if not isinstance(packed, bool):
         raise TypeError(f"packed must be a bool, got {type(packed).__name__}")
-    return _ops.gaussian_fit(embedding, float(ridge), packed)
+    return _ops.gaussian_fit.default(embedding, float(ridge), packed)
 
 
 @torch.library.register_fake("anomaly_kernels::gaussian_fit")
@@ -390,11 +392,11 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     _check_same_device("precision", precision, "embedding", embedding)
     if not embedding.is_cuda or torch.compiler.is_compiling():
         # Traced calls record the operator itself (its fake kernel gives the shape).
-        return _ops.mahalanobis(embedding, mean, precision)
+        return _ops.mahalanobis.default(embedding, mean, precision)
     if precision.dim() == 3 and cublas_scores_faster(b, c, embedding.dtype):
         return _mahalanobis_batched_matmul(embedding, mean, precision)
     try:
-        return _ops.mahalanobis(embedding, mean, precision)
+        return _ops.mahalanobis.default(embedding, mean, precision)
     except RuntimeError as error:  # raised before any work is queued
         if "exceed what the CUDA kernel holds" not in str(error):
             raise
@@ -514,7 +516,7 @@ def banded_resample2d(
         raise ValueError(f"input must be 4-D (B, C, h, w), got shape {tuple(input.shape)}")
     _check_band("y", start_y, weights_y, input.shape[2], input)
     _check_band("x", start_x, weights_x, input.shape[3], input)
-    return _ops.banded_resample2d(input, start_y, weights_y, start_x, weights_x)
+    return _ops.banded_resample2d.default(input, start_y, weights_y, start_x, weights_x)
 
 
 @torch.library.register_fake("anomaly_kernels::banded_resample2d")
@@ -573,15 +575,24 @@ def separable_blur2d(
             f"'valid' padding needs H >= {kernel_y.numel()} and W >= {kernel_x.numel()}, "
             f"got input shape {tuple(input.shape)}"
         )
-    same = padding == "same"
-    records_grad = torch.is_grad_enabled() and (input.requires_grad or kernel_y.requires_grad or kernel_x.requires_grad)
-    if not records_grad and not torch.compiler.is_compiling():
+    return checked_separable_blur2d(input, kernel_y, kernel_x, border_type, padding == "same")
+
+
+def checked_separable_blur2d(
+    input: torch.Tensor, kernel_y: torch.Tensor, kernel_x: torch.Tensor, border_type: str, same_padding: bool
+) -> torch.Tensor:
+    """:func:`separable_blur2d` on arguments its caller has already checked (GaussianBlur2d
+    checks the input and owns valid kernels): the per-image path of a model pays for one set of
+    checks, not two. The operator's own checks still run."""
+    if not torch.compiler.is_compiling() and not (
+        torch.is_grad_enabled() and (input.requires_grad or kernel_y.requires_grad or kernel_x.requires_grad)
+    ):
         # Nothing for autograd to record: go straight to the device kernel, past the autograd
         # layer that register_autograd adds in Python (about 5 us a call, longer than a GPU
         # blur of a few maps takes). Traced calls keep the plain path.
         with torch._C._AutoDispatchBelowAutograd():
-            return _ops.separable_blur2d(input, kernel_y, kernel_x, border_type, same)
-    return _ops.separable_blur2d(input, kernel_y, kernel_x, border_type, same)
+            return _ops.separable_blur2d.default(input, kernel_y, kernel_x, border_type, same_padding)
+    return _ops.separable_blur2d.default(input, kernel_y, kernel_x, border_type, same_padding)
 
 
 @torch.library.register_fake("anomaly_kernels::separable_blur2d")
@@ -626,7 +637,7 @@ def _separable_blur2d_backward(ctx, grad):
     kernel_y, kernel_x = ctx.saved_tensors
     ky, kx = kernel_y.shape[0], kernel_x.shape[0]
     full = torch.nn.functional.pad(grad, (kx - 1, kx - 1, ky - 1, ky - 1))
-    grad_padded = _ops.separable_blur2d(full, kernel_y.flip(0), kernel_x.flip(0), "constant", False)
+    grad_padded = _ops.separable_blur2d.default(full, kernel_y.flip(0), kernel_x.flip(0), "constant", False)
     if ctx.same_padding:
         h, w = ctx.input_size
         grad_padded = _fold_padding(grad_padded, 2, h, (ky - 1) // 2, ctx.border_type)

@@ -98,6 +98,9 @@ def test_bad_input_is_named():
         blur(torch.rand(3, 8, 8))
     with pytest.raises(TypeError, match="floating"):
         blur(torch.ones(1, 3, 8, 8, dtype=torch.int64))
+    valid = GaussianBlur2d(kernel_size=(5, 3), sigma=1.0, channels=1, padding="valid")
+    with pytest.raises(ValueError, match=r"'valid' padding needs H >= 5 and W >= 3, got input shape \(1, 1, 4, 8\)"):
+        valid(torch.rand(1, 1, 4, 8))
 
 
 def test_loaded_kernel_is_the_kernel_applied(device):
