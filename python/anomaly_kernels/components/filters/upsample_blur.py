@@ -116,5 +116,5 @@ def upsample_blur2d(
     # and checking a CUDA band's starts means reading them back (a synchronisation per axis, ten
     # times the fused kernel's own time).
     x = maps if maps.dtype == dtype else maps.to(dtype)
-    out = torch.ops.anomaly_kernels.banded_resample2d(x, start_y, weights_y, start_x, weights_x)
+    out = torch.ops.anomaly_kernels.banded_resample2d.default(x, start_y, weights_y, start_x, weights_x)
     return out if out.dtype == maps.dtype else out.to(maps.dtype)
