@@ -8,22 +8,30 @@
 // overlap even with one 1024-thread block per multiprocessor. A staged row has the odd stride
 // S = (width + 1) | 1, so that the 32 lanes of a warp, each on its own row, reading one column
 // hit 32 different banks; column `width` of every buffer row is kept 0. Each warp works on one
-// output at a time for all the tile's rows: the column indices it needs are the same for every
-// lane (broadcast reads), so the index traffic is paid once per ROWS rows. Per-slab sums go to
-// a shared (ROWS, chunk) result block, accumulated over the slabs and written out row segment
-// by row segment (coalesced) after the last one. When the results of all k outputs do not fit
-// next to the two buffers, the outputs are taken in chunks and each chunk stages the tile again.
+// output at a time for all the tile's rows: the column offsets it needs are the same for every
+// lane (broadcast reads). Per-slab sums go to a shared (ROWS, chunk) result block, accumulated
+// over the slabs and written out row segment by row segment (coalesced) after the last one. When
+// the results of all k outputs do not fit next to the two buffers, the outputs are taken in
+// chunks and each chunk stages the tile again.
+//
+// The re-packed pattern (below) is copied into shared memory once per block when it fits beside
+// the buffers (PatchCore's 303 x 1536 pattern takes ~70 KB: slabs of 384 columns leave room for
+// it), so that the only per-tile traffic is the input and the output; otherwise it is read from
+// global memory (L2) at every tile.
 //
 // float: ROWS = 32, one row per lane. double: ROWS = 16; a 64-bit shared access is served per
 // half warp, so lanes 0-15 and 16-31 take alternate entries of the same output for the same 16
 // rows (bank-conflict free within each half with an odd S) and are summed at the end.
 //
-// The pattern is re-packed on the device first (two small kernels, no host synchronisation):
+// The pattern is re-packed on the device first (four small kernels, no host synchronisation):
 // per output row and slab, the valid columns as int32 byte offsets into the slab, positive-sign
 // entries first and then the negative-sign ones, each list starting at a multiple of 4 so that a
 // warp reads 4 of them with one 16-byte broadcast, and padded to a multiple of 4 with the offset
 // of the zero column that ends every staged row (no per-entry bounds test in the inner loop).
-// Per output and slab a descriptor {offset, #positive, #negative} is stored.
+// The lists of all outputs are stored back to back; per output and slab a descriptor {first
+// entry, #positive | #negative << 16} is stored. Slabs are at most 65535 columns wide, so a
+// pattern without repeated columns never has more entries per list than 16 bits count; a list
+// with more (repeats) keeps its first 65535 entries.
 #include "cuda/async_copy.cuh"
 #include "cuda/device_limits.cuh"
 #include "cuda/sparse_sign_projection.cuh"
@@ -35,132 +43,177 @@ namespace {
 
 constexpr int kThreads = 1024;            // 32 warps per block
 constexpr int kWarps = kThreads / 32;
-constexpr int kSliceEntries = 64;         // indices a warp stages per step (16 groups of 4)
-constexpr int kSliceGroups = kSliceEntries / 4;
 constexpr int64_t kMinSlabWidth = 256;    // narrower slabs only where the shared memory is small
+constexpr int64_t kMaxSlabWidth = 65535;  // a list's entry count fits 16 bits
+constexpr int kMaxListEntries = 65535;
 constexpr int64_t kMinChunk = 32;         // fewest outputs per result block worth chunking for
+constexpr int64_t kMaxPlannedSlabs = 1024;  // slab counts the planner tries for a shared pattern
 constexpr int kPackThreads = 512;
 
 __host__ __device__ constexpr int64_t round_up4(int64_t v) { return (v + 3) & ~int64_t{3}; }
 
-// Entry slots of an output with L stored entries over `slabs` slabs: its 2 * slabs lists, each
-// rounded up to 4, need at most L + 6 * slabs.
-__host__ __device__ constexpr int64_t output_slots(int64_t length, int64_t slabs) {
-  return round_up4(length) + 8 * slabs;
-}
+// Workspace in int32 words, every part 16-byte aligned:
+//   descriptors: k * slabs int2 {first entry, #positive | #negative << 16}
+//   entries:     the lists, back to back; each (output, slab) pair pads its two lists by at
+//                most 3 entries each, so nnz + 6 k slabs bound them (+ 4: the shared copy reads
+//                whole 16-byte words)
+//   bound:       k + 1 clamped row offsets
+//   starts:      k first entries of each output's lists, then their total
+struct Workspace {
+  int64_t desc_words, entry_words, bound_words, start_words;
+  Workspace(int64_t nnz, int64_t k, int64_t slabs)
+      : desc_words(round_up4(2 * k * slabs)),
+        entry_words(round_up4(nnz + 6 * k * slabs) + 4),
+        bound_words(round_up4(k + 1)),
+        start_words(round_up4(k + 1)) {}
+  int64_t total() const { return desc_words + entry_words + bound_words + start_words; }
+};
 
-// Workspace layout in int32 words: desc (4 k slabs) | entries (entries_capacity) | clamped
-// offsets (k + 1).
-int64_t entries_capacity(int64_t nnz, int64_t k, int64_t slabs) { return nnz + (3 + 8 * slabs) * k; }
+// Shared bytes of the pattern when copied into shared memory: its descriptors and at most
+// nnz + 6 k slabs entries.
+int64_t pattern_bytes(int64_t nnz, int64_t k, int64_t slabs) {
+  return 4 * (round_up4(2 * k * slabs) + round_up4(nnz + 6 * k * slabs));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Pattern re-packing
 // ---------------------------------------------------------------------------------------------
 
-// One block. bound[i] = clamp(max(crow[0..i]), 0, nnz) for i in [0, k]; then per output j:
-// desc[j * slabs] = {start of its entry slots, bound[j], bound[j+1] - bound[j], 0}.
+// One block. bound[i] = clamp(max(crow[0..i]), 0, nnz) for i in [0, k].
 __global__ void __launch_bounds__(kPackThreads) bound_kernel(const int64_t* __restrict__ crow,
-                                                             int64_t k, int64_t nnz, int slabs,
-                                                             int32_t* __restrict__ bound,
-                                                             int4* __restrict__ desc) {
+                                                             int64_t k, int64_t nnz,
+                                                             int32_t* __restrict__ bound) {
   using MaxScan = cub::BlockScan<long long, kPackThreads>;
-  using SumScan = cub::BlockScan<int, kPackThreads>;
-  __shared__ union {
-    typename MaxScan::TempStorage max_scan;
-    typename SumScan::TempStorage sum_scan;
-  } temp;
+  __shared__ typename MaxScan::TempStorage temp;
   const auto max_op = [](long long a, long long b) { return a > b ? a : b; };
   long long running_max = 0;  // offsets below 0 clamp to 0 anyway
   for (int64_t base = 0; base <= k; base += kPackThreads) {
     const int64_t i = base + threadIdx.x;
     long long v = i <= k ? static_cast<long long>(crow[i]) : 0;
     long long chunk_max;
-    MaxScan(temp.max_scan).InclusiveScan(v, v, max_op, chunk_max);
+    MaxScan(temp).InclusiveScan(v, v, max_op, chunk_max);
     v = max_op(v, running_max);
     running_max = max_op(running_max, chunk_max);
     if (i <= k) bound[i] = static_cast<int32_t>(v < 0 ? 0 : (v > nnz ? nnz : v));
-    __syncthreads();  // temp reuse; bound[] visible to the whole block
-  }
-  int running_sum = 0;
-  for (int64_t base = 0; base < k; base += kPackThreads) {
-    const int64_t j = base + threadIdx.x;
-    int length = 0, slots = 0;
-    if (j < k) {
-      length = bound[j + 1] - bound[j];
-      slots = static_cast<int>(output_slots(length, slabs));
-    }
-    int start, chunk_sum;
-    SumScan(temp.sum_scan).ExclusiveSum(slots, start, chunk_sum);
-    if (j < k) desc[j * slabs] = make_int4(running_sum + start, bound[j], length, 0);
-    running_sum += chunk_sum;
-    __syncthreads();
+    __syncthreads();  // temp reuse
   }
 }
 
-// One warp per output j: for each slab s, copies the valid entries whose column lies in the
-// slab, as byte offsets from the slab's first column, into j's slots (positive signs first,
-// negative ones from the next multiple of 4), and writes desc[j * slabs + s] = {start,
-// #positive, #negative, 0}. Unused slots up to the end of each list's last group of 4 hold the
-// offset of column `width`: the zero column of a staged slab. O(slabs * L / 32) steps per output
-// of L entries (slabs is 1-3 at PatchCore's sizes).
-__global__ void __launch_bounds__(256) pack_kernel(const int64_t* __restrict__ col,
-                                                   const int8_t* __restrict__ signs, int64_t k,
-                                                   int64_t d, int width, int slabs, int elem_bytes,
-                                                   int4* __restrict__ desc,
-                                                   int32_t* __restrict__ entries) {
-  const int64_t j = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+// Visits the entries of output j (one warp, lanes on consecutive entries) that belong to slab
+// [lo, hi) with a non-zero sign: f(is_positive_mask, is_negative_mask, lane_positive,
+// lane_negative, lane_offset) once per round of 32 entries, with the lane's byte offset into
+// the slab.
+template <typename F>
+__device__ __forceinline__ void for_slab_entries(const int64_t* __restrict__ col,
+                                                 const int8_t* __restrict__ signs, int first,
+                                                 int length, int64_t lo, int64_t hi,
+                                                 int elem_bytes, F f) {
   const int lane = threadIdx.x % 32;
+  for (int q = lane; q - lane < length; q += 32) {
+    bool pos = false, neg = false;
+    int32_t offset = 0;
+    if (q < length) {
+      const int64_t c = col[first + q];
+      const int sign = signs[first + q];
+      const bool inside = c >= lo && c < hi;
+      pos = inside && sign > 0;
+      neg = inside && sign < 0;
+      offset = inside ? static_cast<int32_t>(c - lo) * elem_bytes : 0;
+    }
+    f(__ballot_sync(0xffffffffu, pos), __ballot_sync(0xffffffffu, neg), pos, neg, offset);
+  }
+}
+
+// One warp per output j: the entry counts of its lists in every slab (at most kMaxListEntries
+// each) into desc[j * slabs + s].y, and the entries its lists take, padded, into starts[j].
+__global__ void __launch_bounds__(256) count_kernel(const int64_t* __restrict__ col,
+                                                    const int8_t* __restrict__ signs,
+                                                    const int32_t* __restrict__ bound, int64_t k,
+                                                    int64_t d, int width, int slabs,
+                                                    int2* __restrict__ desc,
+                                                    int32_t* __restrict__ starts) {
+  const int64_t j = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (j >= k) return;  // the whole warp leaves together
-  const int4 info = desc[j * slabs];
-  const int first = info.y, length = info.z;
-  const unsigned below = (1u << lane) - 1u;
-  const int32_t zero_column = width * elem_bytes;
-  __syncwarp();  // every lane has read desc[j * slabs] before lane 0 rewrites it
-  int cursor = info.x;
+  const int first = bound[j], length = bound[j + 1] - bound[j];
+  int used = 0;
   for (int s = 0; s < slabs; ++s) {
     const int64_t lo = static_cast<int64_t>(s) * width;
     const int64_t hi = lo + width < d ? lo + width : d;
-    // Entry q's membership in this slab's positive and negative lists.
-    const auto classify = [&](int q, bool* pos, bool* neg, int32_t* offset) {
-      *pos = *neg = false;
-      if (q < length) {
-        const int64_t c = col[first + q];
-        const int sign = signs[first + q];
-        const bool inside = c >= lo && c < hi;
-        *pos = inside && sign > 0;
-        *neg = inside && sign < 0;
-        *offset = static_cast<int32_t>(c - lo) * elem_bytes;
-      }
-    };
     int positives = 0, negatives = 0;
-    for (int q = lane; q - lane < length; q += 32) {
-      bool pos, neg;
-      int32_t offset = 0;
-      classify(q, &pos, &neg, &offset);
-      positives += __popc(__ballot_sync(0xffffffffu, pos));
-      negatives += __popc(__ballot_sync(0xffffffffu, neg));
-    }
+    for_slab_entries(col, signs, first, length, lo, hi, 1,
+                     [&](unsigned pos_mask, unsigned neg_mask, bool, bool, int32_t) {
+                       positives += __popc(pos_mask);
+                       negatives += __popc(neg_mask);
+                     });
+    positives = positives < kMaxListEntries ? positives : kMaxListEntries;
+    negatives = negatives < kMaxListEntries ? negatives : kMaxListEntries;
+    used += static_cast<int>(round_up4(positives) + round_up4(negatives));
+    if (threadIdx.x % 32 == 0)
+      desc[j * slabs + s] = make_int2(0, static_cast<int>(static_cast<unsigned>(positives) |
+                                                          (static_cast<unsigned>(negatives) << 16)));
+  }
+  if (threadIdx.x % 32 == 0) starts[j] = used;
+}
+
+// One block: starts[j] = sum of the entries of the outputs before j; starts[k] = all of them.
+__global__ void __launch_bounds__(kPackThreads) start_kernel(int64_t k,
+                                                             int32_t* __restrict__ starts) {
+  using SumScan = cub::BlockScan<int, kPackThreads>;
+  __shared__ typename SumScan::TempStorage temp;
+  int running_sum = 0;
+  for (int64_t base = 0; base < k; base += kPackThreads) {
+    const int64_t j = base + threadIdx.x;
+    const int used = j < k ? starts[j] : 0;
+    int start, chunk_sum;
+    SumScan(temp).ExclusiveSum(used, start, chunk_sum);
+    if (j < k) starts[j] = running_sum + start;
+    running_sum += chunk_sum;
+    __syncthreads();  // temp reuse
+  }
+  if (threadIdx.x == 0) starts[k] = running_sum;
+}
+
+// One warp per output j: writes its lists slab by slab from starts[j] on (positive offsets,
+// then negative ones from the next multiple of 4, each padded with the zero column `width`) and
+// the first entry of each into desc[j * slabs + s].x.
+__global__ void __launch_bounds__(256) write_kernel(const int64_t* __restrict__ col,
+                                                    const int8_t* __restrict__ signs,
+                                                    const int32_t* __restrict__ bound,
+                                                    const int32_t* __restrict__ starts, int64_t k,
+                                                    int64_t d, int width, int slabs,
+                                                    int elem_bytes, int2* __restrict__ desc,
+                                                    int32_t* __restrict__ entries) {
+  const int64_t j = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (j >= k) return;  // the whole warp leaves together
+  const int first = bound[j], length = bound[j + 1] - bound[j];
+  const unsigned below = (1u << lane) - 1u;
+  const int32_t zero_column = width * elem_bytes;
+  int cursor = starts[j];
+  for (int s = 0; s < slabs; ++s) {
+    const int64_t lo = static_cast<int64_t>(s) * width;
+    const int64_t hi = lo + width < d ? lo + width : d;
+    const unsigned counts = static_cast<unsigned>(desc[j * slabs + s].y);
+    const int positives = static_cast<int>(counts & 0xffffu), negatives = static_cast<int>(counts >> 16);
     const int negative_start = cursor + static_cast<int>(round_up4(positives));
     const int next_cursor = negative_start + static_cast<int>(round_up4(negatives));
     int pos_seen = 0, neg_seen = 0;
-    for (int q = lane; q - lane < length; q += 32) {
-      bool pos, neg;
-      int32_t offset = 0;
-      classify(q, &pos, &neg, &offset);
-      const unsigned pos_mask = __ballot_sync(0xffffffffu, pos);
-      const unsigned neg_mask = __ballot_sync(0xffffffffu, neg);
-      if (pos) entries[cursor + pos_seen + __popc(pos_mask & below)] = offset;
-      if (neg) entries[negative_start + neg_seen + __popc(neg_mask & below)] = offset;
-      pos_seen += __popc(pos_mask);
-      neg_seen += __popc(neg_mask);
-    }
+    for_slab_entries(col, signs, first, length, lo, hi, elem_bytes,
+                     [&](unsigned pos_mask, unsigned neg_mask, bool pos, bool neg, int32_t offset) {
+                       const int pos_rank = pos_seen + __popc(pos_mask & below);
+                       const int neg_rank = neg_seen + __popc(neg_mask & below);
+                       if (pos && pos_rank < positives) entries[cursor + pos_rank] = offset;
+                       if (neg && neg_rank < negatives) entries[negative_start + neg_rank] = offset;
+                       pos_seen += __popc(pos_mask);
+                       neg_seen += __popc(neg_mask);
+                     });
     if (lane < 4) {
       const int pos_pad = cursor + positives + lane;
       if (pos_pad < negative_start) entries[pos_pad] = zero_column;
       const int neg_pad = negative_start + negatives + lane;
       if (neg_pad < next_cursor) entries[neg_pad] = zero_column;
     }
-    if (lane == 0) desc[j * slabs + s] = make_int4(cursor, positives, negatives, 0);
+    if (lane == 0) desc[j * slabs + s].x = cursor;  // .y, which every lane read, stays
     cursor = next_cursor;
   }
 }
@@ -169,37 +222,27 @@ __global__ void __launch_bounds__(256) pack_kernel(const int64_t* __restrict__ c
 // Projection
 // ---------------------------------------------------------------------------------------------
 
-// Adds the groups [begin, end) of one sign list to acc. Entries are byte offsets into the staged
-// slab row, whose zero column the pad entries point at, so every group is summed whole.
-template <int HALVES, typename T>
-__device__ __forceinline__ void sum_groups(const int32_t* __restrict__ slice, int slice_first,
-                                           int begin, int end, const char* row, int half,
-                                           T& acc) {
+// Adds the groups [begin, end) of a list to acc. Entries are byte offsets into the staged slab
+// row, whose zero column the pad entries point at, so every group is summed whole.
+template <int HALVES, bool SHARED_PATTERN, typename T>
+__device__ __forceinline__ void sum_groups(const int32_t* __restrict__ list, int begin, int end,
+                                           const char* row, int half, T& acc) {
   const auto at = [row](int offset) -> T { return *reinterpret_cast<const T*>(row + offset); };
 #pragma unroll 4
   for (int g = begin; g < end; ++g) {
     if constexpr (HALVES == 1) {
       // Same address in every lane: a broadcast.
-      const int4 e = reinterpret_cast<const int4*>(slice)[g - slice_first];
+      const int4* p = reinterpret_cast<const int4*>(list) + g;
+      const int4 e = SHARED_PATTERN ? *p : __ldg(p);
       acc += (at(e.x) + at(e.y)) + (at(e.z) + at(e.w));
     } else {
       // Lanes 0-15 take entries 0 and 1 of the group, lanes 16-31 entries 2 and 3 (two
       // addresses, still one broadcast).
-      const int2 e = reinterpret_cast<const int2*>(slice)[2 * (g - slice_first) + half];
+      const int2* p = reinterpret_cast<const int2*>(list) + 2 * g + half;
+      const int2 e = SHARED_PATTERN ? *p : __ldg(p);
       acc += at(e.x) + at(e.y);
     }
   }
-}
-
-// Warp-wide load of slice `s` of the entry lists described by `info`: lane i holds entries
-// 2i, 2i+1.
-__device__ __forceinline__ int2 load_slice(const int32_t* __restrict__ entries, int4 info, int s,
-                                           int lane) {
-  const int groups = static_cast<int>((round_up4(info.y) + round_up4(info.z)) / 4);
-  const int offset = s * kSliceEntries + 2 * lane;
-  if (offset < 4 * groups)
-    return __ldg(reinterpret_cast<const int2*>(entries + info.x + offset));
-  return make_int2(0, 0);
 }
 
 // One unit of a block's work: the slab `slab` of row tile `tile` for the output chunk `chunk`.
@@ -230,77 +273,63 @@ __device__ __forceinline__ void stage_slab(const T* __restrict__ input, int64_t 
 }
 
 // Sums the outputs [j0, j1) over the staged slab `slab` into results (ROWS, chunk_stride): slab 0
-// stores, later slabs add. Warp w takes outputs j0 + w, j0 + w + kWarps, ..., one slice of at
-// most kSliceEntries indices per step, and loads the next step's indices (and the descriptor of
-// the output after) while it computes the current one.
-template <typename T, int ROWS>
-__device__ __forceinline__ void sum_slab(const int4* __restrict__ desc,
+// stores, later slabs add. Warp w takes outputs j0 + w, j0 + w + kWarps, ...
+template <typename T, int ROWS, bool SHARED_PATTERN>
+__device__ __forceinline__ void sum_slab(const int2* __restrict__ desc,
                                          const int32_t* __restrict__ entries, int slabs, int slab,
-                                         int j0, int j1, const char* row_ptr, int32_t* my_slice,
-                                         T* results, int chunk_stride) {
+                                         int j0, int j1, const char* row_ptr, T* results,
+                                         int chunk_stride) {
   constexpr int HALVES = 32 / ROWS;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row = lane % ROWS, half = lane / ROWS;
-  const auto descriptor = [&](int j) { return __ldg(desc + static_cast<int64_t>(j) * slabs + slab); };
-  int j = j0 + warp, s = 0;
-  int4 info = j < j1 ? descriptor(j) : make_int4(0, 0, 0, 0);
-  int4 info_next = j + kWarps < j1 ? descriptor(j + kWarps) : make_int4(0, 0, 0, 0);
-  int2 staged = j < j1 ? load_slice(entries, info, 0, lane) : make_int2(0, 0);
-  T pos = 0, neg = 0;
-  while (j < j1) {  // warp-uniform
-    __syncwarp();
-    reinterpret_cast<int2*>(my_slice)[lane] = staged;
-    __syncwarp();
-    const int pos_groups = static_cast<int>(round_up4(info.y) / 4);
-    const int groups = pos_groups + static_cast<int>(round_up4(info.z) / 4);
-    const int slices_of_j = groups > 0 ? (groups + kSliceGroups - 1) / kSliceGroups : 1;
-    int j_after = j, s_after = s + 1;
-    int4 info_after = info;
-    if (s_after == slices_of_j) {
-      j_after = j + kWarps;
-      s_after = 0;
-      info_after = info_next;
-      if (j_after + kWarps < j1) info_next = descriptor(j_after + kWarps);
+  for (int j = j0 + warp; j < j1; j += kWarps) {  // warp-uniform
+    const int2* p = desc + static_cast<int64_t>(j) * slabs + slab;
+    const int2 info = SHARED_PATTERN ? *p : __ldg(p);
+    const unsigned counts = static_cast<unsigned>(info.y);
+    const int pos_groups = static_cast<int>(((counts & 0xffffu) + 3) / 4);
+    const int neg_groups = static_cast<int>(((counts >> 16) + 3) / 4);
+    const int32_t* list = entries + info.x;
+    T pos = 0, neg = 0;
+    sum_groups<HALVES, SHARED_PATTERN, T>(list, 0, pos_groups, row_ptr, half, pos);
+    sum_groups<HALVES, SHARED_PATTERN, T>(list, pos_groups, pos_groups + neg_groups, row_ptr, half, neg);
+    T total = pos - neg;
+    if constexpr (HALVES == 2) total += __shfl_xor_sync(0xffffffffu, total, 16);
+    if (half == 0) {
+      T& r = results[row * chunk_stride + (j - j0)];
+      r = slab == 0 ? total : r + total;
     }
-    if (j_after < j1) staged = load_slice(entries, info_after, s_after, lane);
-
-    const int g_begin = s * kSliceGroups;
-    const int g_end = g_begin + kSliceGroups < groups ? g_begin + kSliceGroups : groups;
-    sum_groups<HALVES, T>(my_slice, g_begin, g_begin, g_end < pos_groups ? g_end : pos_groups,
-                          row_ptr, half, pos);
-    sum_groups<HALVES, T>(my_slice, g_begin, g_begin > pos_groups ? g_begin : pos_groups, g_end,
-                          row_ptr, half, neg);
-    if (s_after == 0) {  // output j is complete for this slab
-      T total = pos - neg;
-      if constexpr (HALVES == 2) total += __shfl_xor_sync(0xffffffffu, total, 16);
-      if (half == 0) {
-        T& r = results[row * chunk_stride + (j - j0)];
-        r = slab == 0 ? total : r + total;
-      }
-      pos = 0;
-      neg = 0;
-    }
-    j = j_after;
-    s = s_after;
-    info = info_after;
   }
 }
 
-template <typename T, int ROWS>
+template <typename T, int ROWS, bool SHARED_PATTERN>
 __global__ void __launch_bounds__(kThreads, 1)
     projection_kernel(const T* __restrict__ input, int64_t n, int d, int width, int slabs,
-                      int stride, const int4* __restrict__ desc,
-                      const int32_t* __restrict__ entries, int k, int chunk, int chunk_stride,
-                      T scale, T* __restrict__ out) {
+                      int stride, const int2* __restrict__ desc,
+                      const int32_t* __restrict__ entries, const int32_t* __restrict__ entry_count,
+                      int k, int chunk, int chunk_stride, T scale, T* __restrict__ out) {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  // Layout: two slab buffers (ROWS * stride T each) | results (ROWS * chunk_stride T) | one
-  // slice of kSliceEntries indices per warp (16-byte aligned).
+  // Layout: two slab buffers (ROWS * stride T each) | results (ROWS * chunk_stride T) | with
+  // SHARED_PATTERN, the descriptors and the entries (16-byte aligned).
   const int64_t buffer_elems = static_cast<int64_t>(ROWS) * stride;
   T* buffers = reinterpret_cast<T*>(shared_bytes);
   T* results = buffers + 2 * buffer_elems;
-  const size_t results_end = (2 * buffer_elems + static_cast<int64_t>(ROWS) * chunk_stride) * sizeof(T);
-  int32_t* slices = reinterpret_cast<int32_t*>(shared_bytes + ((results_end + 15) & ~size_t{15}));
-  int32_t* my_slice = slices + (threadIdx.x / 32) * kSliceEntries;
+  const int2* pattern_desc = desc;
+  const int32_t* pattern_entries = entries;
+  if constexpr (SHARED_PATTERN) {
+    const size_t results_end = (2 * buffer_elems + static_cast<int64_t>(ROWS) * chunk_stride) * sizeof(T);
+    int32_t* shared_desc = reinterpret_cast<int32_t*>(shared_bytes + ((results_end + 15) & ~size_t{15}));
+    const int64_t desc_words = round_up4(2 * static_cast<int64_t>(k) * slabs);
+    int32_t* shared_entries = shared_desc + desc_words;
+    // Entries in whole 16-byte words (every list is a multiple of 4 entries, 16-byte aligned);
+    // visible after the first step's __syncthreads.
+    const int64_t entry_words = round_up4(*entry_count);
+    for (int64_t i = threadIdx.x; i < static_cast<int64_t>(k) * slabs; i += kThreads)
+      reinterpret_cast<int2*>(shared_desc)[i] = __ldg(desc + i);
+    for (int64_t i = threadIdx.x; i < entry_words / 4; i += kThreads)
+      reinterpret_cast<int4*>(shared_entries)[i] = __ldg(reinterpret_cast<const int4*>(entries) + i);
+    pattern_desc = reinterpret_cast<const int2*>(shared_desc);
+    pattern_entries = shared_entries;
+  }
   const int row = (threadIdx.x % 32) % ROWS;
 
   // Column `width` of every buffer row stays 0 (the pad entries read it); staging never writes
@@ -331,8 +360,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const T* my_row = buffers + b * buffer_elems + (row < count ? row : count - 1) * stride;
     const int j0 = step.chunk * chunk;
     const int j1 = j0 + chunk < k ? j0 + chunk : k;
-    sum_slab<T, ROWS>(desc, entries, slabs, step.slab, j0, j1,
-                      reinterpret_cast<const char*>(my_row), my_slice, results, chunk_stride);
+    sum_slab<T, ROWS, SHARED_PATTERN>(pattern_desc, pattern_entries, slabs, step.slab, j0, j1,
+                                      reinterpret_cast<const char*>(my_row), results,
+                                      chunk_stride);
     if (step.slab == slabs - 1) {  // the chunk's outputs are complete for the tile
       __syncthreads();
       const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -347,11 +377,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// Shared bytes of a block with slabs of `width` columns and a result block of `chunk` outputs.
-size_t shared_bytes_for(int rows, int64_t elem_bytes, int64_t width, int64_t chunk) {
+// Shared bytes of a block with slabs of `width` columns, a result block of `chunk` outputs and
+// `pattern` bytes of re-packed pattern (0: read from global memory).
+size_t shared_bytes_for(int rows, int64_t elem_bytes, int64_t width, int64_t chunk, int64_t pattern) {
   const int64_t buffers = 2 * rows * ((width + 1) | 1);
   const int64_t results_end = (buffers + rows * (chunk | 1)) * elem_bytes;
-  return static_cast<size_t>(((results_end + 15) & ~int64_t{15}) + int64_t{kWarps} * kSliceEntries * 4);
+  return static_cast<size_t>(((results_end + 15) & ~int64_t{15}) + pattern);
 }
 
 // Largest v in [1, hi] with fits(v), or 0 if none (fits is monotone: true up to some v).
@@ -366,17 +397,19 @@ int64_t largest_fitting(int64_t hi, Fits fits) {
   return lo;
 }
 
-template <typename T, int ROWS>
-cudaError_t launch_projection(const T* input, int64_t n, int64_t d, const int4* desc,
-                              const int32_t* entries, int64_t k, const ProjectionPlan& plan,
-                              T scale, T* out, int device, const DeviceLimits& limits,
-                              cudaStream_t stream) {
-  const auto kernel = projection_kernel<T, ROWS>;
+template <typename T, int ROWS, bool SHARED_PATTERN>
+cudaError_t launch_projection(const T* input, int64_t n, int64_t d, const int2* desc,
+                              const int32_t* entries, const int32_t* entry_count, int64_t nnz,
+                              int64_t k, const ProjectionPlan& plan, T scale, T* out, int device,
+                              const DeviceLimits& limits, cudaStream_t stream) {
+  const auto kernel = projection_kernel<T, ROWS, SHARED_PATTERN>;
   // Opted in once per device to all the shared memory a block may have: setting this call's
   // size at every call would race with another thread's launch of the same kernel.
-  cudaError_t err = allow_shared_memory<projection_kernel<T, ROWS>>(device, limits.smem_optin, true);
+  cudaError_t err = allow_shared_memory<projection_kernel<T, ROWS, SHARED_PATTERN>>(device, limits.smem_optin, true);
   if (err != cudaSuccess) return err;
-  const size_t shared = shared_bytes_for(ROWS, sizeof(T), plan.width, plan.chunk);
+  const size_t shared = shared_bytes_for(ROWS, sizeof(T), plan.width, plan.chunk,
+                                         SHARED_PATTERN ? pattern_bytes(nnz, k, plan.slabs) : 0);
+  if (shared > static_cast<size_t>(limits.smem_optin)) return cudaErrorInvalidConfiguration;
   int per_sm = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared);
   if (err != cudaSuccess) return err;
@@ -387,15 +420,27 @@ cudaError_t launch_projection(const T* input, int64_t n, int64_t d, const int4* 
   const int stride = static_cast<int>((plan.width + 1) | 1);
   kernel<<<blocks, kThreads, shared, stream>>>(
       input, n, static_cast<int>(d), static_cast<int>(plan.width), static_cast<int>(plan.slabs),
-      stride, desc, entries, static_cast<int>(k), static_cast<int>(plan.chunk),
+      stride, desc, entries, entry_count, static_cast<int>(k), static_cast<int>(plan.chunk),
       static_cast<int>(plan.chunk | 1), scale, out);
   return cudaGetLastError();
 }
 
+template <typename T, int ROWS>
+cudaError_t launch_projection(const T* input, int64_t n, int64_t d, const int2* desc,
+                              const int32_t* entries, const int32_t* entry_count, int64_t nnz,
+                              int64_t k, const ProjectionPlan& plan, T scale, T* out, int device,
+                              const DeviceLimits& limits, cudaStream_t stream) {
+  if (plan.pattern_shared)
+    return launch_projection<T, ROWS, true>(input, n, d, desc, entries, entry_count, nnz, k, plan,
+                                            scale, out, device, limits, stream);
+  return launch_projection<T, ROWS, false>(input, n, d, desc, entries, entry_count, nnz, k, plan,
+                                           scale, out, device, limits, stream);
+}
+
 }  // namespace
 
-cudaError_t sparse_sign_projection_plan(int64_t d, int64_t k, int elem_bytes, int64_t slab_width,
-                                        ProjectionPlan* plan) {
+cudaError_t sparse_sign_projection_plan(int64_t d, int64_t k, int64_t nnz, int elem_bytes,
+                                        int64_t slab_width, ProjectionPlan* plan) {
   int device = 0;
   DeviceLimits limits;
   cudaError_t err = current_device_limits(&device, &limits);
@@ -404,23 +449,52 @@ cudaError_t sparse_sign_projection_plan(int64_t d, int64_t k, int elem_bytes, in
   const size_t budget = static_cast<size_t>(limits.smem_optin);
   const int64_t columns = d > 0 ? d : 1;
   const int64_t outputs = k > 0 ? k : 1;
-  const auto widest = [&](int64_t chunk) {
-    return largest_fitting(columns, [&](int64_t w) { return shared_bytes_for(rows, elem_bytes, w, chunk) <= budget; });
+  const int64_t widest_slab = columns < kMaxSlabWidth ? columns : kMaxSlabWidth;
+  const auto slabs_of = [&](int64_t width) { return (columns + width - 1) / width; };
+  const auto fits = [&](int64_t width, int64_t chunk, bool pattern_shared) {
+    const int64_t pattern = pattern_shared ? pattern_bytes(nnz, outputs, slabs_of(width)) : 0;
+    return shared_bytes_for(rows, elem_bytes, width, chunk, pattern) <= budget;
   };
-  const auto largest_chunk = [&](int64_t width) {
-    return largest_fitting(outputs, [&](int64_t c) { return shared_bytes_for(rows, elem_bytes, width, c) <= budget; });
+  const auto largest_chunk = [&](int64_t width, bool pattern_shared) {
+    return largest_fitting(outputs, [&](int64_t c) { return fits(width, c, pattern_shared); });
   };
-  // All outputs in one result block, with slabs of at least kMinSlabWidth columns (or the whole
-  // row). Otherwise chunks of at least kMinChunk outputs next to slabs of that width (the tile is
-  // staged once per chunk, but narrow slabs would mostly sum the zero column: each output's
-  // entry lists are padded to 4 per slab). Failing both, the widest slab next to one output.
+  // For a slab width: every output in one result block with the pattern in shared memory, or
+  // in global memory, or chunks of outputs (the tile staged once per chunk). Fails (false) when
+  // not even one output fits beside the slabs.
+  const auto plan_for_width = [&](int64_t width) {
+    int64_t chunk = outputs;
+    bool pattern_shared = fits(width, outputs, true);
+    if (!pattern_shared && !fits(width, outputs, false)) chunk = largest_chunk(width, false);
+    if (chunk < 1) return false;
+    const int64_t chunks = (outputs + chunk - 1) / chunk;
+    plan->width = width;
+    plan->slabs = slabs_of(width);
+    plan->chunk = (outputs + chunks - 1) / chunks;  // even chunks: never a sliver of a last one
+    plan->pattern_shared = pattern_shared;
+    return true;
+  };
+
+  // Forced: as given (the last slab may be narrower).
+  if (slab_width > 0 && plan_for_width(slab_width < widest_slab ? slab_width : widest_slab))
+    return cudaSuccess;
+  // 1. Every output in one result block and the pattern in shared memory, in as few (even)
+  //    slabs of at least kMinSlabWidth columns (or the whole row) as that allows.
   const int64_t wanted = columns < kMinSlabWidth ? columns : kMinSlabWidth;
+  for (int64_t slabs = slabs_of(widest_slab); slabs <= kMaxPlannedSlabs; ++slabs) {
+    const int64_t width = (columns + slabs - 1) / slabs;
+    if (width < wanted) break;
+    if (fits(width, outputs, true) && plan_for_width(width)) return cudaSuccess;
+  }
+  // 2. The pattern in global memory: all outputs in one result block next to slabs of at least
+  //    kMinSlabWidth columns; otherwise chunks of at least kMinChunk outputs next to slabs of
+  //    that width (narrow slabs would mostly sum the zero column: each output's lists are padded
+  //    to 4 per slab); failing both, the widest slab next to one output.
+  const auto widest = [&](int64_t chunk) {
+    return largest_fitting(widest_slab, [&](int64_t w) { return fits(w, chunk, false); });
+  };
   int64_t width = widest(outputs);
-  if (slab_width > 0) {
-    width = slab_width < columns ? slab_width : columns;
-    if (largest_chunk(width) == 0) width = widest(1);  // the forced width does not fit
-  } else if (width < wanted) {
-    const int64_t chunk_at_wanted = largest_chunk(wanted);
+  if (width < wanted) {
+    const int64_t chunk_at_wanted = largest_chunk(wanted, false);
     if (chunk_at_wanted >= kMinChunk || (width == 0 && chunk_at_wanted > 0)) {
       width = wanted;
     } else if (width == 0) {
@@ -428,17 +502,12 @@ cudaError_t sparse_sign_projection_plan(int64_t d, int64_t k, int elem_bytes, in
     }
   }
   if (width < 1) return cudaErrorInvalidConfiguration;  // not even one column of one output fits
-  // Even slabs and even chunks: the same work per step, and never a sliver of a last one.
-  plan->slabs = (columns + width - 1) / width;
-  plan->width = (columns + plan->slabs - 1) / plan->slabs;
-  const int64_t chunk = largest_chunk(plan->width);
-  const int64_t chunks = (outputs + chunk - 1) / chunk;
-  plan->chunk = (outputs + chunks - 1) / chunks;
-  return cudaSuccess;
+  width = (columns + slabs_of(width) - 1) / slabs_of(width);  // even slabs
+  return plan_for_width(width) ? cudaSuccess : cudaErrorInvalidConfiguration;
 }
 
 int64_t sparse_sign_projection_workspace_words(int64_t nnz, int64_t k, int64_t slabs) {
-  const int64_t words = 4 * k * slabs + entries_capacity(nnz, k, slabs) + k + 1;
+  const int64_t words = Workspace(nnz, k, slabs).total();
   return words < (int64_t{1} << 31) - 16 ? words : -1;
 }
 
@@ -450,35 +519,34 @@ cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const i
   if (n == 0 || k == 0) return cudaSuccess;
   // No input columns: every output is an empty sum.
   if (d == 0) return cudaMemsetAsync(out, 0, static_cast<size_t>(n * k) * sizeof(T), stream);
-  if (d >= (int64_t{1} << 31) - 2 || plan.width < 1 || plan.slabs * plan.width < d ||
-      plan.chunk < 1 || sparse_sign_projection_workspace_words(nnz, k, plan.slabs) < 0)
+  if (d >= (int64_t{1} << 31) - 2 || plan.width < 1 || plan.width > kMaxSlabWidth ||
+      plan.slabs * plan.width < d || plan.chunk < 1 ||
+      sparse_sign_projection_workspace_words(nnz, k, plan.slabs) < 0)
     return cudaErrorInvalidValue;
 
   const int slabs = static_cast<int>(plan.slabs);
-  int4* desc = reinterpret_cast<int4*>(workspace);
-  int32_t* entries = workspace + 4 * k * slabs;
-  int32_t* bound = entries + entries_capacity(nnz, k, slabs);
-  bound_kernel<<<1, kPackThreads, 0, stream>>>(crow, k, nnz, slabs, bound, desc);
+  const Workspace layout(nnz, k, plan.slabs);
+  int2* desc = reinterpret_cast<int2*>(workspace);
+  int32_t* entries = workspace + layout.desc_words;
+  int32_t* bound = entries + layout.entry_words;
+  int32_t* starts = bound + layout.bound_words;
+  const unsigned warp_blocks = static_cast<unsigned>((k * 32 + 255) / 256);
+  bound_kernel<<<1, kPackThreads, 0, stream>>>(crow, k, nnz, bound);
+  count_kernel<<<warp_blocks, 256, 0, stream>>>(col, signs, bound, k, d, static_cast<int>(plan.width),
+                                                slabs, desc, starts);
+  start_kernel<<<1, kPackThreads, 0, stream>>>(k, starts);
+  write_kernel<<<warp_blocks, 256, 0, stream>>>(col, signs, bound, starts, k, d,
+                                                static_cast<int>(plan.width), slabs,
+                                                static_cast<int>(sizeof(T)), desc, entries);
   cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
-  const int64_t pack_blocks = (k * 32 + 255) / 256;
-  pack_kernel<<<static_cast<unsigned>(pack_blocks), 256, 0, stream>>>(
-      col, signs, k, d, static_cast<int>(plan.width), slabs, static_cast<int>(sizeof(T)), desc,
-      entries);
-  err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
   int device = 0;
   DeviceLimits limits;
   if ((err = current_device_limits(&device, &limits)) != cudaSuccess) return err;
-  if (shared_bytes_for(sizeof(T) == 4 ? 32 : 16, sizeof(T), plan.width, plan.chunk) >
-      static_cast<size_t>(limits.smem_optin))
-    return cudaErrorInvalidConfiguration;
-  if constexpr (sizeof(T) == 4) {
-    return launch_projection<T, 32>(input, n, d, desc, entries, k, plan, scale, out, device, limits, stream);
-  } else {
-    return launch_projection<T, 16>(input, n, d, desc, entries, k, plan, scale, out, device, limits, stream);
-  }
+  constexpr int rows = sizeof(T) == 4 ? 32 : 16;
+  return launch_projection<T, rows>(input, n, d, desc, entries, starts + k, nnz, k, plan, scale,
+                                    out, device, limits, stream);
 }
 
 template cudaError_t sparse_sign_projection<float>(const float*, int64_t, int64_t, const int64_t*,

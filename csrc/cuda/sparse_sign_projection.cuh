@@ -7,19 +7,22 @@
 namespace anomaly_kernels::cuda {
 
 // How the kernel covers the input: each row tile is staged `slabs` slabs of `width` columns at a
-// time (width * slabs >= d), and the k outputs are summed `chunk` at a time (each chunk stages
-// the tile again; one chunk wherever the shared memory allows).
+// time (width * slabs >= d, the last slab possibly narrower), and the k outputs are summed
+// `chunk` at a time (each chunk stages the tile again; one chunk wherever the shared memory
+// allows). pattern_shared: the re-packed pattern is copied into each block's shared memory
+// instead of being read from global memory at every tile.
 struct ProjectionPlan {
   int64_t width = 0;
   int64_t slabs = 0;
   int64_t chunk = 0;
+  bool pattern_shared = false;
 };
 
-// The plan for (n, d) -> (n, k) in elements of elem_bytes (4 or 8) on the current device.
-// slab_width > 0 forces that slab width (the widest that fits, if it does not); 0 lets the
-// shared memory of the device decide.
-cudaError_t sparse_sign_projection_plan(int64_t d, int64_t k, int elem_bytes, int64_t slab_width,
-                                        ProjectionPlan* plan);
+// The plan for (n, d) -> (n, k) with nnz pattern entries, in elements of elem_bytes (4 or 8), on
+// the current device. slab_width > 0 forces that slab width (at most 65535; ignored if not even
+// one output fits beside it); 0 lets the shared memory of the device decide.
+cudaError_t sparse_sign_projection_plan(int64_t d, int64_t k, int64_t nnz, int elem_bytes,
+                                        int64_t slab_width, ProjectionPlan* plan);
 
 // int32 words of device workspace sparse_sign_projection needs for a pattern of k rows and nnz
 // stored entries over `slabs` slabs (a re-packed copy of the pattern), or -1 when it would not
@@ -35,7 +38,8 @@ int64_t sparse_sign_projection_workspace_words(int64_t nnz, int64_t k, int64_t s
 // The pattern is not validated (that would need a host synchronisation); a malformed one gives
 // wrong outputs but never reads outside the tensors: row offsets are clamped to [0, nnz] and
 // made non-decreasing (row j sums the entries [max(crow[0..j]), max(crow[0..j+1])) ), columns
-// outside [0, d) and zero signs are skipped, and any other sign counts as its sign bit (+1/-1).
+// outside [0, d) and zero signs are skipped, any other sign counts as its sign bit (+1/-1), and
+// of a column repeated more than 65535 times within one slab's width only 65535 are summed.
 template <typename T>
 cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const int64_t* crow,
                                    const int64_t* col, const int8_t* signs, int64_t nnz, int64_t k,

@@ -36,7 +36,7 @@ Tensor sparse_sign_projection_cuda(Tensor input, Tensor crow_indices, Tensor col
                   " columns on CUDA, got ", d);
   const char* slab_setting = std::getenv("ANOMALY_KERNELS_PROJECTION_SLAB");
   cuda::ProjectionPlan plan;
-  check_launch(cuda::sparse_sign_projection_plan(d, k, static_cast<int>(x.element_size()),
+  check_launch(cuda::sparse_sign_projection_plan(d, k, nnz, static_cast<int>(x.element_size()),
                                                  slab_setting ? std::atoll(slab_setting) : 0, &plan),
                "sparse_sign_projection");
   const int64_t words = cuda::sparse_sign_projection_workspace_words(nnz, k, plan.slabs);

@@ -124,7 +124,7 @@ int sim_separable_blur2d_f64(const double* x, double* y, int64_t planes, int64_t
                                           const int8_t* signs, int64_t nnz, int64_t k, double scale, T* out,        \
                                           int64_t slab_width) {                                                     \
     akc::ProjectionPlan plan;                                                                                       \
-    cudaError_t err = akc::sparse_sign_projection_plan(d, k, sizeof(T), slab_width, &plan);                         \
+    cudaError_t err = akc::sparse_sign_projection_plan(d, k, nnz, sizeof(T), slab_width, &plan);                     \
     if (err != cudaSuccess) return err;                                                                             \
     const int64_t words = akc::sparse_sign_projection_workspace_words(nnz, k, plan.slabs);                          \
     std::vector<int32_t> workspace(static_cast<size_t>(words), -1);                                                 \
@@ -135,13 +135,16 @@ int sim_separable_blur2d_f64(const double* x, double* y, int64_t planes, int64_t
 SIM_TYPED_ENTRY_POINTS(float, f32)
 SIM_TYPED_ENTRY_POINTS(double, f64)
 
-// plan_out: the slab width, slab count and output chunk the projection kernel would use.
-int sim_sparse_sign_projection_plan(int64_t d, int64_t k, int elem_bytes, int64_t slab_width, int64_t* plan_out) {
+// plan_out: the slab width, slab count, output chunk and pattern place (1: shared memory) the
+// projection kernel would use.
+int sim_sparse_sign_projection_plan(int64_t d, int64_t k, int64_t nnz, int elem_bytes, int64_t slab_width,
+                                    int64_t* plan_out) {
   akc::ProjectionPlan plan;
-  const cudaError_t err = akc::sparse_sign_projection_plan(d, k, elem_bytes, slab_width, &plan);
+  const cudaError_t err = akc::sparse_sign_projection_plan(d, k, nnz, elem_bytes, slab_width, &plan);
   plan_out[0] = plan.width;
   plan_out[1] = plan.slabs;
   plan_out[2] = plan.chunk;
+  plan_out[3] = plan.pattern_shared ? 1 : 0;
   return err;
 }
 

@@ -155,12 +155,17 @@ def sparse_sign_projection(x, crow, col, signs, scale: float, slab_width: int = 
     return out
 
 
-def sparse_sign_projection_plan(d: int, k: int, dtype: torch.dtype, slab_width: int = 0, device=H100_LIKE) -> tuple[int, int, int]:
-    """(slab width, slabs, output chunk) of the projection kernel for (N, d) -> (N, k) rows."""
-    plan = torch.zeros(3, dtype=torch.int64)
+def sparse_sign_projection_plan(
+    d: int, k: int, nnz: int, dtype: torch.dtype, slab_width: int = 0, device=H100_LIKE
+) -> tuple[int, int, int, bool]:
+    """(slab width, slabs, output chunk, pattern in shared memory) of the projection kernel for
+    (N, d) -> (N, k) rows with a pattern of nnz entries."""
+    plan = torch.zeros(4, dtype=torch.int64)
     elem_bytes = torch.empty((), dtype=dtype).element_size()
-    _call("sparse_sign_projection", device, load().sim_sparse_sign_projection_plan, _i64(d), _i64(k), elem_bytes, _i64(slab_width), _ptr(plan))
-    return tuple(int(v) for v in plan)
+    args = (_i64(d), _i64(k), _i64(nnz), elem_bytes, _i64(slab_width), _ptr(plan))
+    _call("sparse_sign_projection", device, load().sim_sparse_sign_projection_plan, *args)
+    width, slabs, chunk, shared = (int(v) for v in plan)
+    return width, slabs, chunk, bool(shared)
 
 
 def kcenter_step_(features, min_distances, center: int | None, center_row=None, device=H100_LIKE) -> int:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conformance import sign_pattern
 from cuda_sim import operators as simulated
-from cuda_sim.kernels import TURING_LIKE, copies_from, late_copies, reverse_thread_order, sparse_sign_projection_plan
+from cuda_sim.kernels import TURING_LIKE, Device, copies_from, late_copies, reverse_thread_order, sparse_sign_projection_plan
 
 from anomaly_kernels import ops, reference
 
@@ -149,21 +149,23 @@ def test_simulated_cuda_projection_sizes(n, d, k, density):
 def test_simulated_cuda_stages_every_input_element_once(n, d, k):
     """The kernel's memory plan: each input row goes to shared memory once, slab by slab, when
     the results of all outputs fit next to the slabs (PatchCore's 303 outputs do)."""
-    assert sparse_sign_projection_plan(d, k, torch.float32)[2] == k
+    pattern = sign_pattern(k, d, 1 / 39.2, seed=k, device="cpu")
+    assert sparse_sign_projection_plan(d, k, pattern[1].numel(), torch.float32)[2] == k
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(k))
     with copies_from(x) as counts:
-        simulated.sparse_sign_projection(x, *sign_pattern(k, d, 1 / 39.2, seed=k, device="cpu"), 0.3)
+        simulated.sparse_sign_projection(x, *pattern, 0.3)
     assert torch.equal(counts, torch.ones_like(counts))
 
 
 def test_simulated_cuda_chunked_outputs_stage_the_input_once_per_chunk():
-    """3000 outputs do not fit in one result block: each chunk stages the tile again."""
+    """3000 outputs do not fit in one result block: each chunk stages the tile again, and the
+    pattern (~4 times the shared memory) is read from global memory."""
     n, d, k = 40, 64, 3000
-    width, slabs, chunk = sparse_sign_projection_plan(d, k, torch.float32)
-    chunks = -(-k // chunk)
-    assert (width, slabs) == (64, 1) and chunks == 2
-    x = torch.randn(n, d, generator=torch.Generator().manual_seed(3))
     pattern = sign_pattern(k, d, 0.1, seed=3, device="cpu")
+    width, slabs, chunk, shared = sparse_sign_projection_plan(d, k, pattern[1].numel(), torch.float32)
+    chunks = -(-k // chunk)
+    assert (width, slabs, shared) == (64, 1, False) and chunks == 2
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(3))
     with copies_from(x) as counts:
         out = simulated.sparse_sign_projection(x, *pattern, 0.5)
     assert torch.equal(counts, torch.full_like(counts, chunks))
@@ -177,25 +179,28 @@ def test_simulated_cuda_chunked_outputs_stage_the_input_once_per_chunk():
 )
 def test_simulated_cuda_plan_covers_the_row_and_fits(d, k, dtype, device):
     """Slabs cover the row in equal widths, chunks cover the outputs, and at PatchCore's size
-    (1536 -> 303) on an H100-sized shared memory every output is summed in one pass over slabs
-    of at least 256 columns."""
+    (1536 -> 303, density 1 / sqrt(1536)) on an H100-sized shared memory every output is summed
+    in one pass over slabs of at least 256 columns with the pattern in shared memory."""
     on = {"device": device} if device else {}
-    width, slabs, chunk = sparse_sign_projection_plan(d, k, dtype, **on)
+    nnz = round(k * d**0.5)
+    width, slabs, chunk, shared = sparse_sign_projection_plan(d, k, nnz, dtype, **on)
     assert slabs * width >= d > (slabs - 1) * width and 1 <= chunk <= k
     if device is None and k <= 303:
-        assert chunk == k and width >= min(d, 256)
+        assert chunk == k and width >= min(d, 256) and shared
     if (d, k, device) == (1536, 1500, None):  # all 1500 would leave ~100-column slabs: chunked
-        assert width >= 256 and chunk < k
+        assert width >= 256 and chunk < k and not shared
     # The plan is what the kernel runs with: forcing its own width changes nothing.
-    assert sparse_sign_projection_plan(d, k, dtype, width, **on) == (width, slabs, chunk)
+    assert sparse_sign_projection_plan(d, k, nnz, dtype, width, **on) == (width, slabs, chunk, shared)
 
 
 @pytest.mark.parametrize("slab_width", [1, 7, 64, 100, 299, 300, 5000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_simulated_cuda_any_slab_width_gives_the_projection(slab_width, dtype):
     """Rows staged in slabs of any width, the last one partial or not, through the two-buffer
-    pipeline: the same projection as the CPU kernel, and the same bits whatever the order of the
-    simulated threads or however late the staged copies land."""
+    pipeline, with the pattern in shared memory: the same projection as the CPU kernel, and the
+    same bits whatever the order of the simulated threads or however late the staged copies
+    land. On a device whose shared memory holds the slabs but not the pattern, the pattern is
+    read from global memory, with the same result."""
     n, d, k = 70, 300, 45
     x = torch.randn(n, d, dtype=dtype, generator=torch.Generator().manual_seed(slab_width))
     pattern = sign_pattern(k, d, 0.2, seed=slab_width, device="cpu")
@@ -204,3 +209,13 @@ def test_simulated_cuda_any_slab_width_gives_the_projection(slab_width, dtype):
     torch.testing.assert_close(out, ops.sparse_sign_projection(x, *pattern, 0.7), rtol=tol, atol=tol)
     with late_copies(), reverse_thread_order():
         assert torch.equal(simulated.sparse_sign_projection(x, *pattern, 0.7, slab_width=slab_width), out)
+    small = Device(sms=3, smem_optin=24 * 1024, blocks_per_sm=1)
+    nnz = pattern[1].numel()
+    plan = sparse_sign_projection_plan(d, k, nnz, dtype, slab_width)
+    small_plan = sparse_sign_projection_plan(d, k, nnz, dtype, slab_width, device=small)
+    assert not small_plan[3]  # the pattern stays in global memory there
+    small_out = simulated.sparse_sign_projection(x, *pattern, 0.7, slab_width=slab_width, device=small)
+    if small_plan[0] == plan[0]:  # the same slabs: the same sums in the same order
+        assert torch.equal(small_out, out)
+    else:  # the forced width does not fit there: the device's own, in another order
+        torch.testing.assert_close(small_out, out, rtol=tol, atol=tol)

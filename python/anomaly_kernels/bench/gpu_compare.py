@@ -184,9 +184,10 @@ def sparse_projection_comparison(n: int, dim: int) -> Comparison:
     def native():
         return projection.transform(x)
 
-    # Rows staged in other slab widths than the one the kernel picks from the shared memory
-    # (narrower: more, shorter steps; 768 at 1536 columns: the outputs in two chunks).
-    slabs = {f"native_slab{w}": _with_environment(native, "ANOMALY_KERNELS_PROJECTION_SLAB", str(w)) for w in (256, 384, 768)}
+    # Rows staged in other slab widths than the one the kernel picks from the shared memory (384
+    # at 1536 columns, the pattern in shared memory): 256 (more, shorter steps), 512 (the pattern
+    # read from L2 at every tile) and 768 (the outputs in two chunks).
+    slabs = {f"native_slab{w}": _with_environment(native, "ANOMALY_KERNELS_PROJECTION_SLAB", str(w)) for w in (256, 512, 768)}
     return Comparison(
         "sparse_projection", f"{n}x{dim}->{k}",
         {
