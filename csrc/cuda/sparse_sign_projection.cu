@@ -29,7 +29,7 @@
 // warp reads 4 of them with one 16-byte broadcast, and padded to a multiple of 4 with the offset
 // of the zero column that ends every staged row (no per-entry bounds test in the inner loop).
 // The lists of all outputs are stored back to back; per output and slab a descriptor {first
-// entry, #positive | #negative << 16} is stored. Slabs are at most 65535 columns wide, so a
+// entry, #positive groups | #groups << 16} is stored. Slabs are at most 65535 columns wide, so a
 // pattern without repeated columns never has more entries per list than 16 bits count; a list
 // with more (repeats) keeps its first 65535 entries.
 #include "cuda/async_copy.cuh"
@@ -53,7 +53,8 @@ constexpr int kPackThreads = 512;
 __host__ __device__ constexpr int64_t round_up4(int64_t v) { return (v + 3) & ~int64_t{3}; }
 
 // Workspace in int32 words, every part 16-byte aligned:
-//   descriptors: k * slabs int2 {first entry, #positive | #negative << 16}
+//   descriptors: k * slabs int2 {first entry, #positive groups | #groups << 16} (the pack
+//                kernels pass entry counts {0, #positive | #negative << 16} through it first)
 //   entries:     the lists, back to back; each (output, slab) pair pads its two lists by at
 //                most 3 entries each, so nnz + 6 k slabs bound them (+ 4: the shared copy reads
 //                whole 16-byte words)
@@ -213,7 +214,12 @@ __global__ void __launch_bounds__(256) write_kernel(const int64_t* __restrict__ 
       const int neg_pad = negative_start + negatives + lane;
       if (neg_pad < next_cursor) entries[neg_pad] = zero_column;
     }
-    if (lane == 0) desc[j * slabs + s].x = cursor;  // .y, which every lane read, stays
+    __syncwarp();  // every lane has read the counts
+    if (lane == 0) {
+      const int positive_groups = static_cast<int>(round_up4(positives) / 4);
+      const int groups = positive_groups + static_cast<int>(round_up4(negatives) / 4);
+      desc[j * slabs + s] = make_int2(cursor, positive_groups | (groups << 16));
+    }
     cursor = next_cursor;
   }
 }
@@ -223,12 +229,14 @@ __global__ void __launch_bounds__(256) write_kernel(const int64_t* __restrict__ 
 // ---------------------------------------------------------------------------------------------
 
 // Adds the groups [begin, end) of a list to acc. Entries are byte offsets into the staged slab
-// row, whose zero column the pad entries point at, so every group is summed whole.
+// row, whose zero column the pad entries point at, so every group is summed whole. Lists are
+// short (about 2 groups at PatchCore's density and slab width): a plain loop, since an unrolled
+// one spends more on its setup and remainder than it saves.
 template <int HALVES, bool SHARED_PATTERN, typename T>
 __device__ __forceinline__ void sum_groups(const int32_t* __restrict__ list, int begin, int end,
                                            const char* row, int half, T& acc) {
   const auto at = [row](int offset) -> T { return *reinterpret_cast<const T*>(row + offset); };
-#pragma unroll 4
+#pragma unroll 1
   for (int g = begin; g < end; ++g) {
     if constexpr (HALVES == 1) {
       // Same address in every lane: a broadcast.
@@ -262,7 +270,7 @@ __device__ __forceinline__ Step next_step(Step s, int chunks, int slabs) {
 template <typename T>
 __device__ __forceinline__ void stage_slab(const T* __restrict__ input, int64_t row0, int count,
                                            int d, int width, int slab, int stride, T* buffer) {
-  const int lo = slab * width;
+  const int lo = slab * width;  // < d: the launcher checks that no slab starts past the row
   const int w = d - lo < width ? d - lo : width;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < count; r += kWarps) {
@@ -285,13 +293,11 @@ __device__ __forceinline__ void sum_slab(const int2* __restrict__ desc,
   for (int j = j0 + warp; j < j1; j += kWarps) {  // warp-uniform
     const int2* p = desc + static_cast<int64_t>(j) * slabs + slab;
     const int2 info = SHARED_PATTERN ? *p : __ldg(p);
-    const unsigned counts = static_cast<unsigned>(info.y);
-    const int pos_groups = static_cast<int>(((counts & 0xffffu) + 3) / 4);
-    const int neg_groups = static_cast<int>(((counts >> 16) + 3) / 4);
+    const int pos_groups = info.y & 0xffff, groups = info.y >> 16;
     const int32_t* list = entries + info.x;
     T pos = 0, neg = 0;
     sum_groups<HALVES, SHARED_PATTERN, T>(list, 0, pos_groups, row_ptr, half, pos);
-    sum_groups<HALVES, SHARED_PATTERN, T>(list, pos_groups, pos_groups + neg_groups, row_ptr, half, neg);
+    sum_groups<HALVES, SHARED_PATTERN, T>(list, pos_groups, groups, row_ptr, half, neg);
     T total = pos - neg;
     if constexpr (HALVES == 2) total += __shfl_xor_sync(0xffffffffu, total, 16);
     if (half == 0) {
@@ -520,7 +526,7 @@ cudaError_t sparse_sign_projection(const T* input, int64_t n, int64_t d, const i
   // No input columns: every output is an empty sum.
   if (d == 0) return cudaMemsetAsync(out, 0, static_cast<size_t>(n * k) * sizeof(T), stream);
   if (d >= (int64_t{1} << 31) - 2 || plan.width < 1 || plan.width > kMaxSlabWidth ||
-      plan.slabs * plan.width < d || plan.chunk < 1 ||
+      plan.slabs * plan.width < d || (plan.slabs - 1) * plan.width >= d || plan.chunk < 1 ||
       sparse_sign_projection_workspace_words(nnz, k, plan.slabs) < 0)
     return cudaErrorInvalidValue;
 
