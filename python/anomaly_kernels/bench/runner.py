@@ -52,14 +52,19 @@ def machine_description() -> dict:
     return info
 
 
+def _ms(value: float) -> str:
+    """Milliseconds to two decimals, or to a tenth of a microsecond below 0.1 ms."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
+
+
 def _format_table(rows: List[dict]) -> str:
     header = ["case", "device", "size", "native min/med ms", "reference min/med ms", "speed-up", "GB/s", "% bw", "agree"]
     lines = [header]
     for r in rows:
         lines.append([
             r["case"], r["device"], r["size"],
-            f"{r['native_min_ms']:.2f} / {r['native_median_ms']:.2f}",
-            f"{r['reference_min_ms']:.2f} / {r['reference_median_ms']:.2f}",
+            f"{_ms(r['native_min_ms'])} / {_ms(r['native_median_ms'])}",
+            f"{_ms(r['reference_min_ms'])} / {_ms(r['reference_median_ms'])}",
             f"{r['speedup']:.1f}x",
             f"{r['native_gbs']:.1f}",
             f"{r['bandwidth_share'] * 100:.0f}%",
