@@ -32,6 +32,8 @@
 // entry, #positive groups | #groups << 16} is stored. Slabs are at most 65535 columns wide, so a
 // pattern without repeated columns never has more entries per list than 16 bits count; a list
 // with more (repeats) keeps its first 65535 entries.
+#include <type_traits>
+
 #include "cuda/async_copy.cuh"
 #include "cuda/device_limits.cuh"
 #include "cuda/sparse_sign_projection.cuh"
@@ -235,21 +237,39 @@ __global__ void __launch_bounds__(256) write_kernel(const int64_t* __restrict__ 
 template <int HALVES, bool SHARED_PATTERN, typename T>
 __device__ __forceinline__ void sum_groups(const int32_t* __restrict__ list, int begin, int end,
                                            const char* row, int half, T& acc) {
+  // HALVES 1: the whole group of 4, the same address in every lane (a broadcast). HALVES 2:
+  // lanes 0-15 take entries 0 and 1 of the group, lanes 16-31 entries 2 and 3 (two addresses,
+  // still one broadcast).
+  using Entries = std::conditional_t<HALVES == 1, int4, int2>;
+  const auto load = [&](int g) -> Entries {
+    const Entries* p = reinterpret_cast<const Entries*>(list) + (HALVES == 1 ? g : 2 * g + half);
+    if constexpr (SHARED_PATTERN) {
+      return *p;
+    } else {
+      return __ldg(p);
+    }
+  };
   const auto at = [row](int offset) -> T { return *reinterpret_cast<const T*>(row + offset); };
-#pragma unroll 1
-  for (int g = begin; g < end; ++g) {
+  const auto add = [&](Entries e) {
     if constexpr (HALVES == 1) {
-      // Same address in every lane: a broadcast.
-      const int4* p = reinterpret_cast<const int4*>(list) + g;
-      const int4 e = SHARED_PATTERN ? *p : __ldg(p);
       acc += (at(e.x) + at(e.y)) + (at(e.z) + at(e.w));
     } else {
-      // Lanes 0-15 take entries 0 and 1 of the group, lanes 16-31 entries 2 and 3 (two
-      // addresses, still one broadcast).
-      const int2* p = reinterpret_cast<const int2*>(list) + 2 * g + half;
-      const int2 e = SHARED_PATTERN ? *p : __ldg(p);
       acc += at(e.x) + at(e.y);
     }
+  };
+  if constexpr (SHARED_PATTERN) {
+#pragma unroll 1
+    for (int g = begin; g < end; ++g) add(load(g));
+  } else if (begin < end) {
+    // From L2: the next group's entries are requested before this group's sums wait on them.
+    Entries e = load(begin);
+#pragma unroll 1
+    for (int g = begin + 1; g < end; ++g) {
+      const Entries next = load(g);
+      add(e);
+      e = next;
+    }
+    add(e);
   }
 }
 
