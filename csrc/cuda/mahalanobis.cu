@@ -148,24 +148,30 @@ __device__ __forceinline__ T distance_of(T q) {
 // out[position][r], r = (group * c_pad + channel) * images + image_in_group, is
 // embedding[group * images + image_in_group, channel, position] - mean[channel, position], or 0
 // for channels >= c and images >= b. A 32 x 32 tile of (r, position) is read along positions
-// and written along r, both coalesced.
+// and written along r, both coalesced. r is split in 32-bit arithmetic (images is a power of
+// two, a shift; one 32-bit division by c_pad): 64-bit division and remainder made this kernel
+// bound by instructions (~100 per element) rather than by memory.
 template <typename T>
 __global__ void centre_kernel(const T* __restrict__ embedding, const T* __restrict__ mean, int64_t b,
-                              int64_t c, int64_t p, int64_t c_pad, int64_t images, int64_t row_len,
+                              int64_t c, int64_t p, uint32_t c_pad, int images_shift, uint32_t row_len,
                               T* __restrict__ out) {
   __shared__ T tile[32][33];
   const int tx = threadIdx.x, ty = threadIdx.y;  // 32 x 8 threads
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * 32;
+  const uint32_t r0 = blockIdx.x * 32u;
+  const uint32_t in_group_mask = (1u << images_shift) - 1u;
   for (int64_t p0 = static_cast<int64_t>(blockIdx.y) * 32; p0 < p; p0 += static_cast<int64_t>(gridDim.y) * 32) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int rl = ty + 8 * k;
-      const int64_t r = r0 + rl, pos = p0 + tx;
+      const uint32_t r = r0 + rl;
+      const int64_t pos = p0 + tx;
       T value = T(0);
       if (r < row_len && pos < p) {
-        const int64_t in_group = r % images, rest = r / images;
-        const int64_t channel = rest % c_pad, image = (rest / c_pad) * images + in_group;
-        if (channel < c && image < b) value = embedding[(image * c + channel) * p + pos] - mean[channel * p + pos];
+        const uint32_t rest = r >> images_shift;
+        const uint32_t group = rest / c_pad, channel = rest - group * c_pad;
+        const uint32_t image = (group << images_shift) + (r & in_group_mask);
+        if (channel < c && image < b)
+          value = embedding[(static_cast<int64_t>(image) * c + channel) * p + pos] - mean[channel * p + pos];
       }
       tile[rl][tx] = value;
     }
@@ -173,7 +179,8 @@ __global__ void centre_kernel(const T* __restrict__ embedding, const T* __restri
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int pl = ty + 8 * k;
-      const int64_t pos = p0 + pl, r = r0 + tx;
+      const int64_t pos = p0 + pl;
+      const uint32_t r = r0 + tx;
       if (pos < p && r < row_len) out[pos * row_len + r] = tile[tx][pl];
     }
     __syncthreads();
@@ -542,7 +549,13 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
     const dim3 block(32, 8);
     const int64_t tiles_y = (p + 31) / 32;
     const dim3 grid(static_cast<unsigned>((row_len + 31) / 32), static_cast<unsigned>(tiles_y < 65535 ? tiles_y : 65535));
-    centre_kernel<T><<<grid, block, 0, stream>>>(embedding, mean, b, c, p, plan.c_pad, plan.images, row_len, workspace);
+    int images_shift = 0;
+    while ((int64_t{1} << images_shift) < plan.images) ++images_shift;
+    // Rows of one position's centred block are counted in 32 bits (b * C of ~2^31 would be
+    // terabytes of embedding).
+    if (row_len >= (int64_t{1} << 31) || (int64_t{1} << images_shift) != plan.images) return cudaErrorInvalidValue;
+    centre_kernel<T><<<grid, block, 0, stream>>>(embedding, mean, b, c, p, static_cast<uint32_t>(plan.c_pad),
+                                                 images_shift, static_cast<uint32_t>(row_len), workspace);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
