@@ -123,6 +123,10 @@ __global__ void __launch_bounds__(kThreads)
   const int tile_h = lay.tile_h, rows = lay.rows, cols = lay.cols, ld = lay.ld_in;
   const int used_rows = tile_h + nky - 1, used_cols = kTileW + nkx - 1;
   const int64_t per_plane = int64_t(tiles_x) * tiles_y;
+  // The spare last row and column of the window are only read ahead, never used: zero once,
+  // and never written by the loads below.
+  for (int c = t; c < cols; c += kThreads) s_in[(rows - 1) * ld + c] = T(0);
+  for (int r = t; r < rows; r += kThreads) s_in[r * ld + cols - 1] = T(0);
   // Loops only when the grid was capped; every step below is separated from the one of the next
   // tile that overwrites its inputs by at least one barrier.
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -146,13 +150,19 @@ __global__ void __launch_bounds__(kThreads)
           c < used_cols ? static_cast<int>(map_border(int64_t(x0) - pad_left + c, w, border)) : -1;
     __syncthreads();
 
-    for (int r = warp; r < rows; r += kWarps) {
+    // Samples outside a constant border are zero-filling copies (no source bytes): no divergent
+    // branch per sample.
+    for (int r = warp; r < used_rows; r += kWarps) {
       const int64_t off = s_rowoff[r];
-      const T* row = src + (off < 0 ? 0 : off);
-      for (int c = lane; c < cols; c += 32) {
+      const bool row_inside = off >= 0;  // the 64-bit tests and sums once per row
+      const T* row = src + (row_inside ? off : 0);
+      T* window_row = s_in + r * ld;
+      for (int c = lane; c < used_cols; c += 32) {
         const int m = s_colmap[c];
-        if (off >= 0 && m >= 0) copy_async(s_in + r * ld + c, row + m);
-        else s_in[r * ld + c] = T(0);
+        const bool inside = row_inside && m >= 0;
+        // An unsigned 32-bit column: one wide multiply-add per address, no 64-bit sign extension.
+        const unsigned column = inside ? static_cast<unsigned>(m) : 0u;
+        copy_async<static_cast<int>(sizeof(T))>(window_row + c, row + column, inside);
       }
     }
     copy_wait();
@@ -177,9 +187,10 @@ __global__ void __launch_bounds__(kThreads)
       T acc[kStrip];
       correlate_strip(s_mid + r0 * kMidLd + c, kMidLd, s_ky, nky, acc);
       if (x < out_w) {
+        T* column = dst + int64_t(y) * out_w + x;  // 64-bit once; the strip's rows step in 32 bits
 #pragma unroll
         for (int i = 0; i < kStrip; ++i)
-          if (y + i < out_h) dst[int64_t(y + i) * out_w + x] = acc[i];
+          if (y + i < out_h) column[i * out_w] = acc[i];
       }
     }
   }
