@@ -234,15 +234,22 @@ __device__ __forceinline__ void issue_tile(const T* matrix, int64_t c, const Til
     const int cols = c - col0 < kTile ? static_cast<int>(c - col0) : kTile;
     const int first_row = at.piece * kStageRows;  // in the tile
     const T* corner = matrix + row0 * c + col0;
-    static_assert(kStageRows * kPerRow % kThreads == 0, "whole copies per thread");
+    static_assert(kStageRows * kPerRow % kThreads == 0 && kThreads % kPerRow == 0,
+                  "whole copies per thread, each thread on one column");
+    // A thread copies the same column x of rows r_first, r_first + kRowStep, ...; offsets from
+    // the corner stay within kStageRows rows of the matrix, so they are 32-bit (64-bit address
+    // arithmetic per copy made this loop most of the kernel's instructions at small groups).
+    constexpr int kRowStep = kThreads / kPerRow;
+    const int c32 = static_cast<int>(c);
+    const int x = (static_cast<int>(threadIdx.x) % kPerRow) * kPerVector;
+    const int r_first = static_cast<int>(threadIdx.x) / kPerRow;
 #pragma unroll 2
     for (int k = 0; k < kStageRows * kPerRow / kThreads; ++k) {
-      const int v = threadIdx.x + k * kThreads;
-      const int r = v / kPerRow, x = (v % kPerRow) * kPerVector;
+      const int r = r_first + k * kRowStep;
       // c, hence cols, is a multiple of kPerVector
       const bool valid =
           r < rows && x < cols && (!UpperOnly || at.i != at.j || x + kPerVector > first_row + r);
-      copy_async<Bytes>(stage + r * kTile + x, valid ? corner + r * c + x : matrix, valid);
+      copy_async<Bytes>(stage + r * kTile + x, valid ? corner + (r * c32 + x) : matrix, valid);
     }
   }
 }
