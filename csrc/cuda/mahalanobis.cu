@@ -60,6 +60,12 @@ constexpr int kTile = 64;
 #ifndef ANOMALY_KERNELS_MAHALANOBIS_STAGES
 #define ANOMALY_KERNELS_MAHALANOBIS_STAGES 4
 #endif
+// Rows of the centred blocks per centring launch: fewer than 2^31, for 32-bit row arithmetic
+// (at least one image group per launch). The CPU simulation of the kernels (tests/cuda_sim) sets
+// 1, so that every simulated call with two or more image groups takes several launches.
+#ifndef ANOMALY_KERNELS_MAHALANOBIS_CENTRE_LAUNCH_ROWS
+#define ANOMALY_KERNELS_MAHALANOBIS_CENTRE_LAUNCH_ROWS ((int64_t{1} << 31) - 32)
+#endif
 constexpr int kStageRows = ANOMALY_KERNELS_MAHALANOBIS_STAGE_ROWS;
 constexpr int kStages = ANOMALY_KERNELS_MAHALANOBIS_STAGES;
 constexpr int kPiecesPerTile = kTile / kStageRows;
@@ -148,17 +154,19 @@ __device__ __forceinline__ T distance_of(T q) {
 // out[position][r], r = (group * c_pad + channel) * images + image_in_group, is
 // embedding[group * images + image_in_group, channel, position] - mean[channel, position], or 0
 // for channels >= c and images >= b. A 32 x 32 tile of (r, position) is read along positions
-// and written along r, both coalesced. r is split in 32-bit arithmetic (images is a power of
-// two, a shift; one 32-bit division by c_pad): 64-bit division and remainder made this kernel
-// bound by instructions (~100 per element) rather than by memory.
+// and written along r, both coalesced. One launch covers the rows of the groups from
+// first_group on, fewer than 2^31 of them, so that r is split in 32-bit arithmetic (images is a
+// power of two, a shift; one 32-bit division by c_pad): 64-bit division and remainder made this
+// kernel bound by instructions (~100 per element) rather than by memory.
 template <typename T>
 __global__ void centre_kernel(const T* __restrict__ embedding, const T* __restrict__ mean, int64_t b,
-                              int64_t c, int64_t p, uint32_t c_pad, int images_shift, uint32_t row_len,
-                              T* __restrict__ out) {
+                              int64_t c, int64_t p, uint32_t c_pad, int images_shift, int64_t first_group,
+                              uint32_t rows, int64_t row_len, T* __restrict__ out) {
   __shared__ T tile[32][33];
   const int tx = threadIdx.x, ty = threadIdx.y;  // 32 x 8 threads
-  const uint32_t r0 = blockIdx.x * 32u;
+  const uint32_t r0 = blockIdx.x * 32u;          // rows of this launch
   const uint32_t in_group_mask = (1u << images_shift) - 1u;
+  const int64_t first_row = (first_group * c_pad) << images_shift;
   for (int64_t p0 = static_cast<int64_t>(blockIdx.y) * 32; p0 < p; p0 += static_cast<int64_t>(gridDim.y) * 32) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -166,12 +174,12 @@ __global__ void centre_kernel(const T* __restrict__ embedding, const T* __restri
       const uint32_t r = r0 + rl;
       const int64_t pos = p0 + tx;
       T value = T(0);
-      if (r < row_len && pos < p) {
+      if (r < rows && pos < p) {
         const uint32_t rest = r >> images_shift;
         const uint32_t group = rest / c_pad, channel = rest - group * c_pad;
-        const uint32_t image = (group << images_shift) + (r & in_group_mask);
+        const int64_t image = ((first_group + group) << images_shift) + (r & in_group_mask);
         if (channel < c && image < b)
-          value = embedding[(static_cast<int64_t>(image) * c + channel) * p + pos] - mean[channel * p + pos];
+          value = embedding[(image * c + channel) * p + pos] - mean[channel * p + pos];
       }
       tile[rl][tx] = value;
     }
@@ -181,7 +189,7 @@ __global__ void centre_kernel(const T* __restrict__ embedding, const T* __restri
       const int pl = ty + 8 * k;
       const int64_t pos = p0 + pl;
       const uint32_t r = r0 + tx;
-      if (pos < p && r < row_len) out[pos * row_len + r] = tile[tx][pl];
+      if (pos < p && r < rows) out[pos * row_len + first_row + r] = tile[tx][pl];
     }
     __syncthreads();
   }
@@ -553,18 +561,25 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
 
   const int64_t row_len = plan.groups * plan.c_pad * plan.images;
   {
+    int images_shift = 0;  // group sizes are powers of two (kGroupSizes)
+    while ((int64_t{1} << images_shift) < plan.images) ++images_shift;
+    // One launch per run of groups with fewer than 2^31 rows (one launch but for millions of
+    // images at H x W = 1).
+    const int64_t group_rows = plan.c_pad * plan.images;
+    const int64_t launch_groups = int64_t{ANOMALY_KERNELS_MAHALANOBIS_CENTRE_LAUNCH_ROWS} / group_rows;
+    const int64_t groups_per_launch = launch_groups > 0 ? launch_groups : 1;
     const dim3 block(32, 8);
     const int64_t tiles_y = (p + 31) / 32;
-    const dim3 grid(static_cast<unsigned>((row_len + 31) / 32), static_cast<unsigned>(tiles_y < 65535 ? tiles_y : 65535));
-    int images_shift = 0;
-    while ((int64_t{1} << images_shift) < plan.images) ++images_shift;
-    // Rows of one position's centred block are counted in 32 bits (b * C of ~2^31 would be
-    // terabytes of embedding).
-    if (row_len >= (int64_t{1} << 31) || (int64_t{1} << images_shift) != plan.images) return cudaErrorInvalidValue;
-    centre_kernel<T><<<grid, block, 0, stream>>>(embedding, mean, b, c, p, static_cast<uint32_t>(plan.c_pad),
-                                                 images_shift, static_cast<uint32_t>(row_len), workspace);
-    err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
+    for (int64_t first = 0; first < plan.groups; first += groups_per_launch) {
+      const int64_t groups = plan.groups - first < groups_per_launch ? plan.groups - first : groups_per_launch;
+      const int64_t rows = groups * group_rows;
+      const dim3 grid(static_cast<unsigned>((rows + 31) / 32), static_cast<unsigned>(tiles_y < 65535 ? tiles_y : 65535));
+      centre_kernel<T><<<grid, block, 0, stream>>>(embedding, mean, b, c, p, static_cast<uint32_t>(plan.c_pad),
+                                                   images_shift, first, static_cast<uint32_t>(rows), row_len,
+                                                   workspace);
+      err = cudaGetLastError();
+      if (err != cudaSuccess) return err;
+    }
   }
 
   FormsArgs<T> args;

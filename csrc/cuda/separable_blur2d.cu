@@ -187,10 +187,10 @@ __global__ void __launch_bounds__(kThreads)
       T acc[kStrip];
       correlate_strip(s_mid + r0 * kMidLd + c, kMidLd, s_ky, nky, acc);
       if (x < out_w) {
-        T* column = dst + int64_t(y) * out_w + x;  // 64-bit once; the strip's rows step in 32 bits
+        T* column = dst + int64_t(y) * out_w + x;  // one 64-bit product; then a step per row
 #pragma unroll
-        for (int i = 0; i < kStrip; ++i)
-          if (y + i < out_h) column[i * out_w] = acc[i];
+        for (int i = 0; i < kStrip; ++i, column += out_w)
+          if (y + i < out_h) *column = acc[i];
       }
     }
   }
