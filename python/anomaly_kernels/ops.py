@@ -570,12 +570,17 @@ def separable_blur2d(
         raise ValueError(f"border_type must be one of {BORDER_TYPES}, got {border_type!r}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    check_blur_fits(input, kernel_y, kernel_x, padding)
+    return checked_separable_blur2d(input, kernel_y, kernel_x, border_type, padding == "same")
+
+
+def check_blur_fits(input: torch.Tensor, kernel_y: torch.Tensor, kernel_x: torch.Tensor, padding: str) -> None:
+    """Raise ValueError unless a "valid" blur of ``input`` (B, C, H, W) leaves at least one sample."""
     if padding == "valid" and (input.shape[2] < kernel_y.numel() or input.shape[3] < kernel_x.numel()):
         raise ValueError(
             f"'valid' padding needs H >= {kernel_y.numel()} and W >= {kernel_x.numel()}, "
             f"got input shape {tuple(input.shape)}"
         )
-    return checked_separable_blur2d(input, kernel_y, kernel_x, border_type, padding == "same")
 
 
 def checked_separable_blur2d(

@@ -177,11 +177,7 @@ class GaussianBlur2d(nn.Module):
         if kernel_y.dtype != compute_dtype or kernel_x.dtype != compute_dtype or not kernel_y.device == kernel_x.device == device:
             kernel_y = kernel_y.to(device=device, dtype=compute_dtype)
             kernel_x = kernel_x.to(device=device, dtype=compute_dtype)
-        if self.padding == "valid" and (x.shape[2] < kernel_y.numel() or x.shape[3] < kernel_x.numel()):
-            raise ValueError(
-                f"'valid' padding needs H >= {kernel_y.numel()} and W >= {kernel_x.numel()}, "
-                f"got input shape {tuple(x.shape)}"
-            )
+        ops.check_blur_fits(x, kernel_y, kernel_x, self.padding)
         # Input, kernels, border and padding are checked: past the second round of checks.
         out = ops.checked_separable_blur2d(x, kernel_y, kernel_x, self.border_type, self.padding == "same")
         return out if out.dtype == input_tensor.dtype else out.to(input_tensor.dtype)
