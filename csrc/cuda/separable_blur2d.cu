@@ -36,7 +36,7 @@ struct TileLayout {
   int rows;    // window rows held: tile_h + ky (the last one zero, read only as a prefetch)
   int cols;    // window columns held: kTileW + kx (the last one zero, likewise)
   int ld_in;   // window row stride, odd so strips of consecutive rows hit distinct banks
-  size_t taps_off, in_off, mid_off, rowmap_off, colmap_off, bytes;
+  size_t taps_off, kx_off, in_off, mid_off, rowmap_off, colmap_off, bytes;
 };
 
 __host__ __device__ inline size_t align16(size_t v) { return (v + 15) / 16 * 16; }
@@ -49,8 +49,9 @@ __host__ __device__ inline TileLayout tile_layout(int tile_h, int nky, int nkx) 
   l.cols = kTileW + nkx;
   l.ld_in = l.cols | 1;
   size_t off = 0;
-  l.taps_off = off;
-  off = align16(off + sizeof(T) * (size_t(nky) + size_t(nkx)));
+  l.taps_off = off;  // ky, then kx from the next 16-byte boundary: both read 16 bytes at a time
+  l.kx_off = align16(off + sizeof(T) * size_t(nky));
+  off = align16(l.kx_off + sizeof(T) * size_t(nkx));
   l.in_off = off;
   off = align16(off + sizeof(T) * size_t(l.rows) * size_t(l.ld_in));
   l.mid_off = off;
@@ -64,7 +65,8 @@ __host__ __device__ inline TileLayout tile_layout(int tile_h, int nky, int nkx) 
 }
 
 // acc[i] = sum_k taps[k] * src[(i + k) * stride] for i < kStrip. Reads src up to index
-// ntaps + kStrip - 1 (one past the last used sample when ntaps is a multiple of kStrip).
+// ntaps + kStrip - 1 (one past the last used sample when ntaps is a multiple of kStrip). taps:
+// 16-byte aligned.
 template <typename T>
 __device__ __forceinline__ void correlate_strip(const T* __restrict__ src, int stride,
                                                 const T* __restrict__ taps, int ntaps,
@@ -80,9 +82,23 @@ __device__ __forceinline__ void correlate_strip(const T* __restrict__ src, int s
     T nxt[kStrip];
 #pragma unroll
     for (int i = 0; i < kStrip; ++i) nxt[i] = src[(a + kStrip + i) * stride];
+    // The same taps in every thread. float: two 16-byte broadcast reads (taps is 16-byte
+    // aligned, a is a multiple of 8) instead of eight. double: one by one (held 8 at a time, the
+    // four-read form spilled on sm_75).
+    T w[kStrip];
+    if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int q = 0; q < kStrip / 4; ++q) {
+        const float4 v = reinterpret_cast<const float4*>(taps + a)[q];
+        w[4 * q] = v.x, w[4 * q + 1] = v.y, w[4 * q + 2] = v.z, w[4 * q + 3] = v.w;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kStrip; ++j) w[j] = taps[a + j];
+    }
 #pragma unroll
     for (int j = 0; j < kStrip; ++j) {
-      const T wj = taps[a + j];
+      const T wj = w[j];
 #pragma unroll
       for (int i = 0; i < kStrip; ++i) acc[i] += wj * (i + j < kStrip ? cur[i + j] : nxt[i + j - kStrip]);
     }
@@ -109,7 +125,7 @@ __global__ void __launch_bounds__(kThreads)
                int64_t tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* s_ky = reinterpret_cast<T*>(smem + lay.taps_off);
-  T* s_kx = s_ky + nky;
+  T* s_kx = reinterpret_cast<T*>(smem + lay.kx_off);
   T* s_in = reinterpret_cast<T*>(smem + lay.in_off);
   T* s_mid = reinterpret_cast<T*>(smem + lay.mid_off);
   // Input row of each window row (not its offset: 4 bytes a row rather than 8, which lets a fifth
