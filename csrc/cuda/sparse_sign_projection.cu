@@ -62,11 +62,14 @@ __host__ __device__ constexpr int64_t round_up4(int64_t v) { return (v + 3) & ~i
 //                whole 16-byte words)
 //   bound:       k + 1 clamped row offsets
 //   starts:      k first entries of each output's lists, then their total
+__host__ __device__ constexpr int64_t max_entries(int64_t nnz, int64_t k, int64_t slabs) {
+  return round_up4(nnz + 6 * k * slabs);
+}
 struct Workspace {
   int64_t desc_words, entry_words, bound_words, start_words;
   Workspace(int64_t nnz, int64_t k, int64_t slabs)
       : desc_words(round_up4(2 * k * slabs)),
-        entry_words(round_up4(nnz + 6 * k * slabs) + 4),
+        entry_words(max_entries(nnz, k, slabs) + 4),
         bound_words(round_up4(k + 1)),
         start_words(round_up4(k + 1)) {}
   int64_t total() const { return desc_words + entry_words + bound_words + start_words; }
@@ -75,7 +78,7 @@ struct Workspace {
 // Shared bytes of the pattern when copied into shared memory: its descriptors and at most
 // nnz + 6 k slabs entries.
 int64_t pattern_bytes(int64_t nnz, int64_t k, int64_t slabs) {
-  return 4 * (round_up4(2 * k * slabs) + round_up4(nnz + 6 * k * slabs));
+  return 4 * (Workspace(nnz, k, slabs).desc_words + max_entries(nnz, k, slabs));
 }
 
 // ---------------------------------------------------------------------------------------------
