@@ -44,6 +44,13 @@ AK_SIMD_CLONES double log_sum_exp_query(const T* query, const T* dataset_t, int6
       values[j] *= T(-0.5);
       tile_max = std::max(tile_max, values[j]);
     }
+    if (tile_max == -std::numeric_limits<T>::infinity()) {
+      // Every distance of the tile overflowed (or a NaN hid from the max): no finite term, and
+      // exp(-inf - -inf) would turn "adds nothing" into NaN. Only a NaN distance counts here.
+      for (int64_t j = 0; j < len; ++j)
+        if (values[j] != values[j]) return std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
     T tile_sum = 0;
 #pragma omp simd reduction(+ : tile_sum)
     for (int64_t j = 0; j < len; ++j) tile_sum += tile_exp(values[j] - tile_max);
@@ -55,7 +62,7 @@ AK_SIMD_CLONES double log_sum_exp_query(const T* query, const T* dataset_t, int6
       running_sum += tile_sum * std::exp(m - running_max);
     }
   }
-  return running_max + std::log(running_sum);
+  return running_max + std::log(running_sum);  // no finite term at all: -inf + log(0) = -inf
 }
 
 template <typename T>

@@ -52,3 +52,17 @@ def test_infinite_and_nan_distances_match_the_reference(device):
     many = torch.randn(5000, 4, device=device)
     many[0, 0] = float("nan")
     assert torch.isnan(ops.kde_log_sum_exp(torch.randn(3, 4, device=device), many)).all()
+
+
+@pytest.mark.parametrize("rows", [3, 600, 1500])  # within one tile of rows, and over several
+def test_a_query_whose_every_distance_overflows_has_log_density_minus_inf(device, rows):
+    """No finite term at all: -inf, as the reference gives, not the NaN of exp(-inf - -inf); a NaN
+    distance among the overflowing ones still makes the result NaN."""
+    dataset = torch.randn(rows, 2, device=device)
+    queries = torch.tensor([[3e19, 0.0], [0.0, 0.0]], device=device)
+    out = ops.kde_log_sum_exp(queries, dataset)
+    expected = reference.kde_log_sum_exp(queries, dataset)
+    assert out[0].item() == float("-inf") and expected[0].item() == float("-inf")
+    torch.testing.assert_close(out, expected)
+    dataset[rows // 2, 1] = float("nan")
+    assert torch.isnan(ops.kde_log_sum_exp(queries, dataset)).all()

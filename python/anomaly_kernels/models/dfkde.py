@@ -154,9 +154,11 @@ class DfkdeModel(FrozenBackboneModel):
             raise RuntimeError("DfkdeModel is not fitted: call fit(features) or load a checkpoint")
         features = self.embed(images)
         with torch.no_grad():
-            scores = self.compute_probabilities(self.log_density(features.to(self.kde_model.dataset.dtype)))
-        check_finite_outputs(images, scores)
-        return scores
+            log_density = self.log_density(features.to(self.kde_model.dataset.dtype))
+        # The log-density too: a feature far enough out overflows its squared distances to every
+        # training row (log-density -inf), which the sigmoid would turn into a finite score of 1.
+        check_finite_outputs(images, log_density)
+        return self.compute_probabilities(log_density)
 
 
 class DFKDE(OnePassAnomalyModule):
