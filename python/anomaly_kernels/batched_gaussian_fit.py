@@ -73,7 +73,9 @@ def batched_gaussian_fit(
     p = h * w
     dtype, device = embedding.dtype, embedding.device
     samples = embedding.reshape(b, c, p)
-    mean = samples.mean(dim=0, dtype=torch.float64)  # (C, P)
+    # Filled chunk by chunk: a mean over the whole embedding in float64 would first copy all of it
+    # to float64 (6.6 GiB for 391 x 550 x 64 x 64), twice the embedding's own size.
+    mean = torch.empty(c, p, dtype=torch.float64, device=device)
     precision = torch.empty((p, packed_length(c)) if packed else (p, c, c), dtype=dtype, device=device)
     if p == 0:
         return mean.to(dtype), precision
@@ -95,7 +97,13 @@ def batched_gaussian_fit(
     status = torch.zeros(p, dtype=torch.int32, device=device)  # Cholesky info per position
     for start in range(0, p, chunk):
         stop = min(p, start + chunk)
-        centred = (samples[:, :, start:stop].to(torch.float64) - mean[:, start:stop]).permute(2, 0, 1).contiguous()
+        # One float64 copy of the chunk, (positions, B, C), centred in place.
+        centred = torch.empty(stop - start, b, c, dtype=torch.float64, device=device)
+        centred.copy_(samples[:, :, start:stop].permute(2, 0, 1))
+        chunk_mean = centred.mean(dim=1)  # (positions, C)
+        mean[:, start:stop] = chunk_mean.T
+        centred.sub_(chunk_mean[:, None, :])
+        del chunk_mean
         if image_space:
             result = _invert_in_image_space(centred, ridge, status[start:stop])
         else:
