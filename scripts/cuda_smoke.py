@@ -67,6 +67,18 @@ def main() -> int:
     results.append(_close("sparse_sign_projection", ops.sparse_sign_projection(x.to(cuda), crow.to(cuda), col.to(cuda), signs.to(cuda), 0.5),
                           reference.sparse_sign_projection(x, crow, col, signs, 0.5), 1e-5))
 
+    # PatchCore's shape (1,536 columns, about 39 per output): 303 outputs keep the packed pattern
+    # in shared memory, 1,200 outputs read it from global memory; 300 rows make several tiles.
+    wide_rows = torch.randn(300, 1536)
+    for outputs in (303, 1200):
+        per_output = torch.randint(20, 60, (outputs,))
+        crow = torch.cat([torch.zeros(1, dtype=torch.int64), per_output.cumsum(0)])
+        col = torch.cat([torch.randperm(1536)[:n] for n in per_output.tolist()])
+        signs = torch.randint(0, 2, (col.numel(),), dtype=torch.int8) * 2 - 1
+        results.append(_close(f"sparse_sign_projection 300x1536 -> {outputs}",
+                              ops.sparse_sign_projection(wide_rows.to(cuda), crow.to(cuda), col.to(cuda), signs.to(cuda), 0.1),
+                              reference.sparse_sign_projection(wide_rows, crow, col, signs, 0.1), 1e-4))
+
     embedding = torch.randn(6, 40, 5, 7)
     mean, precision = ops.gaussian_fit(embedding)
     gpu_mean, gpu_precision = ops.gaussian_fit(embedding.to(cuda))
