@@ -44,3 +44,12 @@ def test_mahalanobis_queues_without_sync_on_cuda(b, c):
     full = _without_sync(lambda: ops.mahalanobis(embedding, mean, precision))
     packed = _without_sync(lambda: ops.mahalanobis(embedding, mean, pack_upper_triangle(precision)))
     torch.testing.assert_close(packed, full, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_projection_transform_queues_without_sync_on_cuda():
+    """The fitted pattern lives on the CPU; its device copy is made once, not in every call."""
+    from anomaly_kernels.components.dimensionality_reduction import SparseRandomProjection
+
+    x = torch.randn(5000, 1536, device="cuda")
+    projection = SparseRandomProjection(eps=0.9, random_state=0).fit(x)
+    assert _without_sync(lambda: projection.transform(x)).shape == (5000, projection.n_components)

@@ -261,3 +261,32 @@ def test_pickle_round_trip_keeps_the_fitted_state() -> None:
     embedding = torch.randn(20, 300)
     torch.testing.assert_close(restored.transform(embedding), projection.transform(embedding), rtol=0, atol=0)
     assert restored.eps == projection.eps and restored.random_state == 4
+
+
+def test_the_pattern_is_copied_to_a_device_once_and_again_only_when_it_changes() -> None:
+    # The meta device stands in for a GPU: copies to it are real new tensors, and the operator's
+    # fake kernel runs there.
+    projection = SparseRandomProjection(eps=0.9, random_state=0).fit(torch.randn(100, 64))
+    meta = torch.device("meta")
+    first = projection._pattern_on(meta)
+    assert all(t.device == meta for t in first)
+    assert all(a is b for a, b in zip(projection._pattern_on(meta), first))
+    assert projection.transform(torch.randn(3, 64, device=meta)).shape == (3, projection.n_components)
+    assert all(a is b for a, b in zip(projection._pattern_on(meta), first))
+    projection.signs.mul_(-1)  # in place: the device copy is stale
+    assert projection._pattern_on(meta)[2] is not first[2]
+    second = projection._pattern_on(meta)
+    projection.fit(torch.randn(100, 64))  # new tensors
+    assert all(a is not b for a, b in zip(projection._pattern_on(meta), second))
+    # CPU inputs use the fitted tensors themselves.
+    assert all(a is b for a, b in zip(projection._pattern_on(torch.device("cpu")),
+                                      (projection.crow_indices, projection.col_indices, projection.signs)))
+
+
+def test_a_pickle_holds_no_device_copy_of_the_pattern() -> None:
+    projection = SparseRandomProjection(eps=0.9, random_state=0).fit(torch.randn(100, 64))
+    projection._pattern_on(torch.device("meta"))
+    restored = pickle.loads(pickle.dumps(projection))
+    assert "_device_pattern" not in restored.__dict__
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(restored.transform(x), projection.transform(x), rtol=0, atol=0)

@@ -173,12 +173,40 @@ class SparseRandomProjection:
             # Native signed gather-add over the CSR pattern: about sqrt(D) adds per output
             # instead of D multiply-adds (PatchCore sizes: ~40 ms against ~105 ms for the dense
             # GEMM on two cores).
-            device = embedding.device
-            return ops.sparse_sign_projection(
-                embedding, self.crow_indices.to(device), self.col_indices.to(device), self.signs.to(device), self.scale
-            )
+            crow_indices, col_indices, signs = self._pattern_on(embedding.device)
+            return ops.sparse_sign_projection(embedding, crow_indices, col_indices, signs, self.scale)
         matrix = self._dense_matrix(dtype=embedding.dtype, device=embedding.device)
         return embedding @ matrix.T
+
+    def _pattern_on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """(crow_indices, col_indices, signs) on ``device``: copied there once, then reused for as
+        long as the fitted pattern is the same tensors, unmodified.
+
+        A copy from host memory in every call would make the host wait for the device each time,
+        leaving the GPU idle between back-to-back transforms (0.15 ms a call at PatchCore's size
+        on an H200).
+        """
+        pattern = (self.crow_indices, self.col_indices, self.signs)
+        if all(t.device == device for t in pattern):
+            return pattern
+        versions = tuple(t._version for t in pattern)  # bumped by any in-place change
+        cached = self.__dict__.get("_device_pattern")
+        if (
+            cached is None
+            or cached["device"] != device
+            or any(a is not b for a, b in zip(cached["sources"], pattern))  # sources kept alive: ids stay unique
+            or cached["versions"] != versions
+        ):
+            cached = {"device": device, "sources": pattern, "versions": versions,
+                      "copies": tuple(t.to(device) for t in pattern)}
+            self._device_pattern = cached
+        return cached["copies"]
+
+    def __getstate__(self) -> dict:
+        """The fitted state without the device copy of the pattern (pickles stay device-free)."""
+        state = self.__dict__.copy()
+        state.pop("_device_pattern", None)
+        return state
 
     @property
     def sparse_random_matrix(self) -> Tensor:
