@@ -452,7 +452,9 @@ def _batched_matmul_forms(embedding: torch.Tensor, mean: torch.Tensor, precision
     out = embedding.new_empty((p, b))
     rows = embedding.reshape(b, c, p)
     per_position = b * c + (c * c if precision.dim() == 2 else 0)  # unpacked matrices are temporaries too
-    chunk = max(1, _MATMUL_SCORE_ELEMENTS // max(1, per_position))
+    most = max(1, _MATMUL_SCORE_ELEMENTS // max(1, per_position))
+    chunks = -(-p // most)
+    chunk = max(1, -(-p // max(1, chunks)))  # equal chunks: no small last batched product
     for first in range(0, p, chunk):
         last = min(p, first + chunk)
         centred = rows[:, :, first:last].permute(2, 0, 1) - mean[:, first:last].T[:, None, :]  # (p', B, C)
@@ -460,7 +462,7 @@ def _batched_matmul_forms(embedding: torch.Tensor, mean: torch.Tensor, precision
         if matrices.dim() == 2:
             matrices = unpack_upper_triangle(matrices)
         forms = (torch.bmm(centred, matrices) * centred).sum(-1)
-        out[first:last] = forms.clamp(min=0).sqrt()  # clamp and sqrt keep NaN, as the kernels do
+        torch.sqrt(forms.clamp_(min=0), out=out[first:last])  # clamp and sqrt keep NaN, as the kernels do
     return out.T.reshape(b, 1, h, w)
 
 

@@ -175,6 +175,16 @@ def test_batched_matmul_route_matches_reference_in_chunks_with_nan(device, monke
     torch.testing.assert_close(out.nan_to_num(), expected.nan_to_num(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("per_chunk", [1, 6, 20, 21])  # uneven chunks are evened out: 21 = 11 + 10 at 20
+def test_batched_matmul_route_covers_every_position_once(per_chunk, monkeypatch):
+    embedding, mean, precision = gaussians(2, 8, 3, 7, torch.float32, "cpu", seed=12)
+    monkeypatch.setattr(ops, "_MATMUL_SCORE_ELEMENTS", 2 * 8 * per_chunk)
+    out = ops._mahalanobis_batched_matmul(embedding, mean, precision)
+    torch.testing.assert_close(out, reference.mahalanobis(embedding, mean, precision), rtol=1e-4, atol=1e-4)
+    empty = ops._mahalanobis_batched_matmul(embedding[:, :, :0], mean[:, :0], precision[:0])
+    assert empty.shape == (2, 1, 0, 7)
+
+
 def test_routed_cuda_scores_equal_the_native_kernel_and_reference():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
