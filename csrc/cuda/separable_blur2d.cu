@@ -2,7 +2,8 @@
 // columns (one warp across) by tile_h rows, and:
 //   1. maps the tile's input window (tile_h + ky - 1 rows, 32 + kx - 1 columns) through the
 //      border once per row and once per column into two small tables, then loads the window into
-//      shared memory (one global read per window sample, coalesced along rows);
+//      shared memory (each window sample read once, coalesced along rows; 16-byte chunks where
+//      rows start 16-byte aligned, the border columns one by one);
 //   2. horizontal pass: every window row -> 32 columns of a second shared buffer;
 //   3. vertical pass: 32 columns x tile_h rows -> registers -> coalesced row writes.
 // Both passes run "strips": a thread computes kStrip = 8 consecutive outputs along the pass axis
@@ -12,6 +13,7 @@
 // take a two-pass path through a scratch image instead.
 
 #include <algorithm>
+#include <cstdint>
 
 #include "cuda/async_copy.cuh"
 #include "cuda/device_limits.cuh"
@@ -117,12 +119,95 @@ __device__ __forceinline__ void correlate_strip(const T* __restrict__ src, int s
   }
 }
 
+// Window loads for an input whose rows start on 16-byte boundaries. Window column j is input
+// column c_first + j of input row s_rowmap[r] (-1: a zero row). The columns inside the row are
+// read as 16-byte chunks from the aligned column at or before c_first (at most kVec - 1 samples
+// on each side are read and dropped): one load and kVec stores per kVec samples, where a copy per
+// sample cost about as many issue slots as the arithmetic of the tile. The columns outside the
+// row (border tiles only) go one by one through the column table. Synchronous loads: the window
+// is complete when the caller's barrier returns.
+template <typename T>
+__device__ __forceinline__ void load_window_in_chunks(const T* __restrict__ src, int w, int c_first,
+                                                      int used_rows, int used_cols,
+                                                      const int* s_rowmap, const int* s_colmap,
+                                                      T* s_in, int ld, int t) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  const int lead = ((c_first % kVec) + kVec) % kVec;
+  const int a0 = c_first - lead;  // input column of chunk 0, a multiple of kVec
+  const int chunks = (lead + used_cols + kVec - 1) / kVec;
+  // Chunks [q_lo, q_hi) lie inside the row (w is a multiple of kVec: none straddles an edge).
+  const int q_lo = a0 < 0 ? -a0 / kVec : 0;
+  const int q_hi = min(chunks, (w - a0) / kVec);
+  const int count = q_hi - q_lo;
+  // Lanes per window row: 8, 16 or 32, so that one warp covers 4, 2 or 1 rows at a time.
+  const int lanes = count <= 8 ? 8 : count <= 16 ? 16 : 32;
+  const int lane = t & 31, per_warp = 32 / lanes;
+  const int sub = lane / lanes, q_first = q_lo + lane % lanes;
+  for (int r = (t >> 5) * per_warp + sub; r < used_rows; r += kWarps * per_warp) {
+    const int m_row = s_rowmap[r];
+    const bool row_inside = m_row >= 0;
+    const int4* row = reinterpret_cast<const int4*>(src + int64_t(row_inside ? m_row : 0) * w + a0);
+    T* window_row = s_in + r * ld;
+    for (int q = q_first; q < q_hi; q += lanes) {
+      union {
+        int4 raw;
+        T v[kVec];
+      } chunk;
+      chunk.raw = __ldg(row + q);
+      const int j0 = q * kVec - lead;  // window column of the chunk's first sample
+      // float: all but the first and last chunk of a row skip the per-sample checks (double has
+      // only two samples a chunk, and the split spilled its kernel on sm_75).
+      if (sizeof(T) == 4 && j0 >= 0 && j0 + kVec <= used_cols) {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) window_row[j0 + k] = row_inside ? chunk.v[k] : T(0);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k)
+          if (j0 + k >= 0 && j0 + k < used_cols) window_row[j0 + k] = row_inside ? chunk.v[k] : T(0);
+      }
+    }
+  }
+  const int left = min(used_cols, max(0, -c_first));              // window columns before the row
+  const int right = max(left, min(used_cols, w - c_first));       // first window column after it
+  const int outside = left + (used_cols - right);
+  for (int e = t; e < used_rows * outside; e += kThreads) {
+    const int r = e / outside, k = e - r * outside;
+    const int j = k < left ? k : right + (k - left);
+    const int m_row = s_rowmap[r], m = s_colmap[j];
+    s_in[r * ld + j] = (m_row >= 0 && m >= 0) ? src[int64_t(m_row) * w + m] : T(0);
+  }
+}
+
+// Window loads for any input: one copy per sample through both tables. Samples outside a
+// constant border are zero-filling copies (no source bytes): no divergent branch per sample.
+template <typename T>
+__device__ __forceinline__ void load_window_by_sample(const T* __restrict__ src, int w,
+                                                      int used_rows, int used_cols,
+                                                      const int* s_rowmap, const int* s_colmap,
+                                                      T* s_in, int ld, int t) {
+  const int lane = t & 31;
+  for (int r = t >> 5; r < used_rows; r += kWarps) {
+    const int m_row = s_rowmap[r];
+    const bool row_inside = m_row >= 0;  // the 64-bit product once per row
+    const T* row = src + int64_t(row_inside ? m_row : 0) * w;
+    T* window_row = s_in + r * ld;
+    for (int c = lane; c < used_cols; c += 32) {
+      const int m = s_colmap[c];
+      const bool inside = row_inside && m >= 0;
+      // An unsigned 32-bit column: one wide multiply-add per address, no 64-bit sign extension.
+      const unsigned column = inside ? static_cast<unsigned>(m) : 0u;
+      copy_async<static_cast<int>(sizeof(T))>(window_row + c, row + column, inside);
+    }
+  }
+  copy_wait();
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     blur_tiles(const T* __restrict__ in, T* __restrict__ out, int h, int w, int out_h, int out_w,
                const T* __restrict__ ky, int nky, const T* __restrict__ kx, int nkx, int pad_top,
                int pad_left, Border border, TileLayout lay, int tiles_x, int tiles_y,
-               int64_t tiles) {
+               int64_t tiles, bool rows_aligned) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* s_ky = reinterpret_cast<T*>(smem + lay.taps_off);
   T* s_kx = reinterpret_cast<T*>(smem + lay.kx_off);
@@ -162,22 +247,11 @@ __global__ void __launch_bounds__(kThreads)
           c < used_cols ? static_cast<int>(map_border(int64_t(x0) - pad_left + c, w, border)) : -1;
     __syncthreads();
 
-    // Samples outside a constant border are zero-filling copies (no source bytes): no divergent
-    // branch per sample.
-    for (int r = warp; r < used_rows; r += kWarps) {
-      const int m_row = s_rowmap[r];
-      const bool row_inside = m_row >= 0;  // the 64-bit product once per row
-      const T* row = src + int64_t(row_inside ? m_row : 0) * w;
-      T* window_row = s_in + r * ld;
-      for (int c = lane; c < used_cols; c += 32) {
-        const int m = s_colmap[c];
-        const bool inside = row_inside && m >= 0;
-        // An unsigned 32-bit column: one wide multiply-add per address, no 64-bit sign extension.
-        const unsigned column = inside ? static_cast<unsigned>(m) : 0u;
-        copy_async<static_cast<int>(sizeof(T))>(window_row + c, row + column, inside);
-      }
-    }
-    copy_wait();
+    if (rows_aligned)
+      load_window_in_chunks(src, w, x0 - pad_left, used_rows, used_cols, s_rowmap, s_colmap, s_in,
+                            ld, t);
+    else
+      load_window_by_sample(src, w, used_rows, used_cols, s_rowmap, s_colmap, s_in, ld, t);
     __syncthreads();
 
     // Horizontal pass over every window row; a warp covers 8 rows x 4 strips.
@@ -249,6 +323,12 @@ int grid_for(int64_t total, int threads) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Whether every input row starts on a 16-byte boundary (the chunked window loads).
+template <typename T>
+bool rows_start_aligned(const T* input, int64_t w) {
+  return reinterpret_cast<uintptr_t>(input) % 16 == 0 && (w * int64_t(sizeof(T))) % 16 == 0;
+}
 
 struct BlurPlan {
   bool tiled = false;
@@ -343,7 +423,7 @@ cudaError_t separable_blur2d(const T* input, T* output, T* scratch, int64_t plan
         input, output, static_cast<int>(h), static_cast<int>(w), static_cast<int>(g.out_h),
         static_cast<int>(g.out_w), kernel_y, static_cast<int>(nky), kernel_x,
         static_cast<int>(nkx), static_cast<int>(g.pad_top), static_cast<int>(g.pad_left), border,
-        plan.lay, plan.tiles_x, plan.tiles_y, plan.tiles);
+        plan.lay, plan.tiles_x, plan.tiles_y, plan.tiles, rows_start_aligned(input, w));
     return cudaGetLastError();
   }
   if (scratch == nullptr) return cudaErrorInvalidValue;

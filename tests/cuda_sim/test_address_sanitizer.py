@@ -44,6 +44,11 @@ def test_every_operator_stays_inside_its_buffers():
         for taps, shape in [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))]:
             x = torch.randn(*shape)
             OPERATORS["separable_blur2d"](x, blur_taps(taps, torch.float32, "cpu", 1), blur_taps(taps - 2, torch.float32, "cpu", 2))
+        # Rows read in 16-byte chunks up to the plane's last column (W a multiple of 4).
+        for shape, taps in [((1, 1, 5, 36), 33), ((2, 1, 9, 100), 31)]:
+            x = torch.randn(*shape)
+            for border in ("reflect", "constant"):
+                OPERATORS["separable_blur2d"](x, blur_taps(taps, torch.float32, "cpu", 3), blur_taps(taps, torch.float32, "cpu", 4), border)
         x = torch.randn(1, 1, 600, 5)
         OPERATORS["banded_resample2d"](x, *band(130, 600, 600, 5, torch.float32, "cpu"), *band(7, 5, 2, 6, torch.float32, "cpu"))
         OPERATORS["sparse_sign_projection"](torch.randn(70, 9000), *sign_pattern(40, 9000, 0.01, 3, "cpu"), 0.3)

@@ -11,6 +11,17 @@ from anomaly_kernels import ops, reference
 
 BORDERS = ["reflect", "replicate", "constant", "circular"]
 
+# float32 rows that start on 16-byte boundaries (W a multiple of 4): the window is read in 16-byte
+# chunks, with the border columns of the first and last tiles across one by one.
+ALIGNED_ROW_SHAPES = [
+    (2, 1, 40, 100, 33, 33),  # 4 tiles across, the last one past the right edge
+    (1, 1, 20, 132, 31, 31),  # pad 15: chunks start 1 column before the window
+    (1, 2, 17, 64, 4, 6),  # even taps
+    (1, 1, 9, 8, 3, 9),  # narrower than a tile
+    (1, 1, 6, 4, 11, 11),  # padding wider than the input
+    (3, 1, 12, 36, 1, 1),
+]
+
 
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_even_kernels_pad_like_conv_same(device):
@@ -107,6 +118,20 @@ def test_cuda_tiles_match_cpu(device, border, padding, b, c, h, w, ky, kx):
     torch.testing.assert_close(out32.cpu().double(), expected, rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("b,c,h,w,ky,kx", ALIGNED_ROW_SHAPES)
+def test_cuda_chunked_window_loads_match_cpu(device, border, b, c, h, w, ky, kx):
+    _cuda_only(device)
+    x = torch.randn(b, c, h, w)
+    k_y, k_x = blur_taps(ky, torch.float32, "cpu", h), blur_taps(kx, torch.float32, "cpu", w)
+    expected = ops.separable_blur2d(x.double(), k_y.double(), k_x.double(), border, "same")
+    scale = float(k_y.abs().sum() * k_x.abs().sum())
+    for offset in (0, 1):  # rows 16-byte aligned, and 4 bytes off (a misaligned 16-byte load would fault)
+        shifted = torch.empty(x.numel() + offset, device=device)[offset:].view_as(x).copy_(x)
+        out = ops.separable_blur2d(shifted, k_y.to(device), k_x.to(device), border, "same")
+        torch.testing.assert_close(out.cpu().double(), expected, rtol=1e-5, atol=1e-6 * scale)
+
+
 @pytest.mark.parametrize("taps,shape", [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))])
 @pytest.mark.parametrize("border", ["reflect", "constant"])
 def test_cuda_long_kernels(device, taps, shape, border):
@@ -196,6 +221,24 @@ def test_simulated_cuda_tiles_match_cpu(border, b, c, h, w, ky, kx, padding):
     expected = ops.separable_blur2d(x, k_y, k_x, border, padding)
     out = simulated.separable_blur2d(x, k_y, k_x, border, padding == "same")
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize(
+    "b,c,h,w,ky,kx,padding",
+    [(*shape, padding) for shape in ALIGNED_ROW_SHAPES for padding in ("same", "valid")
+     if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])],  # 'valid' needs the kernel to fit
+)
+def test_simulated_cuda_chunked_window_loads_match_cpu(border, b, c, h, w, ky, kx, padding):
+    x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(h * w))
+    k_y, k_x = blur_taps(ky, torch.float32, "cpu", h), blur_taps(kx, torch.float32, "cpu", w)
+    expected = ops.separable_blur2d(x.double(), k_y.double(), k_x.double(), border, padding)
+    out = simulated.separable_blur2d(x, k_y, k_x, border, padding == "same")
+    scale = float(k_y.abs().sum() * k_x.abs().sum())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6 * scale)
+    # The same input 4 bytes off a 16-byte boundary takes the sample-by-sample loads: same sums.
+    shifted = torch.empty(x.numel() + 1)[1:].view_as(x).copy_(x)
+    assert torch.equal(simulated.separable_blur2d(shifted, k_y, k_x, border, padding == "same"), out)
 
 
 @pytest.mark.parametrize("taps,shape", [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))])
