@@ -313,6 +313,7 @@ def kcenter_comparison(n: int, dim: int, ratio: float, data: str) -> Comparison:
     if data == "clustered":
         # Every pruned pass in the exact form (two grid barriers), for the bounded form's gain.
         forms["native_exact_passes"] = _with_environment(select(torch.float32), "ANOMALY_KERNELS_KCENTER_TRIANGLE_BYTES", "0")
+    if n * dim <= 400_000_000:
         # Half the cooperative grid: cheaper grid barriers, fewer loads in flight.
         forms["native_one_block_per_sm"] = _with_environment(select(torch.float32), "ANOMALY_KERNELS_KCENTER_BLOCKS_PER_SM", "1")
     picks = int(n * ratio)
