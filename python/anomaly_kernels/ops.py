@@ -406,12 +406,14 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
 def cublas_scores_faster(images: int, channels: int, dtype: torch.dtype) -> bool:
     """Whether cuBLAS batched matmul scores (B, C) float32 faster than the native CUDA kernel.
 
-    Measured on an H200 (``bench/results/NVIDIA-H200-2026-11-27-extra.md``) with the kernel
-    before its last shared-memory sizing: the native kernel won while the batch fitted one
-    image group with few channels and, at C = 550, up to 8 images; beyond that the product is
-    arithmetic-bound and cuBLAS's register-blocked GEMM won (32 x 550 x 64 x 64: 3.7 ms against
-    6.3 ms). At C = 100 the native kernel still won at 32 images. ``anomaly-kernels bench-gpu``
-    times both (``native_kernel`` beside ``native``) so the bounds can follow the kernel.
+    Measured on an H200 (``bench/results/NVIDIA-H200-2026-11-27-extra.md``, confirmed on the
+    current kernel by ``NVIDIA-H200-2026-11-27-gpu-check.json``): the native kernel wins while
+    the batch fits one image group with few channels and, at C = 550, up to 8 images (8 x 550 x
+    64 x 64: 2.0 ms against 2.5 ms); beyond that the product is arithmetic-bound and cuBLAS's
+    register-blocked GEMM wins (32 x 550 x 64 x 64: 3.75 ms against 4.7 ms). At C = 100 the
+    native kernel still wins at 32 images (0.25 ms against 0.32 ms). ``anomaly-kernels
+    bench-gpu`` times both (``native_kernel`` beside ``native``) so the bounds can follow the
+    kernel.
 
     The route is taken only where it is as exact as the kernel: float32 with full-precision
     matmuls (``torch.get_float32_matmul_precision() == "highest"``, i.e. TF32 off; the product
