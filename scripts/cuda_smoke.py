@@ -94,6 +94,18 @@ def main() -> int:
     results.append(_close("mahalanobis, packed precision", ops.mahalanobis(wide_query.to(cuda), gpu_wide_mean, gpu_packed),
                           reference.mahalanobis(wide_query, wide_mean, wide_precision), 1e-3))
 
+    # Enough positions (320) for groups of up to 8 images to stream the rows into registers.
+    many = torch.randn(30, 70, 16, 20)
+    many_mean, many_precision = ops.gaussian_fit(many)
+    gpu_many_mean, gpu_many_packed = ops.gaussian_fit(many.to(cuda), packed=True)
+    for b in (1, 5):
+        many_query = torch.randn(b, 70, 16, 20)
+        expected_many = reference.mahalanobis(many_query, many_mean, many_precision)
+        results.append(_close(f"mahalanobis, {b} image(s) at 320 positions",
+                              ops.mahalanobis(many_query.to(cuda), many_mean.to(cuda), many_precision.to(cuda)), expected_many, 1e-3))
+        results.append(_close(f"mahalanobis, packed, {b} image(s) at 320 positions",
+                              ops.mahalanobis(many_query.to(cuda), gpu_many_mean, gpu_many_packed), expected_many, 1e-3))
+
     data, queries = torch.randn(5000, 16), torch.randn(300, 16) * 2
     results.append(_close("kde_log_sum_exp", ops.kde_log_sum_exp(queries.to(cuda), data.to(cuda)),
                           reference.kde_log_sum_exp(queries, data), 1e-3))

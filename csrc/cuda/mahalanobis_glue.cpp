@@ -5,6 +5,8 @@
 //   ANOMALY_KERNELS_MAHALANOBIS_GROUP=g  score g images per read of the precisions (1, 4, 8,
 //                                        16, 32 or 64) instead of the smallest group that
 //                                        holds the batch
+//   ANOMALY_KERNELS_MAHALANOBIS_STREAM=0 groups of up to 8 images take the tiled kernel, not
+//                                        the one that streams the rows into registers
 #include <cstdlib>
 
 #include <torch/csrc/stable/ops.h>
@@ -21,6 +23,8 @@ void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
   const int64_t b = e.size(0), c = e.size(1), p = e.size(2) * e.size(3);
   const char* group_setting = std::getenv("ANOMALY_KERNELS_MAHALANOBIS_GROUP");
   const int group_images = group_setting ? std::atoi(group_setting) : 0;
+  const char* stream_setting = std::getenv("ANOMALY_KERNELS_MAHALANOBIS_STREAM");
+  const bool allow_streamed = !(stream_setting && std::atoi(stream_setting) == 0);
   int64_t elements = 0;
   const cudaError_t planned = cuda::mahalanobis_workspace_elements<T>(b, c, p, group_images, &elements);
   STD_TORCH_CHECK(planned != cudaErrorInvalidValue, "mahalanobis: C = ", c,
@@ -32,7 +36,7 @@ void launch(const Tensor& e, const Tensor& mu, const Tensor& m, Tensor& out) {
   Tensor workspace = torch::stable::new_empty(e, workspace_shape);
   check_launch(cuda::mahalanobis<T>(e.const_data_ptr<T>(), mu.const_data_ptr<T>(), m.const_data_ptr<T>(),
                                     /*packed=*/m.dim() == 2, b, c, p, group_images, workspace.mutable_data_ptr<T>(),
-                                    out.mutable_data_ptr<T>(), current_stream(e)),
+                                    out.mutable_data_ptr<T>(), current_stream(e), allow_streamed),
                "mahalanobis");
 }
 

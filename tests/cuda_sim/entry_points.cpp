@@ -30,13 +30,13 @@ std::vector<T> unwritten(int64_t n) {
 
 template <typename T>
 int mahalanobis(const T* embedding, const T* mean, const T* precision, int packed, int64_t b, int64_t c,
-                int64_t p, int group, T* out) {
+                int64_t p, int group, int streamed, T* out) {
   int64_t elements = 0;
   cudaError_t err = akc::mahalanobis_workspace_elements<T>(b, c, p, group, &elements);
   if (err != cudaSuccess) return err;
   std::vector<T> workspace = unwritten<T>(elements);
   return akc::mahalanobis<T>(embedding, mean, precision, packed != 0, b, c, p, group, workspace.data(), out,
-                             nullptr);
+                             nullptr, streamed != 0);
 }
 
 template <typename T>
@@ -92,12 +92,12 @@ const char* sim_last_failure() { return cuda_sim::Runtime::instance().last_failu
 int sim_pending_error() { return cudaPeekAtLastError(); }
 
 int sim_mahalanobis_f32(const float* e, const float* m, const float* P, int packed, int64_t b, int64_t c, int64_t p,
-                        int group, float* out) {
-  return mahalanobis<float>(e, m, P, packed, b, c, p, group, out);
+                        int group, int streamed, float* out) {
+  return mahalanobis<float>(e, m, P, packed, b, c, p, group, streamed, out);
 }
 int sim_mahalanobis_f64(const double* e, const double* m, const double* P, int packed, int64_t b, int64_t c,
-                        int64_t p, int group, double* out) {
-  return mahalanobis<double>(e, m, P, packed, b, c, p, group, out);
+                        int64_t p, int group, int streamed, double* out) {
+  return mahalanobis<double>(e, m, P, packed, b, c, p, group, streamed, out);
 }
 
 int sim_separable_blur2d_f32(const float* x, float* y, int64_t planes, int64_t h, int64_t w, const float* ky,

@@ -99,14 +99,16 @@ def _suffix(dtype: torch.dtype) -> str:
     return {torch.float32: "f32", torch.float64: "f64"}[dtype]
 
 
-def mahalanobis(embedding, mean, precision, group: int = 0, device: Device = H100_LIKE) -> torch.Tensor:
-    """(B, C, H, W), (C, H*W), (H*W, C, C) or packed (H*W, C(C+1)/2) -> distances (B, H*W)."""
+def mahalanobis(embedding, mean, precision, group: int = 0, device: Device = H100_LIKE, streamed: bool = True) -> torch.Tensor:
+    """(B, C, H, W), (C, H*W), (H*W, C, C) or packed (H*W, C(C+1)/2) -> distances (B, H*W).
+
+    ``streamed`` False keeps groups of up to 8 images on the tiled kernel."""
     b, c = embedding.shape[:2]
     p = mean.shape[1]
     out = torch.full((b, p), float("nan"), dtype=embedding.dtype)
     function = getattr(load(), f"sim_mahalanobis_{_suffix(embedding.dtype)}")
     packed = int(precision.dim() == 2)
-    args = (_ptr(embedding), _ptr(mean), _ptr(precision), packed, _i64(b), _i64(c), _i64(p), group, _ptr(out))
+    args = (_ptr(embedding), _ptr(mean), _ptr(precision), packed, _i64(b), _i64(c), _i64(p), group, int(streamed), _ptr(out))
     _call("mahalanobis", device, function, *args)
     return out
 

@@ -50,14 +50,14 @@ def kde_log_sum_exp(queries, dataset, device: Device = H100_LIKE):
     return kernels.kde_log_sum_exp(queries.contiguous(), dataset.contiguous(), device=device)
 
 
-def mahalanobis(embedding, mean, precision, device: Device = H100_LIKE, group: int = 0):
+def mahalanobis(embedding, mean, precision, device: Device = H100_LIKE, group: int = 0, streamed: bool = True):
     b, c, h, w = embedding.shape
     if b * h * w == 0:
         return embedding.new_empty(b, 1, h, w)
     if c == 0:
         return embedding.new_zeros(b, 1, h, w)
     e, m, p = embedding.contiguous(), mean.contiguous(), precision.contiguous()
-    return kernels.mahalanobis(e, m, p, group=group, device=device).reshape(b, 1, h, w)
+    return kernels.mahalanobis(e, m, p, group=group, device=device, streamed=streamed).reshape(b, 1, h, w)
 
 
 def separable_blur2d(input, kernel_y, kernel_x, border_type="reflect", same_padding=True,

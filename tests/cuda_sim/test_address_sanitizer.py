@@ -41,6 +41,13 @@ def test_every_operator_stays_inside_its_buffers():
         from conformance import band, blur_taps, gaussians, sign_pattern
         for b, c, dtype in [(1, 2048, torch.float32), (3, 700, torch.float64), (40, 300, torch.float32)]:
             OPERATORS["mahalanobis"](*gaussians(b, c, 1, 2, dtype, "cpu", seed=c))
+        # Streamed rows (small groups, many positions), full, unaligned and packed.
+        for b, c in [(1, 129), (5, 130), (8, 132)]:
+            embedding, mean, precision = gaussians(b, c, 3, 4, torch.float32, "cpu", seed=c)
+            rows, columns = torch.triu_indices(c, c)
+            for matrices in (precision, precision[:, rows, columns].contiguous(),
+                             torch.empty(precision.numel() + 1)[1:].view_as(precision).copy_(precision)):
+                OPERATORS["mahalanobis"](embedding, mean, matrices)
         for taps, shape in [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))]:
             x = torch.randn(*shape)
             OPERATORS["separable_blur2d"](x, blur_taps(taps, torch.float32, "cpu", 1), blur_taps(taps - 2, torch.float32, "cpu", 2))

@@ -370,7 +370,7 @@ def test_simulated_cuda_reads_each_upper_tile_once_per_image_group(b, group, ima
     to several blocks (here 6 positions on 8 resident blocks)."""
     embedding, mean, precision = gaussians(b, c, 2, 3, torch.float32, "cpu", seed=c)
     with copies_from(precision) as counts:
-        simulated.mahalanobis(embedding, mean, precision, group=group)
+        simulated.mahalanobis(embedding, mean, precision, group=group, streamed=False)
     expected = _copied_per_group(c, images) * -(-b // images)
     assert torch.equal(counts.view(6, c, c), expected.expand(6, c, c))
 
@@ -388,3 +388,76 @@ def test_simulated_cuda_reads_a_packed_triangle_once(b):
     torch.testing.assert_close(out, simulated.mahalanobis(embedding, mean, precision), rtol=1e-5, atol=1e-5)
     mirrored = (rows // 64 == columns // 64) & (rows != columns) & (b > 16)
     assert torch.equal(counts.view(6, -1), (1 + mirrored.int()).expand(6, -1))
+
+
+# Groups of up to 8 float32 images with (position, group) pairs enough to fill the device (2 per
+# simulated SM: 8) stream the matrices' rows into registers instead of staging tiles.
+STREAMED_SHAPES = [(1, 1), (1, 5), (3, 127), (4, 128), (5, 129), (8, 300), (2, 550), (7, 260)]
+
+
+@pytest.mark.parametrize("b,c", STREAMED_SHAPES)
+@pytest.mark.parametrize("layout", ["full", "unaligned", "packed"])
+def test_simulated_cuda_streamed_small_groups_match_the_reference(b, c, layout):
+    embedding, mean, precision = gaussians(b, c, 3, 4, torch.float32, "cpu", seed=b * 7 + c)
+    if layout == "unaligned":  # rows off the 16-byte grid: entry by entry
+        precision = torch.empty(precision.numel() + 1)[1:].view_as(precision).copy_(precision)
+    elif layout == "packed":
+        rows, columns = torch.triu_indices(c, c)
+        precision = precision[:, rows, columns].contiguous()
+    _check_simulated(embedding, mean, precision)
+    tiled = simulated.mahalanobis(embedding, mean, precision, streamed=False)
+    torch.testing.assert_close(simulated.mahalanobis(embedding, mean, precision), tiled, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("b,images", [(1, 1), (3, 4), (8, 8), (9, 8), (6, 1)])
+@pytest.mark.parametrize("c", [130, 132, 300])  # rows 16-byte aligned at 132 and 300 only
+@pytest.mark.parametrize("packed", [False, True])
+def test_simulated_cuda_streamed_groups_read_the_upper_triangle_once(b, images, c, packed):
+    """Each entry on or above the diagonal once per group of `images` images, and none below it
+    (16-byte loads only for four entries all on or above it)."""
+    embedding, mean, precision = gaussians(b, c, 3, 4, torch.float32, "cpu", seed=c)
+    rows, columns = torch.triu_indices(c, c)
+    watched = precision[:, rows, columns].contiguous() if packed else precision
+    with copies_from(watched) as counts:
+        out = simulated.mahalanobis(embedding, mean, watched, group=images)
+    _check_simulated(embedding, mean, precision, group=images)
+    torch.testing.assert_close(out, simulated.mahalanobis(embedding, mean, precision, streamed=False), rtol=1e-5, atol=1e-5)
+    groups = -(-b // images)
+    upper = torch.ones(c, c, dtype=torch.int32).triu()
+    expected = torch.full((rows.numel(),), groups, dtype=torch.int32) if packed else upper.flatten() * groups
+    assert torch.equal(counts.view(12, -1), expected.expand(12, -1))
+
+
+def test_simulated_cuda_streamed_nan_and_inf():
+    """NaN stays NaN, and an infinite feature against a positive matrix gives +inf: entries left
+    of the diagonal are skipped, never multiplied by 0."""
+    c = 150
+    precision = (0.1 * torch.ones(c, c) + 0.5 * torch.eye(c)).expand(12, c, c).contiguous()
+    mean = torch.zeros(c, 12)
+    embedding = torch.rand(3, c, 3, 4, generator=torch.Generator().manual_seed(4)) + 0.1
+    embedding[0, c - 1, 0, 1] = float("inf")  # the last column of the last strip
+    embedding[1, 0, 2, 3] = float("inf")  # the first row
+    embedding[2, 70, 1, 1] = float("nan")
+    out = simulated.mahalanobis(embedding, mean, precision)
+    expected = reference.mahalanobis(embedding, mean, precision)
+    assert out[0, 0, 0, 1] == float("inf") and out[1, 0, 2, 3] == float("inf") and torch.isnan(out[2, 0, 1, 1])
+    special = torch.zeros_like(out, dtype=torch.bool)
+    special[0, 0, 0, 1] = special[1, 0, 2, 3] = special[2, 0, 1, 1] = True
+    torch.testing.assert_close(out[~special], expected[~special], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("b", [1, 3, 8])
+def test_cuda_streamed_and_tiled_kernels_agree(b, monkeypatch):
+    """On a GPU: 64 x 64 positions fill it, so groups of up to 8 images take the streamed kernel;
+    ANOMALY_KERNELS_MAHALANOBIS_STREAM=0 keeps them on the tiled one."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    embedding, mean, precision = gaussians(b, 100, 64, 64, torch.float32, "cuda", seed=b)
+    kernel = torch.ops.anomaly_kernels.mahalanobis
+    streamed = kernel(embedding, mean, precision)
+    monkeypatch.setenv("ANOMALY_KERNELS_MAHALANOBIS_STREAM", "0")
+    tiled = kernel(embedding, mean, precision)
+    torch.testing.assert_close(streamed, tiled, rtol=1e-5, atol=1e-5)
+    expected = reference.mahalanobis(embedding.cpu().double(), mean.cpu().double(), precision.cpu().double())
+    torch.testing.assert_close(streamed.cpu().double(), expected, rtol=1e-4, atol=1e-4)
+

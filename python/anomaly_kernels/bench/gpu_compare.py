@@ -234,6 +234,13 @@ def mahalanobis_comparison(b: int, c: int, h: int, w: int) -> Comparison:
         "native_kernel_packed": lambda: kernel(embedding, mean, packed),
         "native_packed": lambda: ops.mahalanobis(embedding, mean, packed),
     }
+    if b <= 8:  # groups of up to 8 images stream the rows into registers; the tiled kernel for comparison
+        forms["native_kernel_tiled"] = _with_environment(
+            lambda: kernel(embedding, mean, precision), "ANOMALY_KERNELS_MAHALANOBIS_STREAM", "0"
+        )
+        forms["native_kernel_packed_tiled"] = _with_environment(
+            lambda: kernel(embedding, mean, packed), "ANOMALY_KERNELS_MAHALANOBIS_STREAM", "0"
+        )
     # The kernel with other image groups than its default (the smallest that holds the batch):
     # smaller groups read the precisions more often but hold fewer registers per thread.
     for group in (4, 8, 16, 32, 64):

@@ -1,7 +1,7 @@
 // Counts how often each 4-byte word of one watched buffer is read by copies to shared memory
-// (cuda/async_copy.cuh), so that tests can check a kernel's memory traffic: which words it
-// stages, and how many times (a tile of a matrix read once per image group, an input row staged
-// once).
+// (cuda/async_copy.cuh) or by read-only loads (__ldg, cuda_sim/device.h), so that tests can check
+// a kernel's memory traffic: which words it reads, and how many times (a tile of a matrix read
+// once per image group, an input row staged once). A load of fewer than 4 bytes counts its word.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -11,6 +11,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda_sim/copy_counter.h"
 #include "cuda_sim/scheduler.h"
 #include "cuda_sim/vector_types.h"
 
@@ -192,13 +193,18 @@ using std::isnan;
 using std::log;
 using std::sqrt;
 
-// Cache-hinted loads and stores: plain ones here.
+// Cache-hinted loads and stores: plain ones here. Read-only loads (__ldg) are counted like
+// copies to shared memory (copy_counter.h): both are how kernels read their inputs' bulk.
+template <typename T>
+T __ldg(const T* p) {
+  ::cuda_sim::CopyCounter::instance().count(p, static_cast<int>(sizeof(T)));
+  return *p;
+}
 #define CUDA_SIM_PLAIN_LOAD(name) \
   template <typename T>           \
   T name(const T* p) {            \
     return *p;                    \
   }
-CUDA_SIM_PLAIN_LOAD(__ldg)
 CUDA_SIM_PLAIN_LOAD(__ldcg)
 CUDA_SIM_PLAIN_LOAD(__ldcs)
 CUDA_SIM_PLAIN_LOAD(__ldlu)
