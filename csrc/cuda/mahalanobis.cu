@@ -18,7 +18,7 @@
 // in registers until the block's last tile. Each tile of P thus leaves memory once per image
 // group, and the upper triangle only.
 //
-// Three kernels:
+// Four kernels:
 //  1. centre_kernel: d = embedding - mean, transposed to [position][group][channel][image]
 //     (zero-padded to whole tiles), so that a position's vectors are one contiguous block that
 //     the scoring kernel copies with 16-byte loads. (In (B, C, H*W) order a position's vectors
@@ -27,6 +27,8 @@
 //     dealt to `splits` blocks when there are too few positions to fill the GPU; each then
 //     writes its partial forms, and
 //  3. finish_kernel adds them in a fixed order (deterministic: no float atomics).
+//  2b. streamed_forms_kernel replaces forms_kernel for float32 groups of up to 8 images when
+//     the positions fill the GPU: no tiles, the rows read straight into registers (see there).
 // Tiles stream through shared memory in pieces of kStageRows rows, kStages pieces deep, by
 // cp.async (plain loads before sm_80). Accumulation is in T (fp32 FMA for float, no TF32).
 // Packed precisions (upper triangles row by row, common/packed_triangle.h) are read in place:
