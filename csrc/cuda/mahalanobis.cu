@@ -601,13 +601,13 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
       for (int i = 0; i < IMAGES; ++i) partial_forms[warp * IMAGES + i] = forms[i];
     }
     __syncthreads();
-    const int64_t first = group * IMAGES;
-    const int64_t count = a.b - first < IMAGES ? a.b - first : IMAGES;
-    for (int i = threadIdx.x; i < count; i += kThreads) {
+    // Thread i < IMAGES finishes image i of the group (never split: one block per item).
+    const int64_t image = group * IMAGES + threadIdx.x;
+    if (threadIdx.x < IMAGES && image < a.b) {
       T q = T(0);
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) q += partial_forms[w * IMAGES + i];
-      a.out[(first + i) * a.p + pos] = distance_of(q);
+      for (int w = 0; w < kWarps; ++w) q += partial_forms[w * IMAGES + threadIdx.x];
+      a.out[image * a.p + pos] = distance_of(q);
     }
     __syncthreads();  // the next item overwrites the vectors and the partial forms
   }

@@ -209,12 +209,14 @@ SIMULATED_TILE_SHAPES = [
 ]
 
 
+def _with_paddings(shapes):
+    """(b, c, h, w, ky, kx, padding) for each shape: "same", and "valid" where the kernel fits."""
+    return [(*shape, padding) for shape in shapes for padding in ("same", "valid")
+            if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])]
+
+
 @pytest.mark.parametrize("border", BORDERS)
-@pytest.mark.parametrize(
-    "b,c,h,w,ky,kx,padding",
-    [(*shape, padding) for shape in SIMULATED_TILE_SHAPES for padding in ("same", "valid")
-     if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])],  # 'valid' needs the kernel to fit
-)
+@pytest.mark.parametrize("b,c,h,w,ky,kx,padding", _with_paddings(SIMULATED_TILE_SHAPES))
 def test_simulated_cuda_tiles_match_cpu(border, b, c, h, w, ky, kx, padding):
     x = torch.randn(b, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h + w))
     k_y, k_x = blur_taps(ky, torch.float64, "cpu", h), blur_taps(kx, torch.float64, "cpu", w)
@@ -224,11 +226,7 @@ def test_simulated_cuda_tiles_match_cpu(border, b, c, h, w, ky, kx, padding):
 
 
 @pytest.mark.parametrize("border", BORDERS)
-@pytest.mark.parametrize(
-    "b,c,h,w,ky,kx,padding",
-    [(*shape, padding) for shape in ALIGNED_ROW_SHAPES for padding in ("same", "valid")
-     if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])],  # 'valid' needs the kernel to fit
-)
+@pytest.mark.parametrize("b,c,h,w,ky,kx,padding", _with_paddings(ALIGNED_ROW_SHAPES))
 def test_simulated_cuda_chunked_window_loads_match_cpu(border, b, c, h, w, ky, kx, padding):
     x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(h * w))
     k_y, k_x = blur_taps(ky, torch.float32, "cpu", h), blur_taps(kx, torch.float32, "cpu", w)
