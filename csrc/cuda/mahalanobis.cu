@@ -463,11 +463,10 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 // bandwidth at 8 x 550 x 64 x 64 (Nsight Compute: L1 68 %, 25 % occupancy at 90 registers).
 // This kernel reads the rows of the upper triangle straight into registers. The matrix is cut
 // into strips of kStripCols = 128 columns (32 lanes x 4); in strip s a lane owns 4 columns and
-// keeps their centred values in registers, while its warp walks the rows r < min(c, 128 (s + 1))
-// of the strip; entries left of the diagonal are neither read nor used (never multiplied by 0:
-// an infinite feature must not give NaN). Per row the lane adds
-//   2 d_r . (sum over its columns c' > r of P_rc' d_c', plus P_rr d_r / 2),
-// the same weights as the tiled kernel's upper-only diagonal tiles. The rows of all strips are
+// sums, for each of them, P_rc' d_r over the rows r <= c' that its warp walks (the diagonal
+// entry at half weight), then adds 2 d_c' times that sum: the tiled kernel's upper-only diagonal
+// tiles, column sums and weights, so that infinities and NaN combine the same way. Entries left
+// of the diagonal are neither read nor used (never multiplied by 0). The rows of all strips are
 // dealt to the block's warps in equal contiguous ranges, and kStreamBatch rows are loaded
 // before any is used (that many loads in flight per thread).
 constexpr int kStripCols = 32 * 4;
@@ -546,18 +545,20 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
     while (s < strips && r >= strip_rows(s)) r -= strip_rows(s++);
     for (int unit = first_unit; unit < last_unit; ++s, r = 0) {
       const int end = min(strip_rows(s), r + (last_unit - unit));  // this strip's rows for the warp
+      const int first_row = r;
       unit += end - r;
       const int col = s * kStripCols + lane * 4;
-      // The lane's columns inside the matrix, and their centred values.
-      unsigned inside = 0;
-      T dc[4][IMAGES];
+      unsigned inside = 0;  // the lane's columns inside the matrix
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < 4; ++k)
         if (col + k < c) inside |= 1u << k;
-        const Vec<T, IMAGES> d = load_vec<T, IMAGES>(ds + (col + k < c ? col + k : 0) * IMAGES);
+      // h[k] = sum over the warp's rows r <= col + k of P_r,col+k d_r (the diagonal entry at half
+      // weight): the tiled kernel's column sums, so that infinities and NaN combine the same way.
+      T h[4][IMAGES];
 #pragma unroll
-        for (int i = 0; i < IMAGES; ++i) dc[k][i] = d.v[i];
-      }
+      for (int k = 0; k < 4; ++k)
+#pragma unroll
+        for (int i = 0; i < IMAGES; ++i) h[k][i] = T(0);
       for (; r < end; r += kStreamBatch) {
         Quad<T> rows[kStreamBatch];
         unsigned valid[kStreamBatch];
@@ -571,22 +572,27 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
         }
 #pragma unroll
         for (int b = 0; b < kStreamBatch; ++b) {
-          if (valid[b] == 0) continue;  // not multiplied by 0: d_r may be infinite
+          if (valid[b] == 0) continue;  // entries left of the diagonal: not multiplied by 0
           const int row = r + b;
           const Vec<T, IMAGES> dr = load_vec<T, IMAGES>(ds + row * IMAGES);
-          T t[IMAGES];
-#pragma unroll
-          for (int i = 0; i < IMAGES; ++i) t[i] = T(0);
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             if ((valid[b] >> k) & 1u) {
               const T m = col + k == row ? T(0.5) * rows[b].v[k] : rows[b].v[k];
 #pragma unroll
-              for (int i = 0; i < IMAGES; ++i) t[i] = fma(m, dc[k][i], t[i]);
+              for (int i = 0; i < IMAGES; ++i) h[k][i] = fma(dr.v[i], m, h[k][i]);
             }
           }
+        }
+      }
+      // forms += 2 d_c . h_c over the lane's columns that some row of the warp reached (a zero h
+      // times an infinite d_c would turn an infinite form into NaN).
 #pragma unroll
-          for (int i = 0; i < IMAGES; ++i) forms[i] = fma(T(2) * dr.v[i], t[i], forms[i]);
+      for (int k = 0; k < 4; ++k) {
+        if (((inside >> k) & 1u) && col + k >= first_row) {
+          const Vec<T, IMAGES> d = load_vec<T, IMAGES>(ds + (col + k) * IMAGES);
+#pragma unroll
+          for (int i = 0; i < IMAGES; ++i) forms[i] = fma(h[k][i], T(2) * d.v[i], forms[i]);
         }
       }
     }

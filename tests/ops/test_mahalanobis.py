@@ -428,6 +428,26 @@ def test_simulated_cuda_streamed_groups_read_the_upper_triangle_once(b, images, 
     assert torch.equal(counts.view(12, -1), expected.expand(12, -1))
 
 
+@pytest.mark.parametrize("channel", [3, 40, 131])
+def test_simulated_cuda_streamed_and_tiled_kernels_combine_infinities_alike(channel):
+    """With a zero entry above the diagonal, an infinite feature meets 0 * inf in some products
+    and not in others: the streamed kernel forms the tiled kernel's column sums, so both give
+    the same +inf or NaN."""
+    c = 132
+    matrix = 0.1 * torch.ones(c, c) + 0.5 * torch.eye(c)
+    matrix[3, 40] = matrix[40, 3] = 0
+    precision = matrix.expand(12, c, c).contiguous()
+    mean = torch.zeros(c, 12)
+    embedding = torch.rand(1, c, 3, 4, generator=torch.Generator().manual_seed(channel)) + 0.1
+    embedding[0, channel, 1, 2] = float("inf")
+    streamed = simulated.mahalanobis(embedding, mean, precision)
+    tiled = simulated.mahalanobis(embedding, mean, precision, streamed=False)
+    assert torch.equal(streamed.isnan(), tiled.isnan()) and torch.equal(streamed.isinf(), tiled.isinf())
+    assert not streamed[0, 0, 1, 2].isfinite()
+    finite = streamed.isfinite()
+    torch.testing.assert_close(streamed[finite], tiled[finite], rtol=1e-5, atol=1e-5)
+
+
 def test_simulated_cuda_streamed_nan_and_inf():
     """NaN stays NaN, and an infinite feature against a positive matrix gives +inf: entries left
     of the diagonal are skipped, never multiplied by 0."""
@@ -452,12 +472,21 @@ def test_cuda_streamed_and_tiled_kernels_agree(b, monkeypatch):
     ANOMALY_KERNELS_MAHALANOBIS_STREAM=0 keeps them on the tiled one."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
-    embedding, mean, precision = gaussians(b, 100, 64, 64, torch.float32, "cuda", seed=b)
     kernel = torch.ops.anomaly_kernels.mahalanobis
-    streamed = kernel(embedding, mean, precision)
-    monkeypatch.setenv("ANOMALY_KERNELS_MAHALANOBIS_STREAM", "0")
-    tiled = kernel(embedding, mean, precision)
-    torch.testing.assert_close(streamed, tiled, rtol=1e-5, atol=1e-5)
-    expected = reference.mahalanobis(embedding.cpu().double(), mean.cpu().double(), precision.cpu().double())
-    torch.testing.assert_close(streamed.cpu().double(), expected, rtol=1e-4, atol=1e-4)
+    for c in (100, 130):  # rows 16-byte aligned, and not
+        embedding, mean, precision = gaussians(b, c, 64, 64, torch.float32, "cuda", seed=b + c)
+        rows, columns = torch.triu_indices(c, c, device="cuda")
+        layouts = {
+            "full": precision,
+            "packed": precision[:, rows, columns].contiguous(),
+            "4 bytes off": torch.empty(precision.numel() + 1, device="cuda")[1:].view_as(precision).copy_(precision),
+        }
+        expected = reference.mahalanobis(embedding.cpu().double(), mean.cpu().double(), precision.cpu().double())
+        for name, matrices in layouts.items():
+            monkeypatch.delenv("ANOMALY_KERNELS_MAHALANOBIS_STREAM", raising=False)
+            streamed = kernel(embedding, mean, matrices)
+            monkeypatch.setenv("ANOMALY_KERNELS_MAHALANOBIS_STREAM", "0")
+            tiled = kernel(embedding, mean, matrices)
+            torch.testing.assert_close(streamed, tiled, rtol=1e-5, atol=1e-5, msg=f"C = {c}, {name}")
+            torch.testing.assert_close(streamed.cpu().double(), expected, rtol=1e-4, atol=1e-4, msg=f"C = {c}, {name}")
 

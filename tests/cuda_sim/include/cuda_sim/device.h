@@ -194,9 +194,13 @@ using std::log;
 using std::sqrt;
 
 // Cache-hinted loads and stores: plain ones here. Read-only loads (__ldg) are counted like
-// copies to shared memory (copy_counter.h): both are how kernels read their inputs' bulk.
+// copies to shared memory (copy_counter.h): both are how kernels read their inputs' bulk. A GPU
+// faults on a load from an address off its type's alignment (a float4 off 16 bytes), which the
+// CPU would serve: refused here.
 template <typename T>
 T __ldg(const T* p) {
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(T) != 0)
+    throw std::runtime_error("__ldg of " + std::to_string(sizeof(T)) + " bytes from a misaligned address");
   ::cuda_sim::CopyCounter::instance().count(p, static_cast<int>(sizeof(T)));
   return *p;
 }
