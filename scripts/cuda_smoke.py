@@ -94,11 +94,11 @@ def main() -> int:
     results.append(_close("mahalanobis, packed precision", ops.mahalanobis(wide_query.to(cuda), gpu_wide_mean, gpu_packed),
                           reference.mahalanobis(wide_query, wide_mean, wide_precision), 1e-3))
 
-    # Enough positions (320) for groups of up to 8 images to stream the rows into registers.
+    # Enough positions (320) for groups of up to 32 images to stream the rows into registers.
     many = torch.randn(30, 70, 16, 20)
     many_mean, many_precision = ops.gaussian_fit(many)
     gpu_many_mean, gpu_many_packed = ops.gaussian_fit(many.to(cuda), packed=True)
-    for b in (1, 5):
+    for b in (1, 5, 20):
         many_query = torch.randn(b, 70, 16, 20)
         expected_many = reference.mahalanobis(many_query, many_mean, many_precision)
         results.append(_close(f"mahalanobis, {b} image(s) at 320 positions",

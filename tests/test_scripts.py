@@ -13,7 +13,7 @@ def test_cuda_smoke_script_passes_on_the_cpu_kernels():
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("22 passed, 0 failed")
+    assert result.stdout.strip().endswith("24 passed, 0 failed")
 
 
 def test_profile_script_runs_its_cases_on_the_cpu_kernels():

@@ -27,7 +27,7 @@
 //     dealt to `splits` blocks when there are too few positions to fill the GPU; each then
 //     writes its partial forms, and
 //  3. finish_kernel adds them in a fixed order (deterministic: no float atomics).
-//  2b. streamed_forms_kernel replaces forms_kernel for float32 groups of up to 8 images when
+//  2b. streamed_forms_kernel replaces forms_kernel for float32 groups of up to 32 images when
 //     the positions fill the GPU: no tiles, the rows read straight into registers (see there).
 // Tiles stream through shared memory in pieces of kStageRows rows, kStages pieces deep, by
 // cp.async (plain loads before sm_80). Accumulation is in T (fp32 FMA for float, no TF32).
@@ -456,68 +456,77 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
   }
 }
 
-// ---- 2b. the forms of small image groups, streamed -----------------------------------------
-// Groups of up to 8 images do 1 to 8 multiply-adds per matrix entry and byte pair: they are
-// bound by memory. Staging their tiles through shared memory costs a shared write and read per
-// entry and a barrier per piece, which kept the tiled kernel at 30 % of the H200's memory
-// bandwidth at 8 x 550 x 64 x 64 (Nsight Compute: L1 68 %, 25 % occupancy at 90 registers).
+// ---- 2b. the forms of image groups read from memory row by row (streamed) -------------------
+// Up to 8 images do 1 to 8 multiply-adds per matrix entry and byte pair: they are bound by
+// memory. Staging tiles through shared memory costs a shared write and read per entry and a
+// barrier per piece, which kept the tiled kernel at 30 % of the H200's memory bandwidth at
+// 8 x 550 x 64 x 64 (Nsight Compute: L1 68 %, 25 % occupancy at 90 registers); with 32 images it
+// ran at a sixth of the FP32 rate (32 x 550 x 64 x 64: 4.7 ms, slower than cuBLAS).
 // This kernel reads the rows of the upper triangle straight into registers. The matrix is cut
-// into strips of kStripCols = 128 columns (32 lanes x 4); in strip s a lane owns 4 columns and
-// sums, for each of them, P_rc' d_r over the rows r <= c' that its warp walks (the diagonal
-// entry at half weight), then adds 2 d_c' times that sum: the tiled kernel's upper-only diagonal
-// tiles, column sums and weights, so that infinities and NaN combine the same way. Entries left
-// of the diagonal are neither read nor used (never multiplied by 0). The rows of all strips are
-// dealt to the block's warps in equal contiguous ranges, and kStreamBatch rows are loaded
-// before any is used (that many loads in flight per thread).
-constexpr int kStripCols = 32 * 4;
-constexpr int kStreamBatch = 4;
+// into strips of 32 x COLS columns; in a strip a lane owns COLS consecutive columns and sums,
+// for each of them, P_rc d_r over the rows r <= c that its warp walks (the diagonal entry at half
+// weight), then adds 2 d_c times that sum: the tiled kernel's upper-only diagonal tiles, column
+// sums and weights, so that infinities and NaN combine the same way. Entries left of the
+// diagonal are neither read nor used (never multiplied by 0). The rows of all strips are dealt
+// to the block's warps in equal contiguous ranges, and BATCH rows are loaded before any is used
+// (that many loads in flight per thread). Per row a lane does COLS x IMAGES
+// multiply-adds against one broadcast read of d_r: 4 columns for up to 8 images, 2 for 16 and
+// 32 (their sums take 32 and 64 registers).
+template <int IMAGES>
+inline constexpr int kStreamedColumns = IMAGES <= 8 ? 4 : 2;
+// Rows whose loads are in flight together per thread: 4, or 2 where 32 images' column sums
+// already take 64 registers (they do 64 multiply-adds per 8 bytes read).
+template <int IMAGES>
+inline constexpr int kStreamBatch = IMAGES <= 16 ? 4 : 2;
 
-template <typename T>
-struct Quad {
-  T v[4];
-};
-
-// Entries (r, col + k), k < 4, of one matrix where bit k of `valid` is set, from the full layout
-// (row stride c) or the packed one; entries not valid are not read (0, unused). `aligned16`:
-// every full row starts on a 16-byte boundary, so four valid entries are one or two 16-byte loads.
-template <typename T>
-__device__ __forceinline__ Quad<T> load_quad(const T* __restrict__ matrix, int c, bool packed, bool aligned16,
-                                             int r, int col, unsigned valid) {
-  Quad<T> q;
+// Entries (r, col + k), k < N, of one matrix where bit k of `valid` is set, from the full layout
+// (row stride c) or the packed one; entries not valid are not read (0, unused). `aligned`: every
+// full row starts on a N * sizeof(T)-byte boundary, so N valid entries are one or two vector
+// loads (col is a multiple of N).
+template <typename T, int N>
+__device__ __forceinline__ Vec<T, N> load_columns(const T* __restrict__ matrix, int c, bool packed, bool aligned,
+                                                  int r, int col, unsigned valid) {
+  Vec<T, N> q;
 #pragma unroll
-  for (int k = 0; k < 4; ++k) q.v[k] = T(0);
-  if (!packed && aligned16 && valid == 0xFu) {
-    const T* p = matrix + static_cast<int64_t>(r) * c + col;  // col % 4 == 0
-    if constexpr (sizeof(T) == 4) {
+  for (int k = 0; k < N; ++k) q.v[k] = T(0);
+  if (!packed && aligned && valid == (1u << N) - 1u) {
+    const T* p = matrix + static_cast<int64_t>(r) * c + col;
+    if constexpr (std::is_same_v<T, float> && N == 4) {
       const float4 x = __ldg(reinterpret_cast<const float4*>(p));
       q.v[0] = x.x, q.v[1] = x.y, q.v[2] = x.z, q.v[3] = x.w;
-    } else {
-      const double2 x = __ldg(reinterpret_cast<const double2*>(p));
-      const double2 y = __ldg(reinterpret_cast<const double2*>(p) + 1);
-      q.v[0] = x.x, q.v[1] = x.y, q.v[2] = y.x, q.v[3] = y.y;
+      return q;
+    } else if constexpr (std::is_same_v<T, float> && N == 2) {
+      const float2 x = __ldg(reinterpret_cast<const float2*>(p));
+      q.v[0] = x.x, q.v[1] = x.y;
+      return q;
     }
-    return q;
   }
   // Entry (r, j) sits at row_base + j: packed rows hold columns r .. c - 1 only.
   const int64_t row_base = packed ? packed_offset(r, r, c) - r : static_cast<int64_t>(r) * c;
 #pragma unroll
-  for (int k = 0; k < 4; ++k)
+  for (int k = 0; k < N; ++k)
     if ((valid >> k) & 1u) q.v[k] = __ldg(matrix + row_base + col + k);
   return q;
 }
 
 // Blocks per SM the streamed kernel is compiled for (caps its registers): enough threads to
-// keep 32-64 KB of loads in flight per SM.
+// keep 32-64 KB of loads in flight per SM where memory bounds the groups.
 constexpr int streamed_min_blocks(int images) { return images == 1 ? 4 : images == 4 ? 3 : 2; }
 
 template <typename T, int IMAGES>
 __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streamed_forms_kernel(FormsArgs<T> a) {
+  constexpr int COLS = kStreamedColumns<IMAGES>, BATCH = kStreamBatch<IMAGES>;
+  constexpr int kStripCols = 32 * COLS;
+  constexpr unsigned kAll = (1u << COLS) - 1u;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* ds = reinterpret_cast<T*>(shared_bytes);          // [c_pad][IMAGES] centred vectors
-  T* partial_forms = ds + a.c_pad * IMAGES;           // [kWarps][IMAGES]
+  // Each thread's forms, [IMAGES][kThreads] (thread-contiguous: no bank conflicts), added to at
+  // the end of each strip: in registers they would cost 32 of them at 32 images.
+  T* thread_forms = ds + a.c_pad * IMAGES;
+  T* partial_forms = thread_forms + IMAGES * kThreads;  // [kWarps][IMAGES]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int c = static_cast<int>(a.c);
-  const bool aligned16 = a.vec_bytes == 16;
+  const bool aligned = a.vec_bytes >= COLS * static_cast<int>(sizeof(T));
   const int strips = (c + kStripCols - 1) / kStripCols;
   const auto strip_rows = [c](int s) { return c < kStripCols * (s + 1) ? c : kStripCols * (s + 1); };
   int units = 0;  // (strip, row) pairs of the walk
@@ -536,47 +545,46 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
       const int vectors = block_elements * static_cast<int>(sizeof(T)) / 16;
       for (int v = threadIdx.x; v < vectors; v += kThreads) dst[v] = __ldg(src + v);
     }
+#pragma unroll
+    for (int i = 0; i < IMAGES; ++i) thread_forms[i * kThreads + threadIdx.x] = T(0);
     __syncthreads();
 
-    T forms[IMAGES];
-#pragma unroll
-    for (int i = 0; i < IMAGES; ++i) forms[i] = T(0);
     int s = 0, r = first_unit;  // the walk's first (strip, row)
     while (s < strips && r >= strip_rows(s)) r -= strip_rows(s++);
     for (int unit = first_unit; unit < last_unit; ++s, r = 0) {
       const int end = min(strip_rows(s), r + (last_unit - unit));  // this strip's rows for the warp
       const int first_row = r;
       unit += end - r;
-      const int col = s * kStripCols + lane * 4;
+      const int col = s * kStripCols + lane * COLS;
       unsigned inside = 0;  // the lane's columns inside the matrix
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
+      for (int k = 0; k < COLS; ++k)
         if (col + k < c) inside |= 1u << k;
       // h[k] = sum over the warp's rows r <= col + k of P_r,col+k d_r (the diagonal entry at half
       // weight): the tiled kernel's column sums, so that infinities and NaN combine the same way.
-      T h[4][IMAGES];
+      T h[COLS][IMAGES];
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
+      for (int k = 0; k < COLS; ++k)
 #pragma unroll
         for (int i = 0; i < IMAGES; ++i) h[k][i] = T(0);
-      for (; r < end; r += kStreamBatch) {
-        Quad<T> rows[kStreamBatch];
-        unsigned valid[kStreamBatch];
+      for (; r < end; r += BATCH) {
+        Vec<T, COLS> rows[BATCH];
+        unsigned valid[BATCH];
 #pragma unroll
-        for (int b = 0; b < kStreamBatch; ++b) {
+        for (int b = 0; b < BATCH; ++b) {
           const int row = r + b;
           // Columns on or right of the diagonal; none for rows past the warp's range.
           const int first_col = row - col;  // columns col + k with k >= first_col
-          valid[b] = row < end ? inside & (first_col <= 0 ? 0xFu : first_col >= 4 ? 0u : (0xFu << first_col) & 0xFu) : 0u;
-          rows[b] = load_quad(matrix, c, a.packed, aligned16, row < end ? row : r, col, valid[b]);
+          valid[b] = row < end ? inside & (first_col <= 0 ? kAll : first_col >= COLS ? 0u : (kAll << first_col) & kAll) : 0u;
+          rows[b] = load_columns<T, COLS>(matrix, c, a.packed, aligned, row < end ? row : r, col, valid[b]);
         }
 #pragma unroll
-        for (int b = 0; b < kStreamBatch; ++b) {
+        for (int b = 0; b < BATCH; ++b) {
           if (valid[b] == 0) continue;  // entries left of the diagonal: not multiplied by 0
           const int row = r + b;
           const Vec<T, IMAGES> dr = load_vec<T, IMAGES>(ds + row * IMAGES);
 #pragma unroll
-          for (int k = 0; k < 4; ++k) {
+          for (int k = 0; k < COLS; ++k) {
             if ((valid[b] >> k) & 1u) {
               const T m = col + k == row ? T(0.5) * rows[b].v[k] : rows[b].v[k];
 #pragma unroll
@@ -588,23 +596,25 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
       // forms += 2 d_c . h_c over the lane's columns that some row of the warp reached (a zero h
       // times an infinite d_c would turn an infinite form into NaN).
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < COLS; ++k) {
         if (((inside >> k) & 1u) && col + k >= first_row) {
           const Vec<T, IMAGES> d = load_vec<T, IMAGES>(ds + (col + k) * IMAGES);
 #pragma unroll
-          for (int i = 0; i < IMAGES; ++i) forms[i] = fma(h[k][i], T(2) * d.v[i], forms[i]);
+          for (int i = 0; i < IMAGES; ++i) {
+            T& form = thread_forms[i * kThreads + threadIdx.x];
+            form = fma(h[k][i], T(2) * d.v[i], form);
+          }
         }
       }
     }
 
     // Reduce over the warp (fixed butterfly), then over the warps in order.
 #pragma unroll
-    for (int i = 0; i < IMAGES; ++i)
+    for (int i = 0; i < IMAGES; ++i) {
+      T form = thread_forms[i * kThreads + threadIdx.x];
 #pragma unroll
-      for (int offset = 16; offset > 0; offset >>= 1) forms[i] += __shfl_xor_sync(0xFFFFFFFFu, forms[i], offset);
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < IMAGES; ++i) partial_forms[warp * IMAGES + i] = forms[i];
+      for (int offset = 16; offset > 0; offset >>= 1) form += __shfl_xor_sync(0xFFFFFFFFu, form, offset);
+      if (lane == 0) partial_forms[warp * IMAGES + i] = form;
     }
     __syncthreads();
     // Thread i < IMAGES finishes image i of the group (never split: one block per item).
@@ -641,13 +651,13 @@ struct Plan {
   int64_t centred_elements = 0, partial_elements = 0;
 };
 
-// Image groups the streamed kernel takes: 1, 4 and 8 images (layouts 0 to 2).
-constexpr int kLastStreamedLayout = 2;
+// Image groups the streamed kernel takes: 1 to 32 images (layouts 0 to 4).
+constexpr int kLastStreamedLayout = 4;
 
 template <typename T>
 size_t streamed_shared_bytes_for(int layout, int64_t c_pad) {
-  const int64_t images = kGroupSizes[layout];
-  return static_cast<size_t>((c_pad * images + kWarps * images) * static_cast<int64_t>(sizeof(T)));
+  const int64_t images = kGroupSizes[layout];  // centred vectors, each thread's forms, each warp's
+  return static_cast<size_t>((c_pad * images + kThreads * images + kWarps * images) * static_cast<int64_t>(sizeof(T)));
 }
 
 template <typename T>
@@ -693,8 +703,8 @@ cudaError_t make_plan(int64_t b, int64_t c, int64_t p, int group_images, bool al
   plan->splits = static_cast<int>(splits < most ? splits : most);
   plan->centred_elements = p * plan->groups * plan->c_pad * plan->images;
   plan->partial_elements = plan->splits > 1 ? plan->splits * b * p : 0;
-  // Small groups stream the matrices instead, where there are blocks enough without splitting
-  // positions (the workspace above stays large enough: it drops the partial forms).
+  // Groups of up to 32 images stream the matrices instead, where there are blocks enough without
+  // splitting positions (the workspace above stays large enough: it drops the partial forms).
   const size_t streamed_shared = streamed_shared_bytes_for<T>(plan->layout, plan->c_pad);
   if (std::is_same_v<T, float> && allow_streamed && plan->layout <= kLastStreamedLayout && blocks >= target &&
       streamed_shared <= static_cast<size_t>(max_shared)) {
@@ -800,7 +810,9 @@ cudaError_t mahalanobis(const T* embedding, const T* mean, const T* precision, b
       switch (plan.layout) {
         case 0: return launch_streamed_forms<T, 1>(args, plan, stream);
         case 1: return launch_streamed_forms<T, 4>(args, plan, stream);
-        default: return launch_streamed_forms<T, 8>(args, plan, stream);
+        case 2: return launch_streamed_forms<T, 8>(args, plan, stream);
+        case 3: return launch_streamed_forms<T, 16>(args, plan, stream);
+        default: return launch_streamed_forms<T, 32>(args, plan, stream);
       }
     }
   }

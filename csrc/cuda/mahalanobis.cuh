@@ -23,7 +23,7 @@ cudaError_t mahalanobis_workspace_elements(int64_t b, int64_t c, int64_t p, int 
 // precision (p, c, c), of which only the upper-triangle tiles are read, or with `packed` the
 // upper triangles alone (p, c (c + 1) / 2) (common/packed_triangle.h). `workspace` holds
 // mahalanobis_workspace_elements<T>(b, c, p, group_images) elements. Device pointers, c >= 1.
-// Groups of up to 8 images read the matrices' rows straight into registers when there are
+// float32 groups of up to 32 images read the matrices' rows straight into registers when there are
 // enough (position, group) pairs to fill the device; `allow_streamed` false keeps them on the
 // tiled kernel (a measurement knob).
 template <typename T>

@@ -5,7 +5,7 @@
 //   ANOMALY_KERNELS_MAHALANOBIS_GROUP=g  score g images per read of the precisions (1, 4, 8,
 //                                        16, 32 or 64) instead of the smallest group that
 //                                        holds the batch
-//   ANOMALY_KERNELS_MAHALANOBIS_STREAM=0 groups of up to 8 images take the tiled kernel, not
+//   ANOMALY_KERNELS_MAHALANOBIS_STREAM=0 groups of up to 32 images take the tiled kernel, not
 //                                        the one that streams the rows into registers
 #include <cstdlib>
 

@@ -102,7 +102,7 @@ def _suffix(dtype: torch.dtype) -> str:
 def mahalanobis(embedding, mean, precision, group: int = 0, device: Device = H100_LIKE, streamed: bool = True) -> torch.Tensor:
     """(B, C, H, W), (C, H*W), (H*W, C, C) or packed (H*W, C(C+1)/2) -> distances (B, H*W).
 
-    ``streamed`` False keeps groups of up to 8 images on the tiled kernel."""
+    ``streamed`` False keeps groups of up to 32 images on the tiled kernel."""
     b, c = embedding.shape[:2]
     p = mean.shape[1]
     out = torch.full((b, p), float("nan"), dtype=embedding.dtype)

@@ -42,7 +42,7 @@ def test_every_operator_stays_inside_its_buffers():
         for b, c, dtype in [(1, 2048, torch.float32), (3, 700, torch.float64), (40, 300, torch.float32)]:
             OPERATORS["mahalanobis"](*gaussians(b, c, 1, 2, dtype, "cpu", seed=c))
         # Streamed rows (small groups, many positions), full, unaligned and packed.
-        for b, c in [(1, 129), (5, 130), (8, 132)]:
+        for b, c in [(1, 129), (5, 130), (8, 132), (20, 65)]:
             embedding, mean, precision = gaussians(b, c, 3, 4, torch.float32, "cpu", seed=c)
             rows, columns = torch.triu_indices(c, c)
             for matrices in (precision, precision[:, rows, columns].contiguous(),

@@ -304,8 +304,9 @@ def test_simulated_cuda_on_a_device_with_64_kb_of_shared_memory(packed, dtype):
     if packed:
         rows, columns = torch.triu_indices(300, 300)
         precision = precision[:, rows, columns].contiguous()
-    with copies_from(precision) as counts:
-        _check_simulated(embedding, mean, precision, device=TURING_LIKE)
+    _check_simulated(embedding, mean, precision, device=TURING_LIKE)  # float32 streams (37 KB a block)
+    with copies_from(precision) as counts:  # the tiled kernel's plan
+        _check_simulated(embedding, mean, precision, device=TURING_LIKE, streamed=False)
     # The group that fits: 16 float32 or 8 float64 images, so 3 or 5 reads of every tile.
     images = 16 if dtype == torch.float32 else 8
     per_entry = counts.view(*precision.shape, -1)  # the counts of an entry's 4-byte words
@@ -390,9 +391,11 @@ def test_simulated_cuda_reads_a_packed_triangle_once(b):
     assert torch.equal(counts.view(6, -1), (1 + mirrored.int()).expand(6, -1))
 
 
-# Groups of up to 8 float32 images with (position, group) pairs enough to fill the device (2 per
-# simulated SM: 8) stream the matrices' rows into registers instead of staging tiles.
-STREAMED_SHAPES = [(1, 1), (1, 5), (3, 127), (4, 128), (5, 129), (8, 300), (2, 550), (7, 260)]
+# Groups of up to 32 float32 images with (position, group) pairs enough to fill the device (2 per
+# simulated SM: 8) stream the matrices' rows into registers instead of staging tiles: 4 columns
+# a lane (strips of 128) up to 8 images, 2 columns (strips of 64) for 16 and 32.
+STREAMED_SHAPES = [(1, 1), (1, 5), (3, 127), (4, 128), (5, 129), (8, 300), (2, 550), (7, 260),
+                   (12, 63), (16, 64), (20, 65), (32, 130), (25, 3)]
 
 
 @pytest.mark.parametrize("b,c", STREAMED_SHAPES)
@@ -409,7 +412,7 @@ def test_simulated_cuda_streamed_small_groups_match_the_reference(b, c, layout):
     torch.testing.assert_close(simulated.mahalanobis(embedding, mean, precision), tiled, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("b,images", [(1, 1), (3, 4), (8, 8), (9, 8), (6, 1)])
+@pytest.mark.parametrize("b,images", [(1, 1), (3, 4), (8, 8), (9, 8), (6, 1), (16, 16), (20, 32), (40, 32)])
 @pytest.mark.parametrize("c", [130, 132, 300])  # rows 16-byte aligned at 132 and 300 only
 @pytest.mark.parametrize("packed", [False, True])
 def test_simulated_cuda_streamed_groups_read_the_upper_triangle_once(b, images, c, packed):
@@ -428,24 +431,29 @@ def test_simulated_cuda_streamed_groups_read_the_upper_triangle_once(b, images, 
     assert torch.equal(counts.view(12, -1), expected.expand(12, -1))
 
 
+@pytest.mark.parametrize("b", [1, 20])  # 4 columns a lane, and 2
 @pytest.mark.parametrize("channel", [3, 40, 131])
-def test_simulated_cuda_streamed_and_tiled_kernels_combine_infinities_alike(channel):
+def test_simulated_cuda_streamed_kernel_combines_infinities_as_the_cpu_kernel(channel, b):
     """With a zero entry above the diagonal, an infinite feature meets 0 * inf in some products
-    and not in others: the streamed kernel forms the tiled kernel's column sums, so both give
-    the same +inf or NaN."""
+    and not in others: the streamed kernel forms the column sums of the upper triangle, as the
+    CPU kernel and the tiled kernel's groups of up to 16 images do, so all give the same +inf or
+    NaN. (Groups of 32 and 64 images read whole diagonal tiles and may differ here.)"""
     c = 132
     matrix = 0.1 * torch.ones(c, c) + 0.5 * torch.eye(c)
     matrix[3, 40] = matrix[40, 3] = 0
     precision = matrix.expand(12, c, c).contiguous()
     mean = torch.zeros(c, 12)
-    embedding = torch.rand(1, c, 3, 4, generator=torch.Generator().manual_seed(channel)) + 0.1
+    embedding = torch.rand(b, c, 3, 4, generator=torch.Generator().manual_seed(channel)) + 0.1
     embedding[0, channel, 1, 2] = float("inf")
     streamed = simulated.mahalanobis(embedding, mean, precision)
-    tiled = simulated.mahalanobis(embedding, mean, precision, streamed=False)
-    assert torch.equal(streamed.isnan(), tiled.isnan()) and torch.equal(streamed.isinf(), tiled.isinf())
+    cpu = ops.mahalanobis(embedding, mean, precision)
+    assert torch.equal(streamed.isnan(), cpu.isnan()) and torch.equal(streamed.isinf(), cpu.isinf())
     assert not streamed[0, 0, 1, 2].isfinite()
+    if b == 1:
+        tiled = simulated.mahalanobis(embedding, mean, precision, streamed=False)
+        assert torch.equal(streamed.isnan(), tiled.isnan()) and torch.equal(streamed.isinf(), tiled.isinf())
     finite = streamed.isfinite()
-    torch.testing.assert_close(streamed[finite], tiled[finite], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(streamed[finite], cpu[finite], rtol=1e-5, atol=1e-5)
 
 
 def test_simulated_cuda_streamed_nan_and_inf():
@@ -466,9 +474,9 @@ def test_simulated_cuda_streamed_nan_and_inf():
     torch.testing.assert_close(out[~special], expected[~special], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("b", [1, 3, 8])
+@pytest.mark.parametrize("b", [1, 3, 8, 16, 32])
 def test_cuda_streamed_and_tiled_kernels_agree(b, monkeypatch):
-    """On a GPU: 64 x 64 positions fill it, so groups of up to 8 images take the streamed kernel;
+    """On a GPU: 64 x 64 positions fill it, so groups of up to 32 images take the streamed kernel;
     ANOMALY_KERNELS_MAHALANOBIS_STREAM=0 keeps them on the tiled one."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")

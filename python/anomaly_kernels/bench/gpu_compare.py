@@ -234,7 +234,7 @@ def mahalanobis_comparison(b: int, c: int, h: int, w: int) -> Comparison:
         "native_kernel_packed": lambda: kernel(embedding, mean, packed),
         "native_packed": lambda: ops.mahalanobis(embedding, mean, packed),
     }
-    if b <= 8:  # groups of up to 8 images stream the rows into registers; the tiled kernel for comparison
+    if b <= 32:  # groups of up to 32 images stream the rows into registers; the tiled kernel for comparison
         forms["native_kernel_tiled"] = _with_environment(
             lambda: kernel(embedding, mean, precision), "ANOMALY_KERNELS_MAHALANOBIS_STREAM", "0"
         )
