@@ -411,9 +411,11 @@ def cublas_scores_faster(images: int, channels: int, dtype: torch.dtype) -> bool
     the batch fits one image group with few channels and, at C = 550, up to 8 images (8 x 550 x
     64 x 64: 2.0 ms against 2.5 ms); beyond that the product is arithmetic-bound and cuBLAS's
     register-blocked GEMM wins (32 x 550 x 64 x 64: 3.75 ms against 4.7 ms). At C = 100 the
-    native kernel still wins at 32 images (0.25 ms against 0.32 ms). ``anomaly-kernels
-    bench-gpu`` times both (``native_kernel`` beside ``native``) so the bounds can follow the
-    kernel.
+    native kernel still wins at 32 images (0.25 ms against 0.32 ms). Those figures are the tiled
+    kernel's; groups of up to 32 images have since moved to a kernel that streams the matrices'
+    rows (``ANOMALY_KERNELS_MAHALANOBIS_STREAM``), not yet measured on a GPU, so the bounds stay
+    until it is. ``anomaly-kernels bench-gpu`` times both (``native_kernel`` beside ``native``,
+    and ``native_kernel_tiled``) so the bounds can follow the kernel.
 
     The route is taken only where it is as exact as the kernel: float32 with full-precision
     matmuls (``torch.get_float32_matmul_precision() == "highest"``, i.e. TF32 off; the product
