@@ -20,3 +20,13 @@ DEVICES = [
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def cuda_device() -> str:
+    """"cuda", for the tests of what only the CUDA kernels do (their tiling); skipped with a reason
+    where no GPU is present, and never run on the CPU only to be skipped there."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    return "cuda"
+

@@ -64,11 +64,6 @@ def test_native_check_of_band_bounds():
         )
 
 
-def _cuda_only(device):
-    if device != "cuda":
-        pytest.skip("checks the tiling of the CUDA kernel")
-
-
 @pytest.mark.parametrize(
     "shape,out,taps",
     [
@@ -80,8 +75,8 @@ def _cuda_only(device):
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_tiles_match_cpu(device, shape, out, taps, dtype):
-    _cuda_only(device)
+def test_cuda_tiles_match_cpu(cuda_device, shape, out, taps, dtype):
+    device = cuda_device
     x = torch.randn(*shape, dtype=dtype)
     start_y, weights_y = band(out[0], shape[2], taps[0], 5, dtype, "cpu")
     start_x, weights_x = band(out[1], shape[3], taps[1], 6, dtype, "cpu")
@@ -92,17 +87,17 @@ def test_cuda_tiles_match_cpu(device, shape, out, taps, dtype):
     torch.testing.assert_close(result.cpu(), expected, rtol=1e-5, atol=tol)
 
 
-def test_cuda_upsample_blur_anomaly_map_size(device):
-    _cuda_only(device)
+def test_cuda_upsample_blur_anomaly_map_size(cuda_device):
+    device = cuda_device
     maps = torch.rand(32, 1, 28, 28, dtype=torch.float64)
     expected = upsample_blur2d(maps, (224, 224))
     torch.testing.assert_close(upsample_blur2d(maps.float().to(device), (224, 224)).cpu().double(), expected, rtol=0, atol=2e-6)
 
 
-def test_cuda_out_of_range_starts_are_clamped(device):
+def test_cuda_out_of_range_starts_are_clamped(cuda_device):
     # The CUDA operator reads its starts only on the device: a start outside the input reads the
     # nearest band inside it instead of memory outside the input.
-    _cuda_only(device)
+    device = cuda_device
     x = torch.randn(2, 1, 6, 5, device=device)
     weights_y, weights_x = torch.randn(4, 3, device=device), torch.randn(3, 2, device=device)
     start_y = torch.tensor([-5, 100, 2, 4], device=device)

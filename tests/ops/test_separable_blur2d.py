@@ -11,6 +11,17 @@ from anomaly_kernels import ops, reference
 
 BORDERS = ["reflect", "replicate", "constant", "circular"]
 
+# Where the CUDA tiling changes.
+TILE_SHAPES = [
+    (2, 1, 7, 31, 8, 16),  # narrower than a tile, even taps
+    (1, 2, 8, 32, 33, 33),  # one tile exactly; reflect wider than the input
+    (2, 1, 9, 33, 3, 3),  # one row and one column past a tile
+    (1, 1, 129, 65, 33, 33),  # past the tallest tile
+    (2, 3, 130, 97, 16, 17),  # taps a multiple of the register strip, and one past it
+    (1, 1, 300, 5, 1, 2),
+    (5, 1, 33, 34, 24, 25),
+]
+
 # float32 rows that start on 16-byte boundaries (W a multiple of 4): the window is read in 16-byte
 # chunks, with the border columns of the first and last tiles across one by one.
 ALIGNED_ROW_SHAPES = [
@@ -21,6 +32,12 @@ ALIGNED_ROW_SHAPES = [
     (1, 1, 6, 4, 11, 11),  # padding wider than the input
     (3, 1, 12, 36, 1, 1),
 ]
+
+
+def _with_paddings(shapes):
+    """(b, c, h, w, ky, kx, padding) for each shape: "same", and "valid" where the kernel fits."""
+    return [(*shape, padding) for shape in shapes for padding in ("same", "valid")
+            if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])]
 
 
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
@@ -82,32 +99,12 @@ def test_gradient_with_padding_wider_than_input(device, border):
     assert torch.autograd.gradcheck(lambda t: ops.separable_blur2d(t, k, k, border, "same"), (x,), fast_mode=True)
 
 
-def _cuda_only(device):
-    if device != "cuda":
-        pytest.skip("checks the tiling of the CUDA kernel")
-
-
 @pytest.mark.parametrize("border", BORDERS)
-@pytest.mark.parametrize("padding", ["same", "valid"])
-@pytest.mark.parametrize(
-    "b,c,h,w,ky,kx",
-    [
-        (1, 1, 1, 1, 1, 1),
-        (2, 1, 7, 31, 8, 16),  # narrower than a tile, even taps
-        (1, 2, 8, 32, 33, 33),  # one tile exactly; reflect wider than the input
-        (2, 1, 9, 33, 3, 3),  # one row and one column past a tile
-        (1, 1, 129, 65, 33, 33),  # past the tallest tile
-        (2, 3, 130, 97, 16, 17),  # taps a multiple of the register strip, and one past it
-        (1, 1, 300, 5, 1, 2),
-        (5, 1, 33, 34, 24, 25),
-    ],
-)
-def test_cuda_tiles_match_cpu(device, border, padding, b, c, h, w, ky, kx):
+@pytest.mark.parametrize("b,c,h,w,ky,kx,padding", _with_paddings([(1, 1, 1, 1, 1, 1)] + TILE_SHAPES))
+def test_cuda_tiles_match_cpu(cuda_device, border, padding, b, c, h, w, ky, kx):
     # The CPU kernel is an independent implementation with the same border semantics (reflect
     # and circular keep going past the input, where F.pad would refuse).
-    _cuda_only(device)
-    if padding == "valid" and (ky > h or kx > w):
-        pytest.skip("'valid' needs the kernel to fit")
+    device = cuda_device
     x = torch.randn(b, c, h, w, dtype=torch.float64)
     k_y, k_x = blur_taps(ky, torch.float64, "cpu", h), blur_taps(kx, torch.float64, "cpu", w)
     expected = ops.separable_blur2d(x, k_y, k_x, border, padding)
@@ -120,8 +117,8 @@ def test_cuda_tiles_match_cpu(device, border, padding, b, c, h, w, ky, kx):
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("b,c,h,w,ky,kx", ALIGNED_ROW_SHAPES)
-def test_cuda_chunked_window_loads_match_cpu(device, border, b, c, h, w, ky, kx):
-    _cuda_only(device)
+def test_cuda_chunked_window_loads_match_cpu(cuda_device, border, b, c, h, w, ky, kx):
+    device = cuda_device
     x = torch.randn(b, c, h, w)
     k_y, k_x = blur_taps(ky, torch.float32, "cpu", h), blur_taps(kx, torch.float32, "cpu", w)
     expected = ops.separable_blur2d(x.double(), k_y.double(), k_x.double(), border, "same")
@@ -134,10 +131,10 @@ def test_cuda_chunked_window_loads_match_cpu(device, border, b, c, h, w, ky, kx)
 
 @pytest.mark.parametrize("taps,shape", [(161, (1, 1, 300, 70)), (301, (1, 2, 20, 30))])
 @pytest.mark.parametrize("border", ["reflect", "constant"])
-def test_cuda_long_kernels(device, taps, shape, border):
+def test_cuda_long_kernels(cuda_device, taps, shape, border):
     # 161 taps shrink the tile to fit shared memory; 301 taps exceed it even for the smallest
     # tile and take the two-pass path.
-    _cuda_only(device)
+    device = cuda_device
     x = torch.randn(*shape, dtype=torch.float64)
     k_y, k_x = blur_taps(taps, torch.float64, "cpu", 1), blur_taps(taps - 2, torch.float64, "cpu", 2)
     expected = ops.separable_blur2d(x, k_y, k_x, border, "same")
@@ -147,10 +144,10 @@ def test_cuda_long_kernels(device, taps, shape, border):
 
 
 @pytest.mark.parametrize("tile_rows", ["1", "8", "40", "128", "1000"])
-def test_cuda_forced_tile_heights_give_the_same_blur(device, monkeypatch, tile_rows):
+def test_cuda_forced_tile_heights_give_the_same_blur(cuda_device, monkeypatch, tile_rows):
     # ANOMALY_KERNELS_BLUR_TILE_ROWS overrides the tile height the kernel picks (rounded up to
     # its 8-row strips, at most 128); every pixel sums the same terms in the same order.
-    _cuda_only(device)
+    device = cuda_device
     x = torch.randn(3, 2, 227, 53, device=device)
     k_y, k_x = blur_taps(33, torch.float32, device, 12), blur_taps(17, torch.float32, device, 13)
     monkeypatch.delenv("ANOMALY_KERNELS_BLUR_TILE_ROWS", raising=False)
@@ -160,8 +157,8 @@ def test_cuda_forced_tile_heights_give_the_same_blur(device, monkeypatch, tile_r
     assert torch.equal(forced, chosen)
 
 
-def test_cuda_anomaly_map_sizes_and_many_planes(device):
-    _cuda_only(device)
+def test_cuda_anomaly_map_sizes_and_many_planes(cuda_device):
+    device = cuda_device
     with torch.backends.cudnn.flags(allow_tf32=False):
         for shape in [(32, 1, 224, 224), (3, 2, 256, 256), (40000, 2, 3, 5)]:
             x = torch.randn(*shape, device=device)
@@ -172,8 +169,8 @@ def test_cuda_anomaly_map_sizes_and_many_planes(device):
             torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_cuda_gradient_across_tiles(device):
-    _cuda_only(device)
+def test_cuda_gradient_across_tiles(cuda_device):
+    device = cuda_device
     x = torch.randn(2, 1, 70, 45, dtype=torch.float64, device=device, requires_grad=True)
     k_y, k_x = blur_taps(9, torch.float64, device, 10), blur_taps(12, torch.float64, device, 11)
     grad_out = torch.randn(2, 1, 70, 45, dtype=torch.float64, device=device)
@@ -198,25 +195,8 @@ def test_autograd_records_only_when_a_gradient_is_wanted(device):
 
 
 # The CUDA kernel on the CPU simulation of the kernels (tests/cuda_sim), on every machine.
-SIMULATED_TILE_SHAPES = [
-    (2, 1, 7, 31, 8, 16),
-    (1, 2, 8, 32, 33, 33),
-    (2, 1, 9, 33, 3, 3),
-    (1, 1, 129, 65, 33, 33),
-    (2, 3, 130, 97, 16, 17),
-    (1, 1, 300, 5, 1, 2),
-    (5, 1, 33, 34, 24, 25),
-]
-
-
-def _with_paddings(shapes):
-    """(b, c, h, w, ky, kx, padding) for each shape: "same", and "valid" where the kernel fits."""
-    return [(*shape, padding) for shape in shapes for padding in ("same", "valid")
-            if padding == "same" or (shape[4] <= shape[2] and shape[5] <= shape[3])]
-
-
 @pytest.mark.parametrize("border", BORDERS)
-@pytest.mark.parametrize("b,c,h,w,ky,kx,padding", _with_paddings(SIMULATED_TILE_SHAPES))
+@pytest.mark.parametrize("b,c,h,w,ky,kx,padding", _with_paddings(TILE_SHAPES))
 def test_simulated_cuda_tiles_match_cpu(border, b, c, h, w, ky, kx, padding):
     x = torch.randn(b, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h + w))
     k_y, k_x = blur_taps(ky, torch.float64, "cpu", h), blur_taps(kx, torch.float64, "cpu", w)
