@@ -568,6 +568,22 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
 #pragma unroll
         for (int i = 0; i < IMAGES; ++i) h[k][i] = T(0);
       for (; r < end; r += BATCH) {
+        if (inside == kAll && r + BATCH <= end && r + BATCH - 1 < col) {
+          // Rows all above the lane's columns (no diagonal entry), inside the matrix and the
+          // warp's range: most of a strip's rows, with no per-entry test.
+          Vec<T, COLS> rows[BATCH];
+#pragma unroll
+          for (int b = 0; b < BATCH; ++b) rows[b] = load_columns<T, COLS>(matrix, c, a.packed, aligned, r + b, col, kAll);
+#pragma unroll
+          for (int b = 0; b < BATCH; ++b) {
+            const Vec<T, IMAGES> dr = load_vec<T, IMAGES>(ds + (r + b) * IMAGES);
+#pragma unroll
+            for (int k = 0; k < COLS; ++k)
+#pragma unroll
+              for (int i = 0; i < IMAGES; ++i) h[k][i] = fma(dr.v[i], rows[b].v[k], h[k][i]);
+          }
+          continue;
+        }
         Vec<T, COLS> rows[BATCH];
         unsigned valid[BATCH];
 #pragma unroll
