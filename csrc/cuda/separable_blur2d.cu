@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kThreads)
   int* s_rowmap = reinterpret_cast<int*>(smem + lay.rowmap_off);
   int* s_colmap = reinterpret_cast<int*>(smem + lay.colmap_off);
 
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int t = threadIdx.x;
   for (int i = t; i < nky; i += kThreads) s_ky[i] = ky[i];
   for (int i = t; i < nkx; i += kThreads) s_kx[i] = kx[i];
 
