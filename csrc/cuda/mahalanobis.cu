@@ -480,25 +480,33 @@ template <int IMAGES>
 inline constexpr int kStreamBatch = IMAGES <= 16 ? 4 : 2;
 
 // Entries (r, col + k), k < N, of one matrix where bit k of `valid` is set, from the full layout
-// (row stride c) or the packed one; entries not valid are not read (0, unused). `aligned`: every
-// full row starts on a N * sizeof(T)-byte boundary, so N valid entries are one or two vector
-// loads (col is a multiple of N).
+// (row stride c) or the packed one; entries not valid are not read (0, unused). `row_align`:
+// the alignment in bytes (16, 8 or 4) on which every full row starts; col is a multiple of N, so
+// N valid float entries are one 16-byte load, or 8-byte loads on rows of an even length that
+// is no multiple of 4 (550 channels): half the load instructions and L1 wavefronts of
+// entry-by-entry loads, on the layout most precisions have.
 template <typename T, int N>
-__device__ __forceinline__ Vec<T, N> load_columns(const T* __restrict__ matrix, int c, bool packed, bool aligned,
+__device__ __forceinline__ Vec<T, N> load_columns(const T* __restrict__ matrix, int c, bool packed, int row_align,
                                                   int r, int col, unsigned valid) {
   Vec<T, N> q;
 #pragma unroll
   for (int k = 0; k < N; ++k) q.v[k] = T(0);
-  if (!packed && aligned && valid == (1u << N) - 1u) {
+  if (!packed && valid == (1u << N) - 1u) {
     const T* p = matrix + static_cast<int64_t>(r) * c + col;
-    if constexpr (std::is_same_v<T, float> && N == 4) {
-      const float4 x = __ldg(reinterpret_cast<const float4*>(p));
-      q.v[0] = x.x, q.v[1] = x.y, q.v[2] = x.z, q.v[3] = x.w;
-      return q;
-    } else if constexpr (std::is_same_v<T, float> && N == 2) {
-      const float2 x = __ldg(reinterpret_cast<const float2*>(p));
-      q.v[0] = x.x, q.v[1] = x.y;
-      return q;
+    if constexpr (std::is_same_v<T, float> && N % 2 == 0) {
+      if (N == 4 && row_align >= 16) {
+        const float4 x = __ldg(reinterpret_cast<const float4*>(p));
+        q.v[0] = x.x, q.v[1] = x.y, q.v[2] = x.z, q.v[3] = x.w;
+        return q;
+      }
+      if (row_align >= 8) {
+#pragma unroll
+        for (int k = 0; k < N; k += 2) {
+          const float2 x = __ldg(reinterpret_cast<const float2*>(p + k));
+          q.v[k] = x.x, q.v[k + 1] = x.y;
+        }
+        return q;
+      }
     }
   }
   // Entry (r, j) sits at row_base + j: packed rows hold columns r .. c - 1 only.
@@ -526,7 +534,6 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
   T* partial_forms = thread_forms + IMAGES * kThreads;  // [kWarps][IMAGES]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int c = static_cast<int>(a.c);
-  const bool aligned = a.vec_bytes >= COLS * static_cast<int>(sizeof(T));
   const int strips = (c + kStripCols - 1) / kStripCols;
   const auto strip_rows = [c](int s) { return c < kStripCols * (s + 1) ? c : kStripCols * (s + 1); };
   int units = 0;  // (strip, row) pairs of the walk
@@ -573,7 +580,7 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
           // warp's range: most of a strip's rows, with no per-entry test.
           Vec<T, COLS> rows[BATCH];
 #pragma unroll
-          for (int b = 0; b < BATCH; ++b) rows[b] = load_columns<T, COLS>(matrix, c, a.packed, aligned, r + b, col, kAll);
+          for (int b = 0; b < BATCH; ++b) rows[b] = load_columns<T, COLS>(matrix, c, a.packed, a.vec_bytes, r + b, col, kAll);
 #pragma unroll
           for (int b = 0; b < BATCH; ++b) {
             const Vec<T, IMAGES> dr = load_vec<T, IMAGES>(ds + (r + b) * IMAGES);
@@ -592,7 +599,7 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
           // Columns on or right of the diagonal; none for rows past the warp's range.
           const int first_col = row - col;  // columns col + k with k >= first_col
           valid[b] = row < end ? inside & (first_col <= 0 ? kAll : first_col >= COLS ? 0u : (kAll << first_col) & kAll) : 0u;
-          rows[b] = load_columns<T, COLS>(matrix, c, a.packed, aligned, row < end ? row : r, col, valid[b]);
+          rows[b] = load_columns<T, COLS>(matrix, c, a.packed, a.vec_bytes, row < end ? row : r, col, valid[b]);
         }
 #pragma unroll
         for (int b = 0; b < BATCH; ++b) {

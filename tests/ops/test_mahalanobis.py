@@ -413,7 +413,7 @@ def test_simulated_cuda_streamed_small_groups_match_the_reference(b, c, layout):
 
 
 @pytest.mark.parametrize("b,images", [(1, 1), (3, 4), (8, 8), (9, 8), (6, 1), (16, 16), (20, 32), (40, 32)])
-@pytest.mark.parametrize("c", [130, 132, 300])  # rows 16-byte aligned at 132 and 300 only
+@pytest.mark.parametrize("c", [130, 132, 300])  # rows 16-byte aligned at 132 and 300, 8-byte at 130
 @pytest.mark.parametrize("packed", [False, True])
 def test_simulated_cuda_streamed_groups_read_the_upper_triangle_once(b, images, c, packed):
     """Each entry on or above the diagonal once per group of `images` images, and none below it
