@@ -128,6 +128,29 @@ def test_gpu_comparison_check_catches_differences_and_lost_nans():
     assert not check(torch.tensor([1.0, 2.0, 0.0]), ref)[0]  # a NaN turned into a number
 
 
+def test_gpu_comparison_reports_a_faster_route_of_the_native_operator():
+    """A knob form (another kernel, tile or grid) that beats native by more than the margin is
+    named in the row's line; plain forms, other layouts, failed forms and small gains are not."""
+    from anomaly_kernels.bench.gpu_compare import ROUTE_MARGIN, _format, faster_route
+
+    forms = {
+        "native": {"min_ms": 1.0},
+        "batched_matmul": {"min_ms": 0.2},  # a plain form: NOT-FASTEST's business, not a route
+        "native_kernel": {"min_ms": 0.5},
+        "native_kernel_tiled": {"error": "CUDA out of memory"},
+        "native_kernel_packed": {"min_ms": 0.1},  # another input layout, not listed as a route
+    }
+    routes = ("native_kernel", "native_kernel_tiled")
+    assert faster_route(forms, routes) == "native_kernel"
+    assert faster_route(forms, ("native_kernel_tiled",)) is None
+    assert faster_route({**forms, "native_kernel": {"min_ms": 1.0 - ROUTE_MARGIN / 2}}, routes) is None
+    assert faster_route({**forms, "native": {"error": "failed"}}, routes) is None
+    row = {"name": "mahalanobis", "size": "32x550x64x64", "floor_ms": 0.6, "forms": forms, "target_ms": 1.2,
+           "target_met": False, "native_fastest": False, "faster_route": "native_kernel"}
+    assert "ROUTE native_kernel" in _format([row])
+    assert "ROUTE" not in _format([{**row, "faster_route": None}])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_gpu_comparison_on_cuda_times_every_form_and_agrees(tmp_path):
     from anomaly_kernels.bench.gpu_compare import run_gpu_comparison
