@@ -616,9 +616,12 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
 #pragma unroll
         for (int i = 0; i < IMAGES; ++i) h[k][i] = T(0);
       for (; r < end; r += BATCH) {
-        if (inside == kAll && r + BATCH <= end && r + BATCH - 1 < col) {
-          // Rows all above the lane's columns (no diagonal entry), inside the matrix and the
-          // warp's range: most of a strip's rows, with no per-entry test.
+        // Rows all above every lane's columns (no diagonal entry), inside the matrix and the
+        // warp's range: most of a strip's rows, with no per-entry test. Decided for the whole
+        // warp: where only some lanes qualify (rows near a strip's diagonal block, and every row
+        // of a last strip that runs past the matrix: 550 channels), all take the per-entry steps,
+        // which give those lanes the same sums, instead of the warp issuing both paths in turn.
+        if (__all_sync(0xFFFFFFFFu, inside == kAll && r + BATCH <= end && r + BATCH - 1 < col)) {
           Vec<T, COLS> rows[BATCH];
           load_row_run<T, COLS, BATCH>(matrix, c, a.packed, row_align, r, col, rows);
 #pragma unroll
