@@ -463,7 +463,7 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 // 8 x 550 x 64 x 64 (Nsight Compute: L1 68 %, 25 % occupancy at 90 registers); with 32 images it
 // ran at a sixth of the FP32 rate (32 x 550 x 64 x 64: 4.7 ms, slower than cuBLAS).
 // This kernel reads the rows of the upper triangle straight into registers. The matrix is cut
-// into strips of 32 x COLS columns; in a strip a lane owns COLS consecutive columns and sums,
+// into strips of 32 x COLS columns (the first one partial); in a strip a lane owns COLS consecutive columns and sums,
 // for each of them, P_rc d_r over the rows r <= c that its warp walks (the diagonal entry at half
 // weight), then adds 2 d_c times that sum: the tiled kernel's upper-only diagonal tiles, column
 // sums and weights, so that infinities and NaN combine the same way. Entries left of the
@@ -575,8 +575,16 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
   const int c = static_cast<int>(a.c);
   // Alignment of the rows' starts for the entry loads; packed rows start anywhere.
   const int row_align = a.packed ? static_cast<int>(sizeof(T)) : a.vec_bytes;
+  // Strips end at the matrix's last column, so that a partial strip (c not a multiple of the
+  // strip width) is the first one: it walks only the rows above its few columns (38 at 550
+  // channels and 128-column strips), where a partial last strip walked all c rows with most
+  // lanes idle. Strip s holds columns [offset + s * kStripCols, offset + (s + 1) * kStripCols),
+  // the columns below 0 outside the matrix. A lane's first column is c modulo COLS, so the
+  // vector loads stay aligned: rows start 8-byte aligned only where c is even (col even) and
+  // 16-byte aligned only where c is a multiple of 4 (col one too).
   const int strips = (c + kStripCols - 1) / kStripCols;
-  const auto strip_rows = [c](int s) { return c < kStripCols * (s + 1) ? c : kStripCols * (s + 1); };
+  const int offset = c - strips * kStripCols;  // in (-kStripCols, 0]
+  const auto strip_rows = [offset](int s) { return offset + kStripCols * (s + 1); };
   int units = 0;  // (strip, row) pairs of the walk
   for (int s = 0; s < strips; ++s) units += strip_rows(s);
   const int first_unit = static_cast<int>(static_cast<int64_t>(units) * warp / kWarps);
@@ -603,11 +611,11 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
       const int end = min(strip_rows(s), r + (last_unit - unit));  // this strip's rows for the warp
       const int first_row = r;
       unit += end - r;
-      const int col = s * kStripCols + lane * COLS;
+      const int col = offset + s * kStripCols + lane * COLS;
       unsigned inside = 0;  // the lane's columns inside the matrix
 #pragma unroll
       for (int k = 0; k < COLS; ++k)
-        if (col + k < c) inside |= 1u << k;
+        if (col + k >= 0) inside |= 1u << k;
       // h[k] = sum over the warp's rows r <= col + k of P_r,col+k d_r (the diagonal entry at half
       // weight): the tiled kernel's column sums, so that infinities and NaN combine the same way.
       T h[COLS][IMAGES];
