@@ -463,15 +463,15 @@ __global__ void __launch_bounds__(kThreads, (sizeof(T) > 4 && L::IMAGES > 4) ? 1
 // 8 x 550 x 64 x 64 (Nsight Compute: L1 68 %, 25 % occupancy at 90 registers); with 32 images it
 // ran at a sixth of the FP32 rate (32 x 550 x 64 x 64: 4.7 ms, slower than cuBLAS).
 // This kernel reads the rows of the upper triangle straight into registers. The matrix is cut
-// into strips of 32 x COLS columns (the first one partial); in a strip a lane owns COLS consecutive columns and sums,
-// for each of them, P_rc d_r over the rows r <= c that its warp walks (the diagonal entry at half
-// weight), then adds 2 d_c times that sum: the tiled kernel's upper-only diagonal tiles, column
-// sums and weights, so that infinities and NaN combine the same way. Entries left of the
-// diagonal are neither read nor used (never multiplied by 0). The rows of all strips are dealt
-// to the block's warps in equal contiguous ranges, and BATCH rows are loaded before any is used
-// (that many loads in flight per thread). Per row a lane does COLS x IMAGES
-// multiply-adds against one broadcast read of d_r: 4 columns for up to 8 images, 2 for 16 and
-// 32 (their sums take 32 and 64 registers).
+// into strips of 32 x COLS columns (the first one partial); in a strip a lane owns COLS
+// consecutive columns and sums, for each of them, P_rc d_r over the rows r <= c that its warp
+// walks (the diagonal entry at half weight), then adds 2 d_c times that sum: the tiled kernel's
+// upper-only diagonal tiles, column sums and weights, so that infinities and NaN combine the
+// same way. Entries left of the diagonal are neither read nor used (never multiplied by 0). The
+// rows of all strips are dealt to the block's warps in equal contiguous ranges, and BATCH rows
+// are loaded before any is used (that many loads in flight per thread). Per row a lane does
+// COLS x IMAGES multiply-adds against one broadcast read of d_r: 4 columns for up to 8 images,
+// 2 for 16 and 32 (their sums take 32 and 64 registers).
 template <int IMAGES>
 inline constexpr int kStreamedColumns = IMAGES <= 8 ? 4 : 2;
 // Rows whose loads are in flight together per thread: 4, or 2 where 32 images' column sums
@@ -503,10 +503,11 @@ struct EntryLoad {
   }
 };
 
-// Widest EntryLoad for rows starting on `row_align`-byte boundaries (16, 8 or 4; 4
-// for packed rows, which start anywhere), col being a multiple of N: 8-byte loads on rows of an
-// even length that is no multiple of 4 (550 channels) read 4 entries with half the instructions
-// and L1 wavefronts of entry-by-entry loads. Calls f(load) with the loader, once per call.
+// Widest EntryLoad for rows starting on `row_align`-byte boundaries (16, 8 or 4; 4 for packed
+// rows, which start anywhere), read from a column that keeps that alignment (see the streamed
+// kernel's strips): 8-byte loads on rows of an even length that is no multiple of 4 (550
+// channels) read 4 entries with half the instructions and L1 wavefronts of entry-by-entry
+// loads. Calls f(load) with the loader, once per call.
 template <typename T, int N, typename F>
 __device__ __forceinline__ void with_widest_load(int row_align, F f) {
   if (N == 4 && row_align >= 16) {
@@ -541,8 +542,8 @@ __device__ __forceinline__ Vec<T, N> load_columns(const T* __restrict__ matrix, 
 
 // RUN consecutive rows r, r + 1, ... of N entries (r, col + k), all valid: rows wholly above the
 // lane's columns. One 64-bit address per run and a step per row (c entries in the full layout,
-// c - row - 1 in the packed one), and the load width chosen once per run rather than per row:
-// a third fewer instructions per row with 32 images, whose arithmetic bounds them.
+// c - row - 1 in the packed one), and the load width chosen once per run rather than per row
+// (one image at 550 channels: 42 instructions per 4 rows, from 59 with per-row loads).
 template <typename T, int N, int RUN>
 __device__ __forceinline__ void load_row_run(const T* __restrict__ matrix, int c, bool packed, int row_align, int r,
                                              int col, Vec<T, N> (&rows)[RUN]) {
@@ -626,9 +627,9 @@ __global__ void __launch_bounds__(kThreads, streamed_min_blocks(IMAGES)) streame
       for (; r < end; r += BATCH) {
         // Rows all above every lane's columns (no diagonal entry), inside the matrix and the
         // warp's range: most of a strip's rows, with no per-entry test. Decided for the whole
-        // warp: where only some lanes qualify (rows near a strip's diagonal block, and every row
-        // of a last strip that runs past the matrix: 550 channels), all take the per-entry steps,
-        // which give those lanes the same sums, instead of the warp issuing both paths in turn.
+        // warp: where only some lanes qualify (rows near a strip's diagonal block, the partial
+        // first strip), all take the per-entry steps, which give those lanes the same sums,
+        // instead of the warp issuing both paths in turn.
         if (__all_sync(0xFFFFFFFFu, inside == kAll && r + BATCH <= end && r + BATCH - 1 < col)) {
           Vec<T, COLS> rows[BATCH];
           load_row_run<T, COLS, BATCH>(matrix, c, a.packed, row_align, r, col, rows);
