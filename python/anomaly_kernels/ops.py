@@ -358,14 +358,16 @@ def mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Te
     ``out[b, 0, h, w] = sqrt(max(dᵀ · precision[p] · d, 0))`` with ``p = h * W + w`` and
     ``d = embedding[b, :, h, w] - mean[:, p]``, in one fused pass: no (P, B, C) temporaries, each
     precision matrix read once per batch (per 64 images on CUDA). ``precision`` must be
-    symmetric (an inverse covariance): the kernels read only its upper triangle (on CUDA in
-    64 x 64 tiles; groups of 32 or 64 images read the diagonal tiles whole), so it may also be
-    given packed, as the upper triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN
-    form gives NaN (as ``clamp_min`` does), a negative one 0. An infinite feature gives +inf
-    where its products are positive; an exact 0 in the precision can turn one into
-    ``0 * inf = NaN``, and whether that happens depends on which entries are read: the
-    reference (the full matrix) and CUDA groups of 32 or 64 images read the lower halves of the
-    diagonal blocks too, the CPU kernel and smaller CUDA groups do not.
+    symmetric (an inverse covariance): the kernels read only its upper triangle (on CUDA,
+    float32 groups of up to 32 images stream its rows; the tiled kernel reads 64 x 64 tiles, and
+    its groups of 32 or 64 images read the diagonal tiles whole), so it may also be given packed,
+    as the upper triangles alone (:mod:`anomaly_kernels.packed_precision`). A NaN feature or
+    form gives NaN (as ``clamp_min`` does), a negative form 0. An infinite feature gives +inf
+    where every product it meets is positive. Where they differ in sign (``inf - inf``) or one
+    meets an exact 0 of the precision (``0 * inf``), the result is NaN or +inf depending on the
+    order of the sums, which differs between the reference (the full matrix), the CPU kernel
+    (column sums of the upper triangle) and the CUDA kernels (which also split a column's sums
+    between warps): such images are ill-defined on every device.
 
     Args:
         embedding: (B, C, H, W) float32 or float64.
