@@ -5,6 +5,7 @@ another torch are run by scripts/build-wheel.sh and scripts/check-wheel.sh, not 
 """
 
 import pathlib
+import re
 import subprocess
 import sys
 import tarfile
@@ -107,3 +108,17 @@ def test_cpu_kernels_load_without_cuda_libraries():
     assert (module.parent / "_cuda_kernels.so").exists() == info["cuda_compiled"]
     if info["cuda_compiled"] and torch.version.cuda:
         assert info["cuda_registered"]
+
+
+def test_strict_ptxas_sources_exist_and_ci_builds_with_them():
+    """The files held free of local memory are named in CMakeLists.txt: a renamed or removed
+    one would silently leave the guard, and CI must switch it on."""
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    listed = re.search(r"set\(STRICT_PTXAS_SOURCES([^)]*)\)", cmake)
+    assert listed, "CMakeLists.txt no longer lists STRICT_PTXAS_SOURCES"
+    sources = listed.group(1).split()
+    assert sources and all((ROOT / source).is_file() for source in sources), sources
+    assert all(source.endswith(".cu") for source in sources)
+    assert "export ANOMALY_KERNELS_STRICT_PTXAS=ON" in (ROOT / ".ci/run").read_text()
+    defines = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["scikit-build"]["cmake"]["define"]
+    assert defines["ANOMALY_KERNELS_STRICT_PTXAS"]["env"] == "ANOMALY_KERNELS_STRICT_PTXAS"
